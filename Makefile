@@ -1,0 +1,41 @@
+# wirestream — the two commands of the README, plus the developer targets.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PCAP ?= fixtures/pcaps/own_nginx_keepalive_multi.pcap
+
+.PHONY: run test lint format bench fuzz clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml tests/plugins/pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]' -e tests/plugins
+	touch $(STAMP)
+
+## make run: install, then replay a bundled capture and print its decoded records (no broker needed)
+run: $(STAMP)
+	$(BIN)/wirestream replay $(PCAP)
+
+## make test: install the test dependencies and run the whole suite (starts its own brokers)
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## make bench: long benchmarks (needs tshark/tcpflow for the comparisons; see bench/README.md)
+bench: $(STAMP)
+	$(BIN)/python bench/replay_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

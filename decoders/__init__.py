@@ -1,0 +1,1 @@
+"""Protocol decoders: sans-IO plugins fed with reassembled stream events, emitting records."""

@@ -1,0 +1,46 @@
+"""Finding decoders: every decoder (built-in or third-party) registers under the
+`wirestream.decoders` entry-point group; `--decoders` selects by name."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint, entry_points
+
+from decoders.api import Decoder
+
+GROUP = "wirestream.decoders"
+
+
+class UnknownDecoderError(ValueError):
+    pass
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def available() -> list[str]:
+    """Names of all registered decoders (nothing is imported)."""
+    return sorted(_entry_points())
+
+
+def select(names: list[str] | None) -> list[type[Decoder]]:
+    """The decoder classes for `names` (None: all registered; []: none), in that order.
+    Only the selected decoders are imported."""
+    if names == []:
+        return []
+    registry = _entry_points()
+    if names is None:
+        names = sorted(registry)
+    chosen = []
+    for name in names:
+        if name not in registry:
+            known = ", ".join(sorted(registry)) or "none"
+            raise UnknownDecoderError(f"unknown decoder {name!r}; registered decoders: {known}")
+        cls = registry[name].load()
+        if not (isinstance(cls, type) and issubclass(cls, Decoder)):
+            raise UnknownDecoderError(f"entry point {name!r} does not name a Decoder subclass")
+        chosen.append(cls)
+    return chosen

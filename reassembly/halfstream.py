@@ -1,0 +1,239 @@
+"""One direction of a TCP connection: sequence space -> 64-bit stream offsets, in-order delivery.
+
+Out-of-order segments are parked until the hole before them fills, is declared lost by
+the peer's ACK (the receiver got bytes we never saw), overflows the parking caps, or the
+flow ends. Overlaps: the first copy of a byte wins (what tshark's follow does, and
+Suricata's default for unknown targets); a later copy with different bytes is reported.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Callable
+from typing import Any
+
+from reassembly.sha256 import ResumableSha256
+
+M32 = 0xFFFFFFFF
+HALF = 1 << 31
+
+# Outcomes of add(), for the flow's history letters and counters.
+ADD_NEW = 0
+ADD_RETRANSMIT = 1
+ADD_PARKED = 2
+ADD_INCONSISTENT = 3
+
+
+class HalfStream:
+    """Sequence and delivery state of one direction; delivers through two callbacks."""
+
+    __slots__ = (
+        "acked",
+        "base",
+        "bytes",
+        "fin_off",
+        "hasher",
+        "max_end",
+        "missed",
+        "next",
+        "packets",
+        "parked",
+        "parked_bytes",
+        "parked_offsets",
+        "pending_zeros",
+        "started",
+    )
+
+    def __init__(self) -> None:
+        self.started = False
+        self.base = 0  # sequence number of stream offset 0
+        self.next = 0  # next stream offset to deliver
+        self.parked: dict[int, bytes] = {}
+        self.parked_offsets: list[int] = []
+        self.parked_bytes = 0
+        self.fin_off: int | None = None
+        self.acked = 0  # highest stream offset acknowledged by the peer
+        self.max_end = 0  # highest stream offset seen in any segment
+        self.packets = 0
+        self.bytes = 0  # payload bytes delivered in order
+        self.missed = 0  # bytes declared lost (gaps)
+        self.pending_zeros = 0  # gap bytes not yet hashed (trailing gaps are never hashed)
+        self.hasher = ResumableSha256()
+
+    # -- sequence space --
+    def set_base(self, seq: int) -> None:
+        self.base = seq & M32
+        self.started = True
+
+    def offset(self, seq: int) -> int:
+        """The stream offset of `seq`, unwrapped to the one nearest the delivery point."""
+        d = ((seq - self.base) - self.next) & M32
+        if d >= HALF:
+            d -= 1 << 32
+        return self.next + d
+
+    # -- data --
+    def add(
+        self,
+        off: int,
+        data: bytes,
+        deliver: Callable[[bytes], None],
+        gap: Callable[[int], None],
+        max_parked_bytes: int,
+        max_parked_segments: int,
+    ) -> int:
+        """Take a segment's payload at stream offset `off`; returns one of the ADD_* codes."""
+        if off < 0:  # bytes before offset 0 (e.g. before a midstream pickup point)
+            if off + len(data) <= 0:
+                return ADD_RETRANSMIT
+            data = data[-off:]
+            off = 0
+        end = off + len(data)
+        if end > self.max_end:
+            self.max_end = end
+        nxt = self.next
+        if end <= nxt:
+            return ADD_RETRANSMIT
+        if off <= nxt:
+            self._deliver(data[nxt - off :] if off < nxt else data, deliver)
+            if self.parked:
+                self._drain(deliver)
+            return ADD_NEW
+        outcome = self._park(off, data)
+        while self.parked and (
+            self.parked_bytes > max_parked_bytes or len(self.parked) > max_parked_segments
+        ):
+            # Parking overflow: the hole before the first parked segment is given up.
+            self.skip_to(self.parked_offsets[0], gap)
+            self._drain(deliver)
+        return outcome
+
+    def _deliver(self, data: bytes, deliver: Callable[[bytes], None]) -> None:
+        if self.pending_zeros:
+            self.hasher.update_zeros(self.pending_zeros)
+            self.pending_zeros = 0
+        self.hasher.update(data)
+        self.next += len(data)
+        self.bytes += len(data)
+        deliver(data)
+
+    def _park(self, off: int, data: bytes) -> int:
+        """Park the parts of [off, off+len) not already parked (first copy wins)."""
+        end = off + len(data)
+        offsets = self.parked_offsets
+        i = bisect_left(offsets, off)
+        if i > 0:
+            i -= 1  # the previous segment may overlap our start
+        pieces: list[tuple[int, int]] = []
+        cur = off
+        inconsistent = False
+        while i < len(offsets) and offsets[i] < end:
+            po = offsets[i]
+            seg = self.parked[po]
+            pe = po + len(seg)
+            if pe > cur:
+                if po > cur:
+                    pieces.append((cur, po))
+                lo, hi = max(po, off), min(pe, end)
+                if hi > lo and seg[lo - po : hi - po] != data[lo - off : hi - off]:
+                    inconsistent = True
+                cur = max(cur, pe)
+            i += 1
+        if cur < end:
+            pieces.append((cur, end))
+        for lo, hi in pieces:
+            self.parked[lo] = data[lo - off : hi - off]
+            insort(offsets, lo)
+            self.parked_bytes += hi - lo
+        if inconsistent:
+            return ADD_INCONSISTENT
+        return ADD_PARKED if pieces else ADD_RETRANSMIT
+
+    def _drain(self, deliver: Callable[[bytes], None]) -> None:
+        offsets = self.parked_offsets
+        while offsets and offsets[0] <= self.next:
+            po = offsets.pop(0)
+            seg = self.parked.pop(po)
+            self.parked_bytes -= len(seg)
+            end = po + len(seg)
+            if end > self.next:
+                self._deliver(seg[self.next - po :], deliver)
+
+    def skip_to(self, target: int, gap: Callable[[int], None]) -> None:
+        """Declare [next, target) lost: a gap event, counted in `missed`."""
+        length = target - self.next
+        if length <= 0:
+            return
+        self.next = target
+        self.missed += length
+        self.pending_zeros += length
+        gap(length)
+
+    def on_peer_ack(
+        self, ack_off: int, deliver: Callable[[bytes], None], gap: Callable[[int], None]
+    ) -> bool:
+        """The peer acknowledged up to `ack_off`. A hole that lies before acknowledged data
+        we hold is lost for good (the receiver has it, we never will): skip it. Returns
+        True when a gap was declared."""
+        if ack_off > self.acked:
+            self.acked = ack_off
+        gapped = False
+        while self.parked_offsets and ack_off > self.next:
+            first = self.parked_offsets[0]
+            if first <= self.next:
+                self._drain(deliver)
+                continue
+            self.skip_to(min(ack_off, first), gap)
+            gapped = True
+            self._drain(deliver)
+        return gapped
+
+    def flush(self, deliver: Callable[[bytes], None], gap: Callable[[int], None]) -> None:
+        """End of this direction: deliver what is parked across its holes, then count the
+        bytes the peer acknowledged (or the FIN claims) that we never saw."""
+        while self.parked_offsets:
+            self.skip_to(self.parked_offsets[0], gap)
+            self._drain(deliver)
+        end = self.fin_off if self.fin_off is not None else self.acked
+        if end > self.next:
+            self.skip_to(end, gap)
+
+    # -- persistence --
+    def snapshot(self) -> list[Any]:
+        return [
+            self.started,
+            self.base,
+            self.next,
+            [[o, self.parked[o]] for o in self.parked_offsets],
+            self.fin_off,
+            self.acked,
+            self.max_end,
+            self.packets,
+            self.bytes,
+            self.missed,
+            self.pending_zeros,
+            self.hasher.save(),
+        ]
+
+    @classmethod
+    def restore(cls, state: list[Any]) -> HalfStream:
+        h = cls()
+        (
+            h.started,
+            h.base,
+            h.next,
+            parked,
+            h.fin_off,
+            h.acked,
+            h.max_end,
+            h.packets,
+            h.bytes,
+            h.missed,
+            h.pending_zeros,
+            hasher,
+        ) = state
+        h.parked = {o: bytes(d) for o, d in parked}
+        h.parked_offsets = [o for o, _ in parked]
+        h.parked_bytes = sum(len(d) for _, d in parked)
+        h.hasher = ResumableSha256.load(hasher)
+        return h

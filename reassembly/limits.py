@@ -1,0 +1,39 @@
+"""Reassembly limits and timeouts, with their documented defaults (docs/limits.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SECOND = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    # Flow table, per task (partition): beyond it the least recently active flow is evicted.
+    max_flows: int = 100_000
+    # Out-of-order data parked per direction; beyond either cap the first hole is given up.
+    max_parked_bytes: int = 1 << 20
+    max_parked_segments: int = 256
+    # Timeouts in stream time (largest capture time seen on the partition), like Zeek's.
+    syn_only_timeout_ns: int = 30 * SECOND  # a SYN never answered (Zeek S0 after attempts)
+    tcp_idle_timeout_ns: int = 300 * SECOND  # Zeek tcp_inactivity_timeout
+    closed_linger_ns: int = 5 * SECOND  # Zeek tcp_close_delay: late ACKs after FIN/RST
+    udp_idle_timeout_ns: int = 60 * SECOND  # Zeek udp_inactivity_timeout
+    # How often (in stream time) the table is scanned for expired flows.
+    expiry_interval_ns: int = 1 * SECOND
+
+
+# Ports on which the listener is likely the server (Zeek's likely_server_ports idea):
+# a flow seen without its handshake is oriented so that such a port is the server's.
+LIKELY_SERVER_PORTS = frozenset(
+    {
+        20, 21, 22, 23, 25, 53, 80, 88, 110, 111, 123, 135, 137, 138, 139, 143, 161, 389, 443,
+        445, 465, 514, 587, 636, 993, 995, 1433, 1521, 1883, 2049, 3128, 3306, 3389, 5060,
+        5353, 5432, 5672, 6379, 6443, 6667, 6669, 8000, 8008, 8080, 8443, 8888, 9092, 9200,
+        11211, 27017,
+    }
+)  # fmt: skip
+
+
+def likely_server(port: int) -> bool:
+    return port in LIKELY_SERVER_PORTS or 0 < port < 1024

@@ -1,0 +1,300 @@
+"""One TCP connection: roles, handshake/teardown tracking, history, two half streams.
+
+Roles: the SYN's sender is the client (a SYN-ACK's receiver, if only that was seen).
+Without a handshake, the first packet's sender is the client unless its port is a likely
+server port and the other is not, or the content of the first payload says otherwise
+(Zeek's '^' history flag marks such a flip). Roles are fixed once data is delivered.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from probe.packet import ACK, FIN, RST, SYN, Packet
+from reassembly.halfstream import ADD_INCONSISTENT, ADD_NEW, ADD_RETRANSMIT, HalfStream
+from reassembly.limits import Limits, likely_server
+from reassembly.sink import StreamSink
+
+CLIENT, SERVER = 0, 1
+
+# Phases of a connection, for timeouts.
+PHASE_SYN = 0  # only SYNs from one side so far
+PHASE_ACTIVE = 1
+PHASE_CLOSED = 2  # streams closed (FIN both ways, or reset and lingered); late packets
+PHASE_RESET = 3  # a valid RST was seen: streams stay open for the linger time (Zeek's
+# tcp_reset_delay), so data sent after an injected RST is still seen (evasion), then close
+
+RST_BEHIND = 1 << 16  # how far before the delivery point an RST's seq may be
+RST_AHEAD = 1 << 24  # ... and how far beyond the highest byte seen (window, unscaled)
+
+# Bits of `seen` per orientation.
+SEEN_SYN, SEEN_SYNACK, SEEN_FIN, SEEN_RST, SEEN_DATA = 1, 2, 4, 8, 16
+SEEN_BAD_RST, SEEN_DATA_AFTER_RST = 32, 64
+
+
+class TcpFlow:
+    """A TCP connection's state; packets in, stream events out through a StreamSink."""
+
+    __slots__ = (
+        "client_side",
+        "close_reason",
+        "flipped",
+        "halves",
+        "hist",
+        "hist_seen",
+        "key",
+        "phase",
+        "roles_fixed",
+        "seen",
+        "sink",
+        "ts_first",
+        "ts_last",
+        "uid",
+    )
+
+    def __init__(self, key: bytes, uid: str, ts_ns: int, sink: StreamSink) -> None:
+        self.key = key
+        self.uid = uid
+        self.sink = sink
+        self.halves = (HalfStream(), HalfStream())  # by key orientation: 0 = lower -> higher
+        self.client_side = -1  # key orientation of the client; -1 = not decided yet
+        self.roles_fixed = False  # True once a SYN decided or data was delivered
+        self.flipped = False
+        self.hist: list[tuple[str, int]] = []  # (letter, orientation), first occurrences
+        self.hist_seen: set[tuple[str, int]] = set()
+        # Flags seen per orientation: bit 0 SYN, 1 SYN-ACK, 2 FIN, 3 RST, 4 data.
+        self.seen = [0, 0]
+        self.phase = PHASE_SYN
+        self.close_reason = ""
+        self.ts_first = ts_ns
+        self.ts_last = ts_ns
+
+    # -- history (Zeek conn.log letters; upper case = client) --
+    def _mark(self, letter: str, side: int) -> None:
+        item = (letter, side)
+        if item not in self.hist_seen:
+            self.hist_seen.add(item)
+            self.hist.append(item)
+
+    def history(self) -> str:
+        out = "^" if self.flipped else ""
+        for letter, side in self.hist:
+            out += letter if side == self.client_side else letter.lower()
+        return out
+
+    def direction(self, side: int) -> int:
+        return CLIENT if side == self.client_side else SERVER
+
+    # -- packets --
+    def on_packet(self, pkt: Packet, side: int, limits: Limits) -> None:
+        self.ts_last = pkt.ts_ns
+        half = self.halves[side]
+        half.packets += 1
+        if self.phase == PHASE_CLOSED:
+            return
+        flags = pkt.tcp_flags
+        seq = pkt.seq
+        if self.client_side < 0:
+            self._orient_first(pkt, side)
+        if flags & SYN:
+            self._on_syn(pkt, side, half)
+            seq = (seq + 1) & 0xFFFFFFFF
+        elif not half.started:
+            half.set_base(seq)
+        payload = pkt.payload
+        if payload:
+            self._on_payload(side, half, seq, payload, limits)
+        if flags & FIN:
+            self._mark("F", side)
+            self.seen[side] |= SEEN_FIN
+            if half.fin_off is None:
+                half.fin_off = half.offset(seq) + len(payload)
+        if flags & RST and (not self._on_rst(pkt, side, half) or self.phase == PHASE_RESET):
+            return  # an invalid RST is ignored whole; a valid one ends the packet's effect
+        if flags & ACK:
+            self._on_ack(pkt, side, flags)
+        if self.phase == PHASE_SYN and (self.seen[0] | self.seen[1]) & ~SEEN_SYN:
+            self.phase = PHASE_ACTIVE
+        if self._both_finished():
+            self.close("fin")
+
+    def _orient_first(self, pkt: Packet, side: int) -> None:
+        flags = pkt.tcp_flags
+        if flags & SYN:
+            self.client_side = side if not flags & ACK else 1 - side
+            return
+        self.client_side = side
+        if likely_server(pkt.sport) and not likely_server(pkt.dport):
+            self.client_side = 1 - side
+            self.flipped = True
+
+    def _on_syn(self, pkt: Packet, side: int, half: HalfStream) -> None:
+        synack = bool(pkt.tcp_flags & ACK)
+        self._mark("H" if synack else "S", side)
+        self.seen[side] |= SEEN_SYNACK if synack else SEEN_SYN
+        if not self.roles_fixed:
+            wanted = 1 - side if synack else side
+            if wanted != self.client_side:
+                self.client_side = wanted
+                self.flipped = False
+            self.roles_fixed = True
+        if not half.started or (half.bytes == 0 and not half.parked and not half.missed):
+            half.set_base(pkt.seq + 1)
+
+    def _on_payload(
+        self, side: int, half: HalfStream, seq: int, payload: bytes, limits: Limits
+    ) -> None:
+        if not self.roles_fixed:
+            hint = self.sink.role_hint(payload)
+            if hint is not None:
+                wanted = side if hint == CLIENT else 1 - side
+                if wanted != self.client_side:
+                    self.client_side = wanted
+                    self.flipped = not self.flipped
+            self.roles_fixed = True
+        self.seen[side] |= SEEN_DATA
+        if self.phase == PHASE_RESET and not self.seen[side] & SEEN_DATA_AFTER_RST:
+            self.seen[side] |= SEEN_DATA_AFTER_RST
+            self.sink.anomaly("data_after_reset", f"direction={self.direction(side)}")
+        direction = self.direction(side)
+        sink = self.sink
+        outcome = half.add(
+            half.offset(seq),
+            payload,
+            lambda data: sink.on_data(direction, data),
+            lambda length: self._gap(side, length),
+            limits.max_parked_bytes,
+            limits.max_parked_segments,
+        )
+        if outcome == ADD_NEW:
+            self._mark("D", side)
+        elif outcome == ADD_RETRANSMIT:
+            self._mark("T", side)
+        elif outcome == ADD_INCONSISTENT:
+            self._mark("I", side)
+            sink.anomaly("overlap_different_data", f"direction={direction}")
+
+    def _gap(self, side: int, length: int) -> None:
+        self._mark("G", side)
+        self.sink.on_gap(self.direction(side), length)
+
+    def _on_ack(self, pkt: Packet, side: int, flags: int) -> None:
+        peer_side = 1 - side
+        peer = self.halves[peer_side]
+        if not pkt.payload and not flags & (SYN | FIN):
+            self._mark("A", side)
+        if not peer.started:
+            return
+        direction = self.direction(peer_side)
+        sink = self.sink
+        peer.on_peer_ack(
+            peer.offset(pkt.ack),
+            lambda data: sink.on_data(direction, data),
+            lambda length: self._gap(peer_side, length),
+        )
+
+    def _on_rst(self, pkt: Packet, side: int, half: HalfStream) -> bool:
+        """Accept an RST only if it is plausible for the receiver (RFC 5961 in spirit): in
+        the sender's sequence window, or, before the sender spoke, acknowledging the SYN.
+        Others are reported and ignored (Zeek/Suricata treat them as injection attempts)."""
+        if self._rst_valid(pkt, side, half):
+            self._mark("R", side)
+            self.seen[side] |= SEEN_RST
+            self.phase = PHASE_RESET
+            return True
+        if not self.seen[side] & SEEN_BAD_RST:
+            self.seen[side] |= SEEN_BAD_RST
+            self.sink.anomaly("rst_invalid", f"direction={self.direction(side)} seq={pkt.seq}")
+        return False
+
+    def _rst_valid(self, pkt: Packet, side: int, half: HalfStream) -> bool:
+        peer = self.halves[1 - side]
+        if not half.started or (half.bytes == 0 and not self.seen[side] & (SEEN_SYN | 2)):
+            # The sender has not spoken yet: its RST must acknowledge what the peer sent.
+            return bool(pkt.tcp_flags & ACK) and peer.started and peer.offset(pkt.ack) >= 0
+        off = half.offset(pkt.seq)
+        return half.next - RST_BEHIND <= off <= half.max_end + RST_AHEAD
+
+    def _both_finished(self) -> bool:
+        return all(h.fin_off is not None and h.next >= h.fin_off for h in self.halves)
+
+    # -- end --
+    def close(self, reason: str) -> None:
+        """Close both streams: deliver parked data across holes, then tell the sink."""
+        if self.phase == PHASE_CLOSED:
+            return
+        if self.client_side < 0:
+            self.client_side = 0
+        sink = self.sink
+        for side in (self.client_side, 1 - self.client_side):
+            half = self.halves[side]
+            direction = self.direction(side)
+            half.flush(
+                lambda data, d=direction: sink.on_data(d, data),
+                lambda length, s=side: self._gap(s, length),
+            )
+        self.phase = PHASE_CLOSED
+        self.close_reason = reason
+        sink.on_close(reason)
+
+    def conn_state(self) -> str:
+        """Zeek's conn_state, from the flags seen on each side."""
+        c, s = self.client_side, 1 - self.client_side
+        cf, sf = self.seen[c], self.seen[s]
+        c_syn, s_synack = cf & 1, sf & 2
+        c_fin, s_fin = cf & 4, sf & 4
+        c_rst, s_rst = cf & 8, sf & 8
+        if not c_syn and not s_synack:
+            return "OTH"
+        if c_syn and not s_synack:
+            if s_rst:
+                return "REJ"
+            if c_rst:
+                return "RSTOS0"
+            if c_fin:
+                return "SH"
+            return "S0" if not sf else "OTH"
+        if s_synack and not c_syn:
+            if s_rst:
+                return "RSTRH"
+            if s_fin:
+                return "SHR"
+        if c_rst:
+            return "RSTO"
+        if s_rst:
+            return "RSTR"
+        if c_fin and s_fin:
+            return "SF"
+        if c_fin:
+            return "S2"
+        if s_fin:
+            return "S3"
+        return "S1"
+
+    # -- persistence --
+    def snapshot(self) -> list[Any]:
+        return [
+            self.uid,
+            self.halves[0].snapshot(),
+            self.halves[1].snapshot(),
+            self.client_side,
+            self.roles_fixed,
+            self.flipped,
+            [[letter, side] for letter, side in self.hist],
+            list(self.seen),
+            self.phase,
+            self.close_reason,
+            self.ts_first,
+            self.ts_last,
+        ]
+
+    @classmethod
+    def restore(cls, key: bytes, state: list[Any], sink: StreamSink) -> TcpFlow:
+        flow = cls(key, state[0], state[10], sink)
+        flow.halves = (HalfStream.restore(state[1]), HalfStream.restore(state[2]))
+        flow.client_side, flow.roles_fixed, flow.flipped = state[3], state[4], state[5]
+        flow.hist = [(letter, side) for letter, side in state[6]]
+        flow.hist_seen = set(flow.hist)
+        flow.seen = list(state[7])
+        flow.phase, flow.close_reason, flow.ts_first, flow.ts_last = state[8:12]
+        return flow

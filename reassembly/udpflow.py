@@ -1,0 +1,114 @@
+"""One UDP flow: each datagram is delivered whole; the first sender is the client unless
+its port is a likely server port and the other is not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from probe.packet import Packet
+from reassembly.limits import Limits, likely_server
+from reassembly.sha256 import ResumableSha256
+from reassembly.sink import StreamSink
+
+CLIENT, SERVER = 0, 1
+PHASE_ACTIVE, PHASE_CLOSED = 1, 2
+
+
+class UdpSide:
+    __slots__ = ("bytes", "hasher", "packets")
+
+    def __init__(self) -> None:
+        self.packets = 0
+        self.bytes = 0
+        self.hasher = ResumableSha256()
+
+    # The flow record reads these like a TCP half stream's.
+    missed = 0
+    next = property(lambda self: self.bytes)
+
+
+class UdpFlow:
+    __slots__ = (
+        "client_side",
+        "close_reason",
+        "flipped",
+        "halves",
+        "key",
+        "phase",
+        "sink",
+        "ts_first",
+        "ts_last",
+        "uid",
+    )
+
+    def __init__(self, key: bytes, uid: str, ts_ns: int, sink: StreamSink) -> None:
+        self.key = key
+        self.uid = uid
+        self.sink = sink
+        self.halves = (UdpSide(), UdpSide())
+        self.client_side = -1
+        self.flipped = False
+        self.phase = PHASE_ACTIVE
+        self.close_reason = ""
+        self.ts_first = ts_ns
+        self.ts_last = ts_ns
+
+    def direction(self, side: int) -> int:
+        return CLIENT if side == self.client_side else SERVER
+
+    def on_packet(self, pkt: Packet, side: int, limits: Limits) -> None:
+        self.ts_last = pkt.ts_ns
+        if self.client_side < 0:
+            self.client_side = side
+            if likely_server(pkt.sport) and not likely_server(pkt.dport):
+                self.client_side = 1 - side
+                self.flipped = True
+        half = self.halves[side]
+        half.packets += 1
+        if self.phase == PHASE_CLOSED:
+            return
+        payload = pkt.payload
+        half.bytes += len(payload)
+        half.hasher.update(payload)
+        self.sink.on_data(self.direction(side), payload)
+
+    def close(self, reason: str) -> None:
+        if self.phase == PHASE_CLOSED:
+            return
+        self.phase = PHASE_CLOSED
+        self.close_reason = reason
+        self.sink.on_close(reason)
+
+    def history(self) -> str:
+        out = "^" if self.flipped else ""
+        c, s = self.halves[self.client_side], self.halves[1 - self.client_side]
+        if c.packets:
+            out += "D"
+        if s.packets:
+            out += "d"
+        return out
+
+    def conn_state(self) -> str:
+        return "SF" if all(h.packets for h in self.halves) else "S0"
+
+    def snapshot(self) -> list[Any]:
+        return [
+            self.uid,
+            [[h.packets, h.bytes, h.hasher.save()] for h in self.halves],
+            self.client_side,
+            self.flipped,
+            self.phase,
+            self.close_reason,
+            self.ts_first,
+            self.ts_last,
+        ]
+
+    @classmethod
+    def restore(cls, key: bytes, state: list[Any], sink: StreamSink) -> UdpFlow:
+        flow = cls(key, state[0], state[6], sink)
+        for half, (packets, nbytes, hasher) in zip(flow.halves, state[1], strict=True):
+            half.packets, half.bytes = packets, nbytes
+            half.hasher = ResumableSha256.load(hasher)
+        flow.client_side, flow.flipped, flow.phase, flow.close_reason = state[2:6]
+        flow.ts_last = state[7]
+        return flow

@@ -1,0 +1,259 @@
+"""wirestream command line: `replay` captures embedded (no broker), `probe` and `run` for
+the Kafka mode. `python runner.py --help` or `wirestream --help`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from reassembly.limits import SECOND, Limits
+
+EXIT_OK, EXIT_INPUT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> int:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return int(value * SECOND)
+
+
+def _decoder_list(text: str) -> list[str] | None:
+    if text == "all":
+        return None
+    if text in ("", "none"):
+        return []
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _decoder_option(text: str) -> tuple[str, str, Any]:
+    name, sep, value = text.partition("=")
+    decoder, dot, option = name.partition(".")
+    if not sep or not dot or not decoder or not option:
+        raise argparse.ArgumentTypeError(f"expected DECODER.OPTION=VALUE, got {text!r}")
+    parsed: Any = value
+    try:
+        parsed = int(value)
+    except ValueError:
+        if value.lower() in ("true", "false"):
+            parsed = value.lower() == "true"
+    return decoder, option, parsed
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--log-format",
+        choices=("auto", "console", "json"),
+        default="auto",
+        help="log format on stderr: console (readable), json (one object per line), "
+        "auto = console on a terminal, json otherwise (default: auto)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="lowest log level shown (default: info)",
+    )
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    d = Limits()
+    p.add_argument(
+        "--decoders",
+        type=_decoder_list,
+        default=None,
+        metavar="LIST",
+        help="comma-separated decoders to run (e.g. http), 'all' (default) or 'none' "
+        "(reassembly and flow records only)",
+    )
+    p.add_argument(
+        "-O",
+        "--decoder-option",
+        type=_decoder_option,
+        action="append",
+        default=[],
+        metavar="DECODER.OPTION=VALUE",
+        help="set a decoder option, e.g. -O http.max_decompressed=1048576 (repeatable)",
+    )
+    p.add_argument(
+        "--max-flows",
+        type=_positive_int,
+        default=d.max_flows,
+        help=f"flows tracked per partition; beyond, the least recently active is evicted "
+        f"(default: {d.max_flows})",
+    )
+    p.add_argument(
+        "--max-parked-bytes",
+        type=_positive_int,
+        default=d.max_parked_bytes,
+        help=f"out-of-order bytes parked per direction before the first hole is declared "
+        f"a gap (default: {d.max_parked_bytes})",
+    )
+    p.add_argument(
+        "--tcp-idle-timeout",
+        type=_seconds,
+        default=d.tcp_idle_timeout_ns,
+        metavar="SECONDS",
+        help=f"close a TCP flow after this much capture time without packets "
+        f"(default: {d.tcp_idle_timeout_ns // SECOND})",
+    )
+    p.add_argument(
+        "--udp-idle-timeout",
+        type=_seconds,
+        default=d.udp_idle_timeout_ns,
+        metavar="SECONDS",
+        help=f"close a UDP flow after this much capture time without packets "
+        f"(default: {d.udp_idle_timeout_ns // SECOND})",
+    )
+
+
+def _runtime_config(args: argparse.Namespace) -> Any:
+    from streams.config import RuntimeConfig
+
+    limits = replace(
+        Limits(),
+        max_flows=args.max_flows,
+        max_parked_bytes=args.max_parked_bytes,
+        tcp_idle_timeout_ns=args.tcp_idle_timeout,
+        udp_idle_timeout_ns=args.udp_idle_timeout,
+    )
+    options: dict[str, dict[str, Any]] = {}
+    for decoder, option, value in args.decoder_option:
+        options.setdefault(decoder, {})[option] = value
+    return RuntimeConfig(
+        limits=limits,
+        decoders=args.decoders,
+        decoder_options=options,
+        partitions=getattr(args, "partitions", 1),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wirestream",
+        description="TCP reassembly and protocol decoding, embedded (replay) or as a Kafka "
+        "consumer group.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    rp = sub.add_parser(
+        "replay",
+        help="replay captures in this process (no broker) and print decoded records",
+        description="Replay pcap/pcapng captures through reassembly and the decoders; print "
+        "one JSON record per line (http, flow, anomaly, ...). A summary goes to stderr.",
+    )
+    rp.add_argument("pcaps", nargs="+", metavar="PCAP", help="capture files (pcap or pcapng)")
+    rp.add_argument(
+        "-o",
+        "--output",
+        default="-",
+        metavar="FILE",
+        help="where the JSON lines go; '-' = stdout (default)",
+    )
+    rp.add_argument(
+        "--partitions",
+        type=_positive_int,
+        default=1,
+        help="virtual partitions: flows are assigned with Kafka's partitioner, each with "
+        "its own stream time and limits, as a group on an N-partition topic (default: 1)",
+    )
+    rp.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="keep the RocksDB state here (default: a temporary directory, removed at exit)",
+    )
+    rp.add_argument(
+        "--no-progress", action="store_true", help="never show the progress bar on stderr"
+    )
+    _add_runtime(rp)
+    _add_common(rp)
+    rp.set_defaults(func=cmd_replay)
+
+    try:
+        from streams import kafka_cli
+    except ImportError:
+        kafka_cli = None  # type: ignore[assignment]
+    if kafka_cli is not None:
+        kafka_cli.add_commands(sub, _add_runtime, _add_common, _runtime_config)
+    return parser
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import structlog
+
+    from state.store import StoreError
+    from streams.replay import Replay
+
+    log = structlog.get_logger("wirestream")
+    config = _runtime_config(args)
+    if args.output == "-":
+        out = sys.stdout.buffer
+        close = False
+    else:
+        try:
+            out = open(args.output, "wb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            log.error("cannot_open_output", path=args.output, error=exc.strerror)
+            return EXIT_USAGE
+        close = True
+    try:
+        replay = Replay(
+            config,
+            out.write,
+            state_dir=args.state_dir,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+        summary = replay.run(args.pcaps)
+    except StoreError as exc:
+        log.error("state_store_error", error=str(exc))
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+    finally:
+        if close:
+            out.close()
+        else:
+            try:
+                out.flush()
+            except BrokenPipeError:
+                pass
+    log.info("replay_finished", **summary.as_log())
+    return EXIT_INPUT_ERROR if summary.errors else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from decoders.registry import UnknownDecoderError
+    from streams.logs import configure_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_format, args.log_level)
+    try:
+        return int(args.func(args))
+    except UnknownDecoderError as exc:
+        parser.error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

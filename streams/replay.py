@@ -1,0 +1,200 @@
+"""Embedded mode: replay captures through the same tasks a consumer group would run.
+
+Flows are spread over `partitions` virtual partitions with Kafka's partitioner on the
+flow key, each with its own task (flow table, stream time, limits, RocksDB store), so a
+replay makes the same decisions as a group consuming an N-partition topic.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from decoders.registry import select
+from probe.capture import open_capture
+from probe.errors import CaptureError
+from probe.flowkey import kafka_partition
+from probe.record import decode_record
+from probe.source import PacketSource
+from state.store import StateStore
+from streams.config import RuntimeConfig
+from streams.serde import dumps_record, loads_record
+from streams.task import Task
+
+log = structlog.get_logger("wirestream.replay")
+
+PROGRESS_MIN_BYTES = 20 << 20  # show a progress bar for inputs larger than this
+
+
+@dataclass
+class ReplaySummary:
+    packets: int = 0
+    bytes: int = 0
+    flows: int = 0
+    records: Counter[str] = field(default_factory=Counter)
+    undecodable: Counter[str] = field(default_factory=Counter)
+    non_ip: int = 0
+    defrag: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def as_log(self) -> dict[str, Any]:
+        rate = self.packets / self.seconds if self.seconds else 0.0
+        return {
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "flows": self.flows,
+            "transactions": self.records.get("http", 0),
+            "anomalies": self.records.get("anomaly", 0),
+            "undecodable_packets": sum(self.undecodable.values()),
+            "undecodable_by_kind": dict(sorted(self.undecodable.items())),
+            "non_ip_packets": self.non_ip,
+            "records": dict(sorted(self.records.items())),
+            "seconds": round(self.seconds, 3),
+            "packets_per_s": round(rate),
+            "capture_errors": len(self.errors),
+        }
+
+
+class Replay:
+    """Runs captures through per-partition tasks; records go to `write` as JSON lines."""
+
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        write: Callable[[bytes], Any],
+        state_dir: str | None = None,
+        progress: bool = False,
+        verify_records: bool = False,
+    ) -> None:
+        self.config = config
+        self.write = write
+        self.progress = progress
+        self.verify_records = verify_records
+        self.summary = ReplaySummary()
+        self._own_state_dir = state_dir is None
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix="wirestream-replay-")
+        decoders = select(config.decoders)
+        self.tasks = [
+            Task(
+                p,
+                config,
+                decoders,
+                self._emit,
+                StateStore(os.path.join(self.state_dir, f"flows-{p}")),
+            )
+            for p in range(config.partitions)
+        ]
+        self.source = PacketSource()
+
+    def _emit(self, record_type: str, key: str, record: dict[str, Any]) -> None:
+        self.summary.records[record_type] += 1
+        self.write(dumps_record(record) + b"\n")
+
+    def run(self, paths: Sequence[str]) -> ReplaySummary:
+        started = time.perf_counter()
+        try:
+            for path in paths:
+                self._replay_file(path)
+            for task in self.tasks:
+                task.close_all("end_of_input")
+                task.commit()
+        finally:
+            self.summary.seconds = time.perf_counter() - started
+            self._finish()
+        return self.summary
+
+    def _replay_file(self, path: str) -> None:
+        tasks = self.tasks
+        n = len(tasks)
+        commit_every = self.config.commit_every_packets
+        verify = self.verify_records
+        counter = 0
+        try:
+            capture = open_capture(path)
+        except CaptureError as exc:
+            self._capture_error(exc)
+            return
+        bar = self._progress_bar(path, capture)
+        try:
+            for kp in self.source.keyed(capture):
+                task = tasks[kafka_partition(kp.key, n)] if n > 1 else tasks[0]
+                if verify:
+                    task.process_record(kp.record())
+                    assert decode_record(kp.record()).frame == kp.frame
+                else:
+                    task.process_packet(kp.packet, kp.key, kp.forward)
+                counter += 1
+                if counter % commit_every == 0:
+                    for t in tasks:
+                        t.commit()
+                if bar is not None and counter % 4096 == 0:
+                    bar.n = capture.bytes_read
+                    bar.refresh()
+        except CaptureError as exc:
+            self._capture_error(exc)
+        finally:
+            capture.close()
+            if bar is not None:
+                bar.n = capture.bytes_read
+                bar.close()
+
+    def _progress_bar(self, path: str, capture: Any) -> Any:
+        if not self.progress or capture.size < PROGRESS_MIN_BYTES:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=capture.size,
+            unit="B",
+            unit_scale=True,
+            desc=os.path.basename(path),
+            leave=False,
+            mininterval=0.5,
+        )
+
+    def _capture_error(self, exc: CaptureError) -> None:
+        self.summary.errors.append(str(exc))
+        log.error("capture_error", error=str(exc))
+
+    def _finish(self) -> None:
+        s = self.summary
+        src = self.source
+        s.packets, s.bytes, s.non_ip = src.frames, src.bytes, src.non_ip
+        s.undecodable = Counter(src.bad)
+        for task in self.tasks:
+            s.undecodable.update(task.bad_packets)
+            s.flows += task.flows_finished
+            if task.store is not None:
+                task.store.close()
+        s.defrag = src.defrag.stats.as_dict()
+        for kind, count in sorted(s.undecodable.items()):
+            log.warning("undecodable_packets", kind=kind, count=count)
+        if self._own_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def replay_records(
+    paths: Sequence[str],
+    *,
+    partitions: int = 1,
+    decoders: list[str] | None = None,
+    config: RuntimeConfig | None = None,
+    verify_records: bool = False,
+) -> list[dict[str, Any]]:
+    """Replay `paths` and return the records, parsed back (for tests and notebooks)."""
+    config = config or RuntimeConfig()
+    config.partitions = partitions
+    if decoders is not None:
+        config.decoders = decoders
+    lines: list[bytes] = []
+    Replay(config, lines.append, verify_records=verify_records).run(list(paths))
+    return [loads_record(line) for line in lines]
