@@ -67,6 +67,7 @@ class Capture:
         self.linktype: int | None = None
         self.snaplen = 0
         self.nanosecond = False
+        self.fcs_len = 0  # pcap: bytes of FCS at the end of each frame, if the header says so
         self.bytes_read = 0
         self._pcapng: _PcapngReader | None = None
         try:

@@ -6,7 +6,9 @@ objects; everything else goes through the general path below. No checksum is eve
 also trims Ethernet padding and FCS.
 
 Outcomes of `parse_frame`:
-  Packet    an IP packet (TCP/UDP with ports and TCP fields; other protocols with ports 0)
+  Packet    an IP packet (TCP/UDP with ports and TCP fields; other protocols with ports 0).
+            A frame cut short by the snaplen still gives a Packet when its L4 header is
+            complete: `payload` is what was captured, `truncated` what is missing.
   Fragment  one fragment of an IP datagram: feed it to probe.defrag.Defragmenter
   None      not IP (ARP, LLC, ...): not an error
   ParseError(kind), kinds: truncated_link, unknown_linktype, vlan_depth, truncated_ipv4,

@@ -16,9 +16,7 @@ from probe.errors import ParseError
 from probe.flowkey import flow_key
 from probe.packet import Packet
 from probe.parse import Fragment, parse_frame
-from probe.record import encode_record
-
-FLAG_REASSEMBLED = 0x01
+from probe.record import FLAG_REASSEMBLED, encode_record
 
 
 class KeyedPacket(NamedTuple):

@@ -97,7 +97,7 @@ class HalfStream:
         if off <= nxt:
             self._deliver(data[nxt - off :] if off < nxt else data, deliver)
             if self.parked:
-                self._drain(deliver)
+                self.drain(deliver)
             return ADD_NEW
         outcome = self._park(off, data)
         while self.parked and (
@@ -105,7 +105,7 @@ class HalfStream:
         ):
             # Parking overflow: the hole before the first parked segment is given up.
             self.skip_to(self.parked_offsets[0], gap)
-            self._drain(deliver)
+            self.drain(deliver)
         return outcome
 
     def _deliver(self, data: bytes, deliver: Callable[[bytes], None]) -> None:
@@ -149,7 +149,7 @@ class HalfStream:
             return ADD_INCONSISTENT
         return ADD_PARKED if pieces else ADD_RETRANSMIT
 
-    def _drain(self, deliver: Callable[[bytes], None]) -> None:
+    def drain(self, deliver: Callable[[bytes], None]) -> None:
         offsets = self.parked_offsets
         while offsets and offsets[0] <= self.next:
             po = offsets.pop(0)
@@ -172,20 +172,21 @@ class HalfStream:
     def on_peer_ack(
         self, ack_off: int, deliver: Callable[[bytes], None], gap: Callable[[int], None]
     ) -> bool:
-        """The peer acknowledged up to `ack_off`. A hole that lies before acknowledged data
-        we hold is lost for good (the receiver has it, we never will): skip it. Returns
-        True when a gap was declared."""
+        """The peer acknowledged up to `ack_off`: the receiver has every byte before it, so
+        bytes before it that we have not seen are lost to us (Zeek's AckReceived ->
+        Undelivered): skip them as a gap and deliver what was parked behind them. The FIN's
+        sequence number is not data. Returns True when a gap was declared."""
+        if self.fin_off is not None and ack_off > self.fin_off:
+            ack_off = self.fin_off
         if ack_off > self.acked:
             self.acked = ack_off
         gapped = False
-        while self.parked_offsets and ack_off > self.next:
-            first = self.parked_offsets[0]
-            if first <= self.next:
-                self._drain(deliver)
-                continue
-            self.skip_to(min(ack_off, first), gap)
-            gapped = True
-            self._drain(deliver)
+        while ack_off > self.next:
+            first = self.parked_offsets[0] if self.parked_offsets else ack_off
+            if first > self.next:
+                self.skip_to(min(ack_off, first), gap)
+                gapped = True
+            self.drain(deliver)
         return gapped
 
     def flush(self, deliver: Callable[[bytes], None], gap: Callable[[int], None]) -> None:
@@ -193,7 +194,7 @@ class HalfStream:
         bytes the peer acknowledged (or the FIN claims) that we never saw."""
         while self.parked_offsets:
             self.skip_to(self.parked_offsets[0], gap)
-            self._drain(deliver)
+            self.drain(deliver)
         end = self.fin_off if self.fin_off is not None else self.acked
         if end > self.next:
             self.skip_to(end, gap)

@@ -14,6 +14,13 @@ class Limits:
     # Out-of-order data parked per direction; beyond either cap the first hole is given up.
     max_parked_bytes: int = 1 << 20
     max_parked_segments: int = 256
+    # Out-of-order bytes parked by all flows of a task (memcap, like Suricata's
+    # stream.reassembly.memcap but per partition so replay and Kafka cut the same flows):
+    # beyond it the flow that parks gives up its first hole.
+    max_parked_bytes_task: int = 64 << 20
+    # Per-direction reassembly depth (Suricata's stream depth): bytes after it are not
+    # delivered (counted, flagged once). 0 = unlimited.
+    max_depth: int = 0
     # Timeouts in stream time (largest capture time seen on the partition), like Zeek's.
     syn_only_timeout_ns: int = 30 * SECOND  # a SYN never answered (Zeek S0 after attempts)
     tcp_idle_timeout_ns: int = 300 * SECOND  # Zeek tcp_inactivity_timeout

@@ -108,7 +108,8 @@ class TcpFlow:
             self._mark("F", side)
             self.seen[side] |= SEEN_FIN
             if half.fin_off is None:
-                half.fin_off = half.offset(seq) + len(payload)
+                # A frame cut short by the snap length still occupied its full length.
+                half.fin_off = half.offset(seq) + len(payload) + pkt.truncated
         if flags & RST and (not self._on_rst(pkt, side, half) or self.phase == PHASE_RESET):
             return  # an invalid RST is ignored whole; a valid one ends the packet's effect
         if flags & ACK:
@@ -122,6 +123,7 @@ class TcpFlow:
         flags = pkt.tcp_flags
         if flags & SYN:
             self.client_side = side if not flags & ACK else 1 - side
+            self.flipped = bool(flags & ACK)  # the first packet came from the server
             return
         self.client_side = side
         if likely_server(pkt.sport) and not likely_server(pkt.dport):
@@ -173,6 +175,22 @@ class TcpFlow:
         elif outcome == ADD_INCONSISTENT:
             self._mark("I", side)
             sink.anomaly("overlap_different_data", f"direction={direction}")
+
+    def parked_bytes(self) -> int:
+        return self.halves[0].parked_bytes + self.halves[1].parked_bytes
+
+    def give_up_first_hole(self) -> bool:
+        """Memory pressure: declare the first hole of the direction with most parked data
+        lost, delivering what it held back. False when nothing is parked."""
+        side = 0 if self.halves[0].parked_bytes >= self.halves[1].parked_bytes else 1
+        half = self.halves[side]
+        if not half.parked_offsets:
+            return False
+        direction = self.direction(side)
+        sink = self.sink
+        half.skip_to(half.parked_offsets[0], lambda length: self._gap(side, length))
+        half.drain(lambda data: sink.on_data(direction, data))
+        return True
 
     def _gap(self, side: int, length: int) -> None:
         self._mark("G", side)
@@ -254,7 +272,7 @@ class TcpFlow:
             if c_fin:
                 return "SH"
             return "S0" if not sf else "OTH"
-        if s_synack and not c_syn:
+        if s_synack and not c_syn and not self.halves[c].packets:
             if s_rst:
                 return "RSTRH"
             if s_fin:

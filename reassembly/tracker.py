@@ -52,6 +52,8 @@ class FlowTracker:
         self.removed: set[bytes] = set()  # flows gone since the last snapshot
         self.evicted = 0
         self.expired = 0
+        self.parked_bytes = 0  # out-of-order bytes parked by all flows of this task
+        self.memcap_hits = 0
         self.touches = 0  # packets processed; a flow's last touch orders it after a restore
         self.last_touch: dict[bytes, int] = {}
 
@@ -77,7 +79,7 @@ class FlowTracker:
             and proto == PROTO_TCP
             and pkt.tcp_flags & (SYN | ACK) == SYN
         ):  # port reuse: a new connection on a closed 5-tuple
-            flow.close("rst")  # no-op unless it was still lingering after a reset
+            self._close(flow, "rst")  # no-op unless it was still lingering after a reset
             self._remove(key, flow)
             flow = None
         if flow is None:
@@ -85,7 +87,13 @@ class FlowTracker:
         else:
             flows.move_to_end(key)
         phase = flow.phase
+        parked = flow.parked_bytes()
         flow.on_packet(pkt, side, self.limits)
+        parked_now = flow.parked_bytes()
+        if parked_now != parked:
+            self.parked_bytes += parked_now - parked
+            if self.parked_bytes > self.limits.max_parked_bytes_task:
+                self._relieve(flow)
         if flow.phase != phase:
             # A new phase may have a shorter timeout: keep a heap entry at or before the
             # real deadline, so expiry happens at the first scan past it (restore-exact).
@@ -100,7 +108,7 @@ class FlowTracker:
             old_key, old = next(iter(self.flows.items()))
             self.evicted += 1
             self._anomaly(old, "flow_evicted", f"max_flows={self.limits.max_flows}")
-            old.close("evicted")
+            self._close(old, "evicted")
             self._remove(old_key, old)
         cls = TcpFlow if pkt.proto == PROTO_TCP else UdpFlow
         flow = cls(key, make_uid(key, pkt.ts_ns), pkt.ts_ns, None)  # type: ignore[arg-type]
@@ -109,6 +117,22 @@ class FlowTracker:
         self.removed.discard(key)
         heapq.heappush(self._deadlines, (self._deadline(flow), flow.uid, key))
         return flow
+
+    def _relieve(self, flow: Flow) -> None:
+        """Task memcap exceeded: the flow that parked gives up holes until under the cap."""
+        self.memcap_hits += 1
+        self._anomaly(
+            flow, "task_memcap", f"max_parked_bytes_task={self.limits.max_parked_bytes_task}"
+        )
+        while self.parked_bytes > self.limits.max_parked_bytes_task:
+            before = flow.parked_bytes()
+            if not flow.give_up_first_hole():  # type: ignore[union-attr]
+                break
+            self.parked_bytes -= before - flow.parked_bytes()
+
+    def _close(self, flow: Flow, reason: str) -> None:
+        self.parked_bytes -= flow.parked_bytes()  # closing delivers everything parked
+        flow.close(reason)
 
     def _remove(self, key: bytes, flow: Flow) -> None:
         del self.flows[key]
@@ -151,9 +175,9 @@ class FlowTracker:
         due.sort(key=lambda item: (item[0], item[1]))  # independent of the heap's history
         for _, _, key, flow in due:
             if flow.phase == PHASE_RESET:
-                flow.close("rst")
+                self._close(flow, "rst")
             elif flow.phase != PHASE_CLOSED:
-                flow.close("timeout")
+                self._close(flow, "timeout")
             self.expired += 1
             self._remove(key, flow)
         return len(due)
@@ -161,7 +185,7 @@ class FlowTracker:
     def close_all(self, reason: str) -> None:
         """End of input (or `--exit-when-idle`): close and remove every flow, oldest first."""
         for key, flow in list(self.flows.items()):
-            flow.close("rst" if flow.phase == PHASE_RESET else reason)
+            self._close(flow, "rst" if flow.phase == PHASE_RESET else reason)
             self._remove(key, flow)
 
     # -- persistence --
@@ -173,13 +197,28 @@ class FlowTracker:
         return changed, removed
 
     def meta_snapshot(self) -> list[Any]:
-        return [self.stream_time, self._next_expiry, self.evicted, self.expired, self.touches]
+        return [
+            self.stream_time,
+            self._next_expiry,
+            self.evicted,
+            self.expired,
+            self.touches,
+            self.memcap_hits,
+        ]
 
     def restore(self, meta: list[Any], flows: list[tuple[bytes, Flow, int]]) -> None:
         """Rebuild the table from saved flows; `flows` carry their activity order."""
-        self.stream_time, self._next_expiry, self.evicted, self.expired, self.touches = meta
+        (
+            self.stream_time,
+            self._next_expiry,
+            self.evicted,
+            self.expired,
+            self.touches,
+            self.memcap_hits,
+        ) = meta
         for key, flow, order in sorted(flows, key=lambda item: item[2]):
             self.flows[key] = flow
+            self.parked_bytes += flow.parked_bytes()
             self.last_touch[key] = order
             heapq.heappush(self._deadlines, (self._deadline(flow), flow.uid, key))
 

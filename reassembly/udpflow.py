@@ -72,6 +72,9 @@ class UdpFlow:
         half.hasher.update(payload)
         self.sink.on_data(self.direction(side), payload)
 
+    def parked_bytes(self) -> int:
+        return 0
+
     def close(self, reason: str) -> None:
         if self.phase == PHASE_CLOSED:
             return

@@ -1,0 +1,160 @@
+"""HTTP messages and transactions as the decoder keeps them: head fields ready for the record,
+a body digest while the body streams, tags; plus their msgpack-able snapshot form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from decoders.http_body import BodyDigest, content_codings
+
+UNKNOWN_BODY: dict[str, Any] = {"body_len": None, "body_sha256": None}
+
+
+def framing_class(method: bytes) -> bytes:
+    """The only request facts that change how a response is framed (RFC 9112 6.3)."""
+    return method if method in (b"HEAD", b"CONNECT") else b"GET"
+
+
+def header_pairs(raw: list[tuple[bytes, bytes]], cap: int) -> list[list[str]]:
+    return [[n.decode("latin-1"), v.decode("latin-1")] for n, v in raw[:cap]]
+
+
+class Msg:
+    """One request or response. `body` is set when the message is complete (or given up)."""
+
+    __slots__ = (
+        "body",
+        "clock",
+        "codings",
+        "complete",
+        "digest",
+        "framing",
+        "head",
+        "is_request",
+        "paired",
+        "rid",
+        "switch",
+        "tags",
+        "ts_ns",
+    )
+
+    def __init__(self, rid: int, is_request: bool, ts_ns: int, clock: int) -> None:
+        self.rid = rid
+        self.is_request = is_request
+        self.ts_ns = ts_ns
+        self.clock = clock  # decoder clock: when the head completed (request) / began (response)
+        self.head: dict[str, Any] = {}
+        self.tags: set[str] = set()
+        self.codings: list[str] | None = None
+        self.digest: BodyDigest | None = None
+        self.body: dict[str, Any] | None = None
+        self.complete = False
+        self.framing = b"GET"
+        self.switch = False  # request proposes a protocol switch (CONNECT / Upgrade)
+        self.paired = False
+
+    def open_body(self, max_decoded: int) -> None:
+        self.digest = BodyDigest(self.codings, max_decoded)
+
+    def finish(self) -> None:
+        """Freeze the body fields; a message without digest (lenient head) has unknown body."""
+        if self.complete:
+            return
+        if self.digest is not None:
+            self.body = self.digest.fields()
+            self.tags.update(self.digest.tags())
+            self.digest = None
+        else:
+            self.body = dict(UNKNOWN_BODY)
+        self.complete = True
+
+    def record(self, informational: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        out = dict(self.head)
+        if not self.is_request:
+            out["informational"] = list(informational or [])
+        out.update(self.body if self.body is not None else UNKNOWN_BODY)
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "rid": self.rid,
+            "req": self.is_request,
+            "ts": self.ts_ns,
+            "clock": self.clock,
+            "head": self.head,
+            "tags": sorted(self.tags),
+            "codings": self.codings,
+            "body": self.body,
+            "complete": self.complete,
+            "framing": self.framing,
+            "switch": self.switch,
+            "paired": self.paired,
+        }
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any]) -> Msg:
+        m = cls(st["rid"], st["req"], st["ts"], st["clock"])
+        m.head = st["head"]
+        m.tags = set(st["tags"])
+        m.codings = st["codings"]
+        m.body = st["body"]
+        m.complete = st["complete"]
+        m.framing = st["framing"]
+        m.switch = st["switch"]
+        m.paired = st["paired"]
+        return m
+
+
+def new_head_msg(
+    rid: int, is_request: bool, ts_ns: int, clock: int, first: dict[str, Any], raw: list, cap: int
+) -> Msg:
+    """A message from its first-line fields and raw headers (wire order, wire case)."""
+    m = Msg(rid, is_request, ts_ns, clock)
+    m.head = dict(first)
+    m.head["headers"] = header_pairs(raw, cap)
+    m.codings = content_codings(raw)
+    return m
+
+
+class Txn:
+    """A transaction on its way out: request and/or response, extra tags, 1xx responses."""
+
+    __slots__ = ("info", "req", "resp", "tags")
+
+    def __init__(
+        self,
+        req: Msg | None,
+        resp: Msg | None,
+        tags: set[str] | None = None,
+        info: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.req = req
+        self.resp = resp
+        self.tags = set(tags or ())
+        self.info = info or []
+
+    def all_tags(self) -> list[str]:
+        tags = set(self.tags)
+        if self.req is not None:
+            tags |= self.req.tags
+        else:
+            tags.add("no_request")
+        if self.resp is not None:
+            tags |= self.resp.tags
+        else:
+            tags.add("no_response")
+        return sorted(tags)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "req": self.req.rid if self.req is not None else None,
+            "resp": self.resp.to_state() if self.resp is not None else None,
+            "tags": sorted(self.tags),
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_state(cls, st: dict[str, Any], reqs: dict[int, Msg]) -> Txn:
+        req = reqs[st["req"]] if st["req"] is not None else None
+        resp = Msg.from_state(st["resp"]) if st["resp"] is not None else None
+        return cls(req, resp, set(st["tags"]), list(st["info"]))
