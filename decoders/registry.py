@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
 
+import structlog
+
 from decoders.api import Decoder
+
+log = structlog.get_logger("wirestream.decoders")
 
 GROUP = "wirestream.decoders"
 
@@ -32,15 +36,21 @@ def select(names: list[str] | None) -> list[type[Decoder]]:
     if names == []:
         return []
     registry = _entry_points()
-    if names is None:
-        names = sorted(registry)
+    explicit = names is not None
     chosen = []
-    for name in names:
+    for name in names if names is not None else sorted(registry):
         if name not in registry:
             known = ", ".join(sorted(registry)) or "none"
             raise UnknownDecoderError(f"unknown decoder {name!r}; registered decoders: {known}")
-        cls = registry[name].load()
-        if not (isinstance(cls, type) and issubclass(cls, Decoder)):
-            raise UnknownDecoderError(f"entry point {name!r} does not name a Decoder subclass")
+        try:
+            cls = registry[name].load()
+            if not (isinstance(cls, type) and issubclass(cls, Decoder)):
+                raise TypeError(f"{registry[name].value} is not a Decoder subclass")
+        except Exception as exc:
+            if explicit:
+                raise UnknownDecoderError(f"decoder {name!r} cannot be loaded: {exc}") from exc
+            # One broken plugin must not take the others down when running them all.
+            log.warning("decoder_not_loaded", decoder=name, error=str(exc))
+            continue
         chosen.append(cls)
     return chosen

@@ -24,12 +24,22 @@ ADD_PARKED = 2
 ADD_INCONSISTENT = 3
 
 
+class ParkingBudget:
+    """Out-of-order bytes parked by all the half streams of one task (the task memcap)."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+
 class HalfStream:
     """Sequence and delivery state of one direction; delivers through two callbacks."""
 
     __slots__ = (
         "acked",
         "base",
+        "budget",
         "bytes",
         "fin_off",
         "hasher",
@@ -44,7 +54,8 @@ class HalfStream:
         "started",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, budget: ParkingBudget | None = None) -> None:
+        self.budget = budget if budget is not None else ParkingBudget()
         self.started = False
         self.base = 0  # sequence number of stream offset 0
         self.next = 0  # next stream offset to deliver
@@ -145,6 +156,7 @@ class HalfStream:
             self.parked[lo] = data[lo - off : hi - off]
             insort(offsets, lo)
             self.parked_bytes += hi - lo
+            self.budget.bytes += hi - lo
         if inconsistent:
             return ADD_INCONSISTENT
         return ADD_PARKED if pieces else ADD_RETRANSMIT
@@ -155,6 +167,7 @@ class HalfStream:
             po = offsets.pop(0)
             seg = self.parked.pop(po)
             self.parked_bytes -= len(seg)
+            self.budget.bytes -= len(seg)
             end = po + len(seg)
             if end > self.next:
                 self._deliver(seg[self.next - po :], deliver)
@@ -217,8 +230,8 @@ class HalfStream:
         ]
 
     @classmethod
-    def restore(cls, state: list[Any]) -> HalfStream:
-        h = cls()
+    def restore(cls, state: list[Any], budget: ParkingBudget | None = None) -> HalfStream:
+        h = cls(budget)
         (
             h.started,
             h.base,
@@ -236,5 +249,6 @@ class HalfStream:
         h.parked = {o: bytes(d) for o, d in parked}
         h.parked_offsets = [o for o, _ in parked]
         h.parked_bytes = sum(len(d) for _, d in parked)
+        h.budget.bytes += h.parked_bytes
         h.hasher = ResumableSha256.load(hasher)
         return h

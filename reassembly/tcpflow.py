@@ -11,7 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from probe.packet import ACK, FIN, RST, SYN, Packet
-from reassembly.halfstream import ADD_INCONSISTENT, ADD_NEW, ADD_RETRANSMIT, HalfStream
+from reassembly.halfstream import (
+    ADD_INCONSISTENT,
+    ADD_NEW,
+    ADD_RETRANSMIT,
+    HalfStream,
+    ParkingBudget,
+)
 from reassembly.limits import Limits, likely_server
 from reassembly.sink import StreamSink
 
@@ -36,6 +42,7 @@ class TcpFlow:
     """A TCP connection's state; packets in, stream events out through a StreamSink."""
 
     __slots__ = (
+        "_callbacks",
         "client_side",
         "close_reason",
         "flipped",
@@ -52,11 +59,20 @@ class TcpFlow:
         "uid",
     )
 
-    def __init__(self, key: bytes, uid: str, ts_ns: int, sink: StreamSink) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        uid: str,
+        ts_ns: int,
+        sink: StreamSink,
+        budget: ParkingBudget | None = None,
+    ) -> None:
         self.key = key
         self.uid = uid
         self.sink = sink
-        self.halves = (HalfStream(), HalfStream())  # by key orientation: 0 = lower -> higher
+        self._callbacks: tuple[tuple[Any, Any], tuple[Any, Any]] | None = None
+        # By key orientation: 0 = the lower endpoint's bytes, 1 = the higher's.
+        self.halves = (HalfStream(budget), HalfStream(budget))
         self.client_side = -1  # key orientation of the client; -1 = not decided yet
         self.roles_fixed = False  # True once a SYN decided or data was delivered
         self.flipped = False
@@ -84,6 +100,26 @@ class TcpFlow:
 
     def direction(self, side: int) -> int:
         return CLIENT if side == self.client_side else SERVER
+
+    def _set_client(self, side: int) -> None:
+        self.client_side = side
+        self._callbacks = None  # directions changed
+
+    def callbacks(self, side: int) -> tuple[Any, Any]:
+        """(deliver, gap) for one orientation, built once (not per packet)."""
+        cbs = self._callbacks
+        if cbs is None:
+            sink = self.sink
+
+            def make(s: int) -> tuple[Any, Any]:
+                direction = self.direction(s)
+                return (
+                    lambda data: sink.on_data(direction, data),
+                    lambda length: self._gap(s, length),
+                )
+
+            cbs = self._callbacks = (make(0), make(1))
+        return cbs[side]
 
     # -- packets --
     def on_packet(self, pkt: Packet, side: int, limits: Limits) -> None:
@@ -116,18 +152,18 @@ class TcpFlow:
             self._on_ack(pkt, side, flags)
         if self.phase == PHASE_SYN and (self.seen[0] | self.seen[1]) & ~SEEN_SYN:
             self.phase = PHASE_ACTIVE
-        if self._both_finished():
+        if self.seen[0] & self.seen[1] & SEEN_FIN and self._both_finished():
             self.close("fin")
 
     def _orient_first(self, pkt: Packet, side: int) -> None:
         flags = pkt.tcp_flags
         if flags & SYN:
-            self.client_side = side if not flags & ACK else 1 - side
+            self._set_client(side if not flags & ACK else 1 - side)
             self.flipped = bool(flags & ACK)  # the first packet came from the server
             return
-        self.client_side = side
+        self._set_client(side)
         if likely_server(pkt.sport) and not likely_server(pkt.dport):
-            self.client_side = 1 - side
+            self._set_client(1 - side)
             self.flipped = True
 
     def _on_syn(self, pkt: Packet, side: int, half: HalfStream) -> None:
@@ -137,7 +173,7 @@ class TcpFlow:
         if not self.roles_fixed:
             wanted = 1 - side if synack else side
             if wanted != self.client_side:
-                self.client_side = wanted
+                self._set_client(wanted)
                 self.flipped = False
             self.roles_fixed = True
         if not half.started or (half.bytes == 0 and not half.parked and not half.missed):
@@ -151,20 +187,19 @@ class TcpFlow:
             if hint is not None:
                 wanted = side if hint == CLIENT else 1 - side
                 if wanted != self.client_side:
-                    self.client_side = wanted
+                    self._set_client(wanted)
                     self.flipped = not self.flipped
             self.roles_fixed = True
         self.seen[side] |= SEEN_DATA
         if self.phase == PHASE_RESET and not self.seen[side] & SEEN_DATA_AFTER_RST:
             self.seen[side] |= SEEN_DATA_AFTER_RST
             self.sink.anomaly("data_after_reset", f"direction={self.direction(side)}")
-        direction = self.direction(side)
-        sink = self.sink
+        deliver, gap = self.callbacks(side)
         outcome = half.add(
             half.offset(seq),
             payload,
-            lambda data: sink.on_data(direction, data),
-            lambda length: self._gap(side, length),
+            deliver,
+            gap,
             limits.max_parked_bytes,
             limits.max_parked_segments,
         )
@@ -174,7 +209,7 @@ class TcpFlow:
             self._mark("T", side)
         elif outcome == ADD_INCONSISTENT:
             self._mark("I", side)
-            sink.anomaly("overlap_different_data", f"direction={direction}")
+            self.sink.anomaly("overlap_different_data", f"direction={self.direction(side)}")
 
     def parked_bytes(self) -> int:
         return self.halves[0].parked_bytes + self.halves[1].parked_bytes
@@ -186,10 +221,9 @@ class TcpFlow:
         half = self.halves[side]
         if not half.parked_offsets:
             return False
-        direction = self.direction(side)
-        sink = self.sink
-        half.skip_to(half.parked_offsets[0], lambda length: self._gap(side, length))
-        half.drain(lambda data: sink.on_data(direction, data))
+        deliver, gap = self.callbacks(side)
+        half.skip_to(half.parked_offsets[0], gap)
+        half.drain(deliver)
         return True
 
     def _gap(self, side: int, length: int) -> None:
@@ -203,13 +237,11 @@ class TcpFlow:
             self._mark("A", side)
         if not peer.started:
             return
-        direction = self.direction(peer_side)
-        sink = self.sink
-        peer.on_peer_ack(
-            peer.offset(pkt.ack),
-            lambda data: sink.on_data(direction, data),
-            lambda length: self._gap(peer_side, length),
-        )
+        ack_off = peer.offset(pkt.ack)
+        if ack_off > peer.next:
+            peer.on_peer_ack(ack_off, *self.callbacks(peer_side))
+        elif ack_off > peer.acked:
+            peer.acked = ack_off
 
     def _on_rst(self, pkt: Packet, side: int, half: HalfStream) -> bool:
         """Accept an RST only if it is plausible for the receiver (RFC 5961 in spirit): in
@@ -242,18 +274,12 @@ class TcpFlow:
         if self.phase == PHASE_CLOSED:
             return
         if self.client_side < 0:
-            self.client_side = 0
-        sink = self.sink
+            self._set_client(0)
         for side in (self.client_side, 1 - self.client_side):
-            half = self.halves[side]
-            direction = self.direction(side)
-            half.flush(
-                lambda data, d=direction: sink.on_data(d, data),
-                lambda length, s=side: self._gap(s, length),
-            )
+            self.halves[side].flush(*self.callbacks(side))
         self.phase = PHASE_CLOSED
         self.close_reason = reason
-        sink.on_close(reason)
+        self.sink.on_close(reason)
 
     def conn_state(self) -> str:
         """Zeek's conn_state, from the flags seen on each side."""
@@ -307,9 +333,14 @@ class TcpFlow:
         ]
 
     @classmethod
-    def restore(cls, key: bytes, state: list[Any], sink: StreamSink) -> TcpFlow:
+    def restore(
+        cls, key: bytes, state: list[Any], sink: StreamSink, budget: ParkingBudget | None = None
+    ) -> TcpFlow:
         flow = cls(key, state[0], state[10], sink)
-        flow.halves = (HalfStream.restore(state[1]), HalfStream.restore(state[2]))
+        flow.halves = (
+            HalfStream.restore(state[1], budget),
+            HalfStream.restore(state[2], budget),
+        )
         flow.client_side, flow.roles_fixed, flow.flipped = state[3], state[4], state[5]
         flow.hist = [(letter, side) for letter, side in state[6]]
         flow.hist_seen = set(flow.hist)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from probe.packet import ACK, PROTO_TCP, PROTO_UDP, SYN, Packet
+from reassembly.halfstream import ParkingBudget
 from reassembly.limits import Limits
 from reassembly.sink import StreamSink
 from reassembly.tcpflow import PHASE_ACTIVE, PHASE_CLOSED, PHASE_RESET, PHASE_SYN, TcpFlow
@@ -52,7 +53,7 @@ class FlowTracker:
         self.removed: set[bytes] = set()  # flows gone since the last snapshot
         self.evicted = 0
         self.expired = 0
-        self.parked_bytes = 0  # out-of-order bytes parked by all flows of this task
+        self.budget = ParkingBudget()  # out-of-order bytes parked by all flows of this task
         self.memcap_hits = 0
         self.touches = 0  # packets processed; a flow's last touch orders it after a restore
         self.last_touch: dict[bytes, int] = {}
@@ -87,13 +88,9 @@ class FlowTracker:
         else:
             flows.move_to_end(key)
         phase = flow.phase
-        parked = flow.parked_bytes()
         flow.on_packet(pkt, side, self.limits)
-        parked_now = flow.parked_bytes()
-        if parked_now != parked:
-            self.parked_bytes += parked_now - parked
-            if self.parked_bytes > self.limits.max_parked_bytes_task:
-                self._relieve(flow)
+        if self.budget.bytes > self.limits.max_parked_bytes_task:
+            self._relieve(flow)
         if flow.phase != phase:
             # A new phase may have a shorter timeout: keep a heap entry at or before the
             # real deadline, so expiry happens at the first scan past it (restore-exact).
@@ -111,7 +108,7 @@ class FlowTracker:
             self._close(old, "evicted")
             self._remove(old_key, old)
         cls = TcpFlow if pkt.proto == PROTO_TCP else UdpFlow
-        flow = cls(key, make_uid(key, pkt.ts_ns), pkt.ts_ns, None)  # type: ignore[arg-type]
+        flow = cls(key, make_uid(key, pkt.ts_ns), pkt.ts_ns, None, self.budget)  # type: ignore[arg-type]
         flow.sink = self._new_sink(flow)
         self.flows[key] = flow
         self.removed.discard(key)
@@ -124,14 +121,11 @@ class FlowTracker:
         self._anomaly(
             flow, "task_memcap", f"max_parked_bytes_task={self.limits.max_parked_bytes_task}"
         )
-        while self.parked_bytes > self.limits.max_parked_bytes_task:
-            before = flow.parked_bytes()
+        while self.budget.bytes > self.limits.max_parked_bytes_task:
             if not flow.give_up_first_hole():  # type: ignore[union-attr]
                 break
-            self.parked_bytes -= before - flow.parked_bytes()
 
     def _close(self, flow: Flow, reason: str) -> None:
-        self.parked_bytes -= flow.parked_bytes()  # closing delivers everything parked
         flow.close(reason)
 
     def _remove(self, key: bytes, flow: Flow) -> None:
@@ -218,7 +212,6 @@ class FlowTracker:
         ) = meta
         for key, flow, order in sorted(flows, key=lambda item: item[2]):
             self.flows[key] = flow
-            self.parked_bytes += flow.parked_bytes()
             self.last_touch[key] = order
             heapq.heappush(self._deadlines, (self._deadline(flow), flow.uid, key))
 

@@ -41,7 +41,9 @@ class UdpFlow:
         "uid",
     )
 
-    def __init__(self, key: bytes, uid: str, ts_ns: int, sink: StreamSink) -> None:
+    def __init__(
+        self, key: bytes, uid: str, ts_ns: int, sink: StreamSink, budget: object = None
+    ) -> None:
         self.key = key
         self.uid = uid
         self.sink = sink
@@ -107,7 +109,9 @@ class UdpFlow:
         ]
 
     @classmethod
-    def restore(cls, key: bytes, state: list[Any], sink: StreamSink) -> UdpFlow:
+    def restore(
+        cls, key: bytes, state: list[Any], sink: StreamSink, budget: object = None
+    ) -> UdpFlow:
         flow = cls(key, state[0], state[6], sink)
         for half, (packets, nbytes, hasher) in zip(flow.halves, state[1], strict=True):
             half.packets, half.bytes = packets, nbytes

@@ -136,7 +136,7 @@ class Task:
                 continue
             _fmt, kind, flow_state, session_state, order = msgpack.unpackb(value, raw=False)
             cls = TcpFlow if kind == 0 else UdpFlow
-            flow = cls.restore(key, flow_state, None)  # type: ignore[arg-type]
+            flow = cls.restore(key, flow_state, None, self.tracker.budget)  # type: ignore[arg-type]
             flow.sink = FlowSession.restore(flow, self.sessions, session_state)
             flows.append((key, flow, order))
         if meta is not None:

@@ -112,3 +112,18 @@ def test_expire_with_a_wall_clock_time_closes_quiet_flows() -> None:
     table.feed(tcp(False, 0, 1, SYN | ACK, ts_s=0.1))
     assert table.tracker.expire(now=table.tracker.stream_time + 60 * SECOND) == 1
     assert table.finished and table.finished[0][1] == "timeout"
+
+
+def test_task_memcap_makes_the_parking_flow_give_up_its_holes() -> None:
+    limits = Limits(max_parked_bytes_task=3000, max_parked_bytes=1 << 20)
+    table = Table(limits)
+    for port in (41000, 41001):
+        table.feed(with_port(tcp(True, 0, 0, SYN, ts_s=0), port))
+        for i in range(1, 11):  # 10 segments of 200 bytes after a hole at offset 0
+            table.feed(with_port(tcp(True, 1 + i * 200, 0, ACK, b"y" * 200, ts_s=0.1), port))
+    assert table.tracker.budget.bytes <= 3000
+    assert "task_memcap" in table.anomalies
+    hit = [s for s in table.sinks.values() if s.events and s.events[0][0] == "gap"]
+    assert hit, "the flow over the cap declared its first hole a gap"
+    table.tracker.close_all("end_of_input")
+    assert table.tracker.budget.bytes == 0

@@ -1,0 +1,796 @@
+"""One direction of an HTTP/1.x flow: bytes in, messages out, driven by an h11 connection.
+
+Each side is a small state machine:
+
+- MSG: bytes go to an h11 connection (SERVER role for the client's bytes, CLIENT role for the
+  server's, which is first sent a stand-in request whose method gives the response framing:
+  HEAD, CONNECT or anything else). After each complete message the connection is cycled
+  (`start_next_cycle`) or, when h11 refuses (HTTP/1.0, Connection: close, stray CRLF), replaced
+  by a fresh one fed the leftover bytes: pipelined messages never stall.
+- WAIT (client side): after a request proposing a protocol switch (CONNECT, Upgrade), bytes are
+  held until the response tells whether the flow switched.
+- RESYNC: after a loss or a protocol error, bytes are discarded until a line that looks like a
+  request line (client side) or a status line (server side) starts at a line start; the first
+  position after a gap counts as a line start.
+- TUNNEL / DONE: bytes are ignored.
+
+Restartability: a side remembers every byte since its last message boundary (`rec`), the
+capture time and decoder clock of each arrival, and where absorbed gaps fell. The decoder's
+snapshot stores those; a restore feeds them again to a fresh h11 connection with every side
+effect (records, anomalies, queue changes) suppressed, which rebuilds the parser and body-hash
+state exactly. Memory cost: a body in progress is kept up to `max_replay` bytes; beyond, the
+side stops keeping it ("overflow") and a restore resumes at the next message line instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import h11
+from h11._readers import ChunkedReader, ContentLengthReader, Http10Reader
+
+from decoders.http_body import PIECE
+from decoders.http_lines import is_message_line, line_state, parse_head_leniently
+from decoders.http_msg import Msg, Txn, framing_class, new_head_msg
+
+if TYPE_CHECKING:
+    from decoders.http import HttpDecoder
+
+MSG, WAIT, RESYNC, TUNNEL, DONE = "msg", "wait", "resync", "tunnel", "done"
+_ZEROS = bytes(PIECE)
+_CRLF = (10, 13)
+CHUNK_SIZE_SANITY = 1 << 62  # larger chunk sizes are overflow attacks, not bodies
+
+
+def _h11_buffered(conn: h11.Connection) -> int:
+    """Bytes h11 holds unparsed (private attribute: h11 is pinned; the public trailing_data
+    copies the buffer, which would make long pipelines quadratic)."""
+    return len(conn._receive_buffer)
+
+
+class Side:
+    is_request = True
+
+    def __init__(self, dec: HttpDecoder) -> None:
+        self.dec = dec
+        self.cfg = dec.cfg
+        self.mode = MSG
+        self.rec = bytearray()  # bytes from abs offset `base` to `end`
+        self.base = 0
+        self.boundary = 0  # abs offset where the current message (or scan) starts
+        self.end = 0
+        self.arr: list[list[int]] = []  # [abs start, ts_ns, clock] of arrivals since boundary
+        self.gaps: list[list[int]] = []  # absorbed gaps of the current message: [abs pos, len]
+        self.overflow = False
+        self.conn: h11.Connection | None = None
+        self.started = False  # the h11 connection holds bytes of the current message
+        self.line_ok = False  # first line of the current message looks right
+        self.skip_lf = False  # RESYNC: current position is not a line start
+        self.tags_next: set[str] = set()
+        self.skip_hash = 0  # filler bytes (for a gap) still to pass through h11 unhashed
+        self.closing = False
+        self._reset_conn()
+
+    # ---- hooks for the two roles
+    def _new_conn(self) -> h11.Connection:
+        raise NotImplementedError
+
+    def _reset_conn(self) -> None:
+        self.conn = self._new_conn()
+
+    def _cycle(self) -> bool:
+        raise NotImplementedError
+
+    def _before_next(self) -> None:
+        pass
+
+    def _event(self, ev: Any) -> None:
+        raise NotImplementedError
+
+    def _cur_msg(self) -> Msg | None:
+        raise NotImplementedError
+
+    def _give_up_cur(self, tags: set[str]) -> None:
+        """The message in progress ends here (truncated): finish it and pass it on."""
+        raise NotImplementedError
+
+    def _accept_lenient(self, msg: Msg) -> None:
+        raise NotImplementedError
+
+    def _on_loss(self) -> None:
+        raise NotImplementedError
+
+    # ---- positions, times
+    def ts_at(self, pos: int) -> int:
+        ts = None
+        for start, t, _c in self.arr:
+            if start > pos:
+                break
+            ts = t
+        return ts if ts is not None else self.dec.ctx.ts_ns
+
+    def clock_at(self, pos: int) -> int:
+        ck = None
+        for start, _t, c in self.arr:
+            if start > pos:
+                break
+            ck = c
+        return ck if ck is not None else self.dec.clock
+
+    def _prune_arrivals(self, pos: int) -> None:
+        arr = self.arr
+        k = 0
+        while k + 1 < len(arr) and arr[k + 1][0] <= pos:
+            k += 1
+        if k:
+            del arr[:k]
+
+    def _set_boundary(self, pos: int) -> None:
+        self.boundary = pos
+        self._prune_arrivals(pos)
+        if self.gaps:
+            self.gaps = [g for g in self.gaps if g[0] > pos]
+        off = pos - self.base
+        if off > 0 and not self.overflow and (off >= len(self.rec) // 2 or off > 1 << 20):
+            del self.rec[:off]
+            self.base = pos
+
+    def tail(self, start: int | None = None, limit: int | None = None) -> bytes:
+        s = (self.boundary if start is None else start) - self.base
+        e = len(self.rec) if limit is None else min(len(self.rec), s + limit)
+        return bytes(self.rec[s:e])
+
+    # ---- input
+    def data(self, data: bytes, ts_ns: int, clock: int, replay: bool = False) -> None:
+        if self.mode in (TUNNEL, DONE) or not data:
+            return
+        if not replay:
+            self.arr.append([self.end, ts_ns, clock])
+        if not self.overflow:
+            self.rec += data
+        self.end += len(data)
+        if self.mode == MSG:
+            if self.started:
+                assert self.conn is not None
+                self.conn.receive_data(data)
+            self._pump()
+        elif self.mode == WAIT:
+            self._check_wait()
+        elif self.mode == RESYNC:
+            self._scan()
+        if not replay:
+            self._after_input()
+
+    def _after_input(self) -> None:
+        if self.mode != MSG or self.conn is None:
+            return
+        if self._cur_msg() is not None:
+            self._prune_arrivals(self.end - _h11_buffered(self.conn))
+            if not self.overflow and self.end - self.boundary > self.cfg.max_replay:
+                self.overflow = True
+                self.rec = bytearray()
+                self.base = self.end
+
+    def gap(self, length: int, replay: bool = False) -> None:
+        if self.mode in (TUNNEL, DONE) or length <= 0:
+            return
+        if self.mode == MSG and self._cur_msg() is not None and self._absorb(length, replay):
+            return
+        if not replay:
+            self._lose()
+
+    def _body_room(self) -> int | None:
+        """Bytes of the current body whose framing is known: a gap this size can be skipped.
+        None: unlimited (close-delimited body). Reads h11 reader internals (h11 is pinned)."""
+        conn = self.conn
+        if conn is None or _h11_buffered(conn):
+            return 0
+        r = getattr(conn, "_reader", None)
+        try:
+            if isinstance(r, ContentLengthReader):
+                return r._remaining
+            if isinstance(r, ChunkedReader):
+                if r._reading_trailer or r._bytes_to_discard:
+                    return 0
+                return r._bytes_in_chunk
+            if isinstance(r, Http10Reader):
+                return None
+        except AttributeError:
+            return 0
+        return 0
+
+    def _absorb(self, n: int, replay: bool) -> bool:
+        room = self._body_room()
+        if room is not None and not 0 < n <= room:
+            return False
+        msg = self._cur_msg()
+        assert msg is not None and msg.digest is not None and self.conn is not None
+        if not replay:
+            self.gaps.append([self.end, n])
+        msg.digest.skip(n)
+        msg.tags.add("gap")
+        self.skip_hash += n
+        conn = self.conn
+        while n and self.conn is conn and self.mode == MSG:
+            k = min(n, PIECE)
+            conn.receive_data(_ZEROS[:k])
+            n -= k
+            self._pump()
+        return True
+
+    def _lose(self) -> None:
+        """Bytes lost where the framing cannot absorb them: give up what is in progress and
+        resynchronise right after the hole."""
+        if self.mode == MSG:
+            if self._cur_msg() is not None:
+                self._give_up_cur({"gap", "truncated"})
+            elif self.started and self.end > self.boundary:
+                self._lenient(self.tail(limit=self.cfg.max_header), {"gap", "truncated"})
+        self._on_loss()
+        self._enter_resync(self.end, skip_lf=False)
+
+    # ---- the h11 loop
+    def _start_message(self) -> bool:
+        rec, i, n = self.rec, self.boundary - self.base, len(self.rec)
+        while i < n and rec[i] in _CRLF:
+            i += 1
+        if i + self.base != self.boundary:
+            self._set_boundary(i + self.base)
+        if self.boundary >= self.end:
+            return False
+        self.started = True
+        self.line_ok = False
+        assert self.conn is not None
+        self.conn.receive_data(self.tail())
+        return True
+
+    def _pump(self) -> None:
+        while self.mode == MSG:
+            if not self.started and not self._start_message():
+                return
+            conn = self.conn
+            assert conn is not None
+            if not self.line_ok and self._cur_msg() is None:
+                st = line_state(self.is_request, self.tail(limit=self.cfg.max_header + 1),
+                                self.cfg.max_header)
+                if st is None and not self.closing:
+                    return
+                if not st:
+                    what = "request" if self.is_request else "status"
+                    self._protocol_error(f"not a {what} line")
+                    continue
+                self.line_ok = True
+            self._before_next()
+            try:
+                ev = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._protocol_error(str(exc))
+                continue
+            if ev is h11.NEED_DATA or type(ev) is h11.ConnectionClosed:
+                return
+            if ev is h11.PAUSED:
+                self._paused()
+                continue
+            self._event(ev)
+
+    def _body_data(self, ev: h11.Data) -> None:
+        msg = self._cur_msg()
+        assert msg is not None and msg.digest is not None and self.conn is not None
+        data = ev.data
+        if ev.chunk_start:
+            size = getattr(self.conn._reader, "_bytes_in_chunk", 0) + len(data)
+            if size > CHUNK_SIZE_SANITY:
+                self.dec.anomaly("http_chunk_size_overflow", f"chunk size {size:#x}")
+                pos = self.end - _h11_buffered(self.conn) - len(data)
+                self._give_up_cur({"parse_error", "truncated"})
+                self._enter_resync(pos, skip_lf=False)
+                return
+        if self.skip_hash:
+            k = min(self.skip_hash, len(data))
+            self.skip_hash -= k
+            data = data[k:]
+        msg.digest.feed(data)
+
+    def _paused(self) -> None:
+        # Only reachable if h11 switched protocols on its own; treat like an error.
+        self._protocol_error("h11 paused")
+
+    def _next_message(self) -> None:
+        """The current message is complete: move the boundary and get h11 ready for the next."""
+        conn = self.conn
+        assert conn is not None
+        buffered = _h11_buffered(conn)
+        if self.overflow:
+            self.rec = bytearray(conn.trailing_data[0])
+            self.base = self.end - buffered
+            self.overflow = False
+        self._set_boundary(self.end - buffered)
+        self.line_ok = False
+        self.skip_hash = 0
+        if buffered and self.rec[self.boundary - self.base] in _CRLF:
+            cycled = False
+        else:
+            cycled = self._cycle()
+        if not cycled:
+            self._reset_conn()
+        self.started = cycled and buffered > 0
+
+    def _protocol_error(self, detail: str) -> None:
+        if self.closing:
+            tags = {"truncated"}
+        else:
+            tags = {"parse_error"}
+            self.dec.anomaly("http_parse_error", detail)
+        if self._cur_msg() is not None:
+            assert self.conn is not None
+            pos = self.end - _h11_buffered(self.conn)
+            self._give_up_cur(tags | {"truncated"})
+            self._enter_resync(pos, skip_lf=False)
+            return
+        head = self.tail(limit=self.cfg.max_header + 1)
+        if len(head) > self.cfg.max_header and b"\n\r\n" not in head and b"\n\n" not in head:
+            tags = tags | {"header_limit", "truncated"}
+            self.dec.anomaly("http_header_limit", f"head longer than {self.cfg.max_header} bytes")
+        self._lenient(head[: self.cfg.max_header], tags)
+        lf = head.find(b"\n")
+        if lf >= 0:
+            self._enter_resync(self.boundary + lf + 1, skip_lf=False)
+        else:
+            self._enter_resync(self.boundary, skip_lf=True)
+
+    def _lenient(self, buf: bytes, tags: set[str]) -> None:
+        head, _span = parse_head_leniently(self.is_request, buf, self.cfg.max_headers)
+        if head is None:
+            return
+        dec = self.dec
+        if self.is_request:
+            first = {
+                "method": head.method.decode("latin-1"),
+                "uri": head.target.decode("latin-1"),
+                "version": "HTTP/" + head.version.decode("latin-1"),
+            }
+            clock = dec.clock
+        else:
+            first = {
+                "status": head.status,
+                "reason": head.reason.decode("latin-1"),
+                "version": "HTTP/" + head.version.decode("latin-1"),
+            }
+            clock = self.clock_at(self.boundary)
+        msg = new_head_msg(
+            dec.next_rid(), self.is_request, self.ts_at(self.boundary), clock, first,
+            head.headers, self.cfg.max_headers,
+        )
+        msg.framing = framing_class(head.method)
+        msg.tags |= tags | self.tags_next | {"lenient"}
+        if not head.complete:
+            msg.tags.add("truncated")
+        self.tags_next.clear()
+        dec.check_headers(msg, head.headers, head.header_count)
+        msg.finish()
+        self._accept_lenient(msg)
+
+    # ---- resynchronisation
+    def _enter_resync(self, pos: int, skip_lf: bool) -> None:
+        self.mode = RESYNC
+        self.started = False
+        self.line_ok = False
+        self.skip_hash = 0
+        if self.overflow:  # the body was not kept: what h11 did not consume is all we have
+            rest = self.conn.trailing_data[0] if self.conn is not None else b""
+            self.rec = bytearray(rest)
+            self.base = self.end - len(rest)
+            self.overflow = False
+            pos = max(pos, self.base)
+        self.conn = None
+        self._set_boundary(pos)
+        self.skip_lf = skip_lf
+        self.tags_next.add("resync")
+        self._scan()
+
+    def _scan(self) -> None:
+        limit = self.cfg.max_header
+        rec = self.rec
+        while self.mode == RESYNC:
+            off = self.boundary - self.base
+            if off >= len(rec):
+                return
+            if self.skip_lf:
+                j = rec.find(b"\n", off)
+                if j < 0:
+                    self._set_boundary(self.end)
+                    return
+                self.skip_lf = False
+                self._set_boundary(j + 1 + self.base)
+                rec = self.rec
+                continue
+            j = rec.find(b"\n", off, off + limit + 1)
+            if j < 0:
+                if line_state(self.is_request, memoryview(rec)[off : off + limit + 1], limit) is False:
+                    self.skip_lf = True
+                    continue
+                return
+            if is_message_line(self.is_request, bytes(rec[off:j])):
+                self._resume(self.boundary)
+                return
+            self._set_boundary(j + 1 + self.base)
+            rec = self.rec
+
+    def _resume(self, pos: int) -> None:
+        """Start parsing messages again at `pos` with a fresh h11 connection."""
+        self.mode = MSG
+        self._set_boundary(pos)
+        self._reset_conn()
+        self.started = False
+        self.line_ok = False
+        self._pump()
+
+    def _check_wait(self) -> None:
+        pass
+
+    def to_tunnel(self) -> None:
+        if self._cur_msg() is not None:
+            self._give_up_cur({"truncated"})
+        self.mode = TUNNEL
+        self.conn = None
+        self.started = False
+        self.overflow = False
+        self.rec = bytearray()
+        self.base = self.boundary = self.end
+        self.arr = []
+        self.gaps = []
+
+    # ---- close
+    def close(self) -> None:
+        self.closing = True
+        for _ in range(1000):
+            if self.mode != MSG or not self.started:
+                break
+            conn = self.conn
+            assert conn is not None
+            conn.receive_data(b"")
+            self._pump()
+            if self.conn is conn and self.mode == MSG:
+                break
+        self.mode = DONE
+        self.conn = None
+
+    # ---- snapshot
+    def state(self) -> dict[str, Any]:
+        rel = self.boundary
+        return {
+            "mode": self.mode,
+            "data": None if self.overflow else self.tail(),
+            "gaps": [[p - rel, n] for p, n in self.gaps],
+            "arr": [[p - rel, t, c] for p, t, c in self.arr],
+            "skip_lf": self.skip_lf,
+            "tags_next": sorted(self.tags_next),
+        }
+
+    def load(self, st: dict[str, Any]) -> None:
+        """Rebuild from `state()`: the caller has set up the shared objects (cur etc.)."""
+        self.mode = st["mode"]
+        self.arr = [list(a) for a in st["arr"]]
+        self.skip_lf = st["skip_lf"]
+        self.tags_next = set(st["tags_next"])
+        self.rec = bytearray()
+        self.base = self.boundary = self.end = 0
+        self.gaps = []
+        data = st["data"]
+        if data is None:  # overflowed body: resume at the next message line
+            self._restored_partial()
+            return
+        if self.mode == MSG:
+            self._reset_conn()
+            self._prime()
+            pos = 0
+            for gpos, glen in st["gaps"]:
+                if gpos > pos:
+                    self.data(data[pos:gpos], 0, 0, replay=True)
+                    pos = gpos
+                self.gaps.append([gpos, glen])
+                self.gap(glen, replay=True)
+            self.data(data[pos:], 0, 0, replay=True)
+        else:
+            self.rec = bytearray(data)
+            self.end = len(data)
+            if self.mode in (TUNNEL, DONE):
+                self.conn = None
+
+    def _prime(self) -> None:
+        pass
+
+    def _restored_partial(self) -> None:
+        self._give_up_cur({"restored_partial"})
+        self.mode = RESYNC
+        self.conn = None
+        self.started = False
+        self.skip_lf = True
+        self.tags_next.add("restored_partial")
+
+
+class RequestSide(Side):
+    """Client -> server bytes: requests."""
+
+    is_request = True
+
+    def __init__(self, dec: HttpDecoder) -> None:
+        self.cur: Msg | None = None
+        self.wait_rid: int | None = None
+        super().__init__(dec)
+
+    def _new_conn(self) -> h11.Connection:
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.cfg.max_header)
+
+    def _cycle(self) -> bool:
+        conn = self.conn
+        assert conn is not None
+        try:
+            conn.send(h11.Response(status_code=404, headers=[(b"content-length", b"0")]))
+            conn.send(h11.EndOfMessage())
+            conn.start_next_cycle()
+        except h11.LocalProtocolError:
+            return False
+        return True
+
+    def _cur_msg(self) -> Msg | None:
+        return self.cur
+
+    def _event(self, ev: Any) -> None:
+        t = type(ev)
+        if t is h11.Data:
+            self._body_data(ev)
+        elif t is h11.Request:
+            self._head(ev)
+        elif t is h11.EndOfMessage:
+            self._done()
+
+    def _head(self, ev: h11.Request) -> None:
+        dec = self.dec
+        if dec.replaying and self.cur is not None:
+            self.cur.open_body(self.cfg.max_decoded)
+            return
+        raw = list(ev.headers.raw_items())
+        first = {
+            "method": ev.method.decode("latin-1"),
+            "uri": ev.target.decode("latin-1"),
+            "version": "HTTP/" + ev.http_version.decode("latin-1"),
+        }
+        msg = new_head_msg(
+            dec.next_rid(), True, self.ts_at(self.boundary), dec.clock, first, raw,
+            self.cfg.max_headers,
+        )
+        msg.framing = framing_class(ev.method)
+        msg.switch = ev.method == b"CONNECT" or any(n.lower() == b"upgrade" for n, _ in raw)
+        msg.tags |= self.tags_next
+        self.tags_next.clear()
+        dec.check_headers(msg, raw, len(raw))
+        msg.open_body(self.cfg.max_decoded)
+        self.cur = msg
+        dec.push_request(msg)
+
+    def _done(self) -> None:
+        msg = self.cur
+        assert msg is not None
+        msg.finish()
+        self.cur = None
+        if msg.switch and not msg.paired:
+            assert self.conn is not None
+            self._set_boundary(self.end - _h11_buffered(self.conn))
+            self.mode = WAIT
+            self.conn = None
+            self.started = False
+            self.line_ok = False
+            self.wait_rid = msg.rid
+        else:
+            self._next_message()
+        self.dec.request_complete(msg)
+        if self.mode == WAIT:
+            self._check_wait()
+
+    def _check_wait(self) -> None:
+        if self.mode == WAIT and self.end - self.boundary > self.cfg.max_header:
+            self.resume_after_wait()
+
+    def resume_after_wait(self) -> None:
+        if self.mode == WAIT:
+            self.wait_rid = None
+            self._resume(self.boundary)
+
+    def _give_up_cur(self, tags: set[str]) -> None:
+        msg = self.cur
+        if msg is None:
+            return
+        self.cur = None
+        msg.tags |= tags
+        msg.finish()
+        self.dec.request_complete(msg)
+
+    def _accept_lenient(self, msg: Msg) -> None:
+        self.dec.push_request(msg)
+
+    def _on_loss(self) -> None:
+        self.wait_rid = None
+        self.dec.client_loss()
+
+    def state(self) -> dict[str, Any]:
+        st = super().state()
+        st["cur"] = self.cur.rid if self.cur is not None else None
+        st["wait_rid"] = self.wait_rid
+        return st
+
+    def load_refs(self, st: dict[str, Any], reqs: dict[int, Msg]) -> None:
+        self.cur = reqs[st["cur"]] if st["cur"] is not None else None
+        self.wait_rid = st["wait_rid"]
+
+
+class ResponseSide(Side):
+    """Server -> client bytes: responses, framed by a stand-in request of the right method."""
+
+    is_request = False
+
+    def __init__(self, dec: HttpDecoder) -> None:
+        self.cur: Txn | None = None
+        self.framing: bytes | None = None  # stand-in request sent on the current connection
+        self.info: list[dict[str, Any]] = []  # 1xx responses waiting for the final one
+        self.first: list[int] | None = None  # [ts_ns, clock] of the first 1xx
+        self.pending_pair: tuple[Msg | None, set[str]] | None = None
+        self._framing_state: bytes | None = None
+        super().__init__(dec)
+
+    def _new_conn(self) -> h11.Connection:
+        return h11.Connection(h11.CLIENT, max_incomplete_event_size=self.cfg.max_header)
+
+    def _reset_conn(self) -> None:
+        self.conn = self._new_conn()
+        self.framing = None
+
+    def _send_framing(self, method: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        self.framing = method
+        target = b"x:0" if method == b"CONNECT" else b"/"
+        conn.send(h11.Request(method=method, target=target, headers=[(b"host", b"x")]))
+        conn.send(h11.EndOfMessage())
+
+    def _before_next(self) -> None:
+        if self.framing is None:
+            self._send_framing(self.dec.peek_framing())
+
+    def _cycle(self) -> bool:
+        conn = self.conn
+        assert conn is not None
+        try:
+            conn.start_next_cycle()
+        except h11.LocalProtocolError:
+            return False
+        self.framing = None
+        return True
+
+    def _cur_msg(self) -> Msg | None:
+        return self.cur.resp if self.cur is not None else None
+
+    def _event(self, ev: Any) -> None:
+        t = type(ev)
+        if t is h11.Data:
+            self._body_data(ev)
+        elif t is h11.Response:
+            self._final(ev)
+        elif t is h11.EndOfMessage:
+            self._done()
+        elif t is h11.InformationalResponse:
+            if ev.status_code == 101:
+                self._final(ev)
+            else:
+                self._informational(ev)
+
+    def _informational(self, ev: h11.InformationalResponse) -> None:
+        if self.first is None:
+            self.first = [self.ts_at(self.boundary), self.clock_at(self.boundary)]
+        self.info.append({"status": ev.status_code, "reason": ev.reason.decode("latin-1")})
+        assert self.conn is not None
+        self._set_boundary(self.end - _h11_buffered(self.conn))
+        self.line_ok = False
+
+    def _final(self, ev: h11.Response | h11.InformationalResponse) -> None:
+        dec = self.dec
+        if dec.replaying and self.cur is not None:
+            assert self.cur.resp is not None
+            self.cur.resp.open_body(self.cfg.max_decoded)
+            return
+        ts, clock = self.first or (self.ts_at(self.boundary), self.clock_at(self.boundary))
+        if self.pending_pair is not None:
+            req, ptags = self.pending_pair
+            self.pending_pair = None
+        else:
+            req, ptags = dec.pair(clock)
+            want = req.framing if req is not None else b"GET"
+            if want != self.framing and ev.status_code != 101:
+                # Framing depends on the request method: re-parse with the right stand-in.
+                self.pending_pair = (req, ptags)
+                self._reset_conn()
+                self._send_framing(want)
+                assert self.conn is not None
+                self.conn.receive_data(self.tail())
+                return
+        raw = list(ev.headers.raw_items())
+        first = {
+            "status": ev.status_code,
+            "reason": ev.reason.decode("latin-1"),
+            "version": "HTTP/" + ev.http_version.decode("latin-1"),
+        }
+        resp = new_head_msg(dec.next_rid(), False, ts, clock, first, raw, self.cfg.max_headers)
+        resp.tags |= self.tags_next
+        self.tags_next.clear()
+        dec.check_headers(resp, raw, len(raw))
+        txn = Txn(req, resp, ptags, self.info)
+        self.info = []
+        self.first = None
+        if req is not None:
+            req.paired = True
+        self.cur = txn
+        switch = None
+        if ev.status_code == 101:
+            switch = "upgrade"
+        elif self.framing == b"CONNECT" and 200 <= ev.status_code < 300:
+            switch = "tunnel"
+        if switch is not None:
+            resp.finish()
+            self.cur = None
+            dec.switch(txn, switch)
+            return
+        resp.open_body(self.cfg.max_decoded)
+        dec.response_head(txn)
+
+    def _done(self) -> None:
+        txn = self.cur
+        assert txn is not None and txn.resp is not None
+        txn.resp.finish()
+        self.cur = None
+        self._next_message()
+        self.dec.txn_done(txn)
+
+    def _give_up_cur(self, tags: set[str]) -> None:
+        txn = self.cur
+        if txn is None:
+            return
+        self.cur = None
+        assert txn.resp is not None
+        txn.resp.tags |= tags
+        txn.resp.finish()
+        self.dec.txn_done(txn)
+
+    def _accept_lenient(self, msg: Msg) -> None:
+        ts, clock = self.first or (msg.ts_ns, msg.clock)
+        msg.ts_ns, msg.clock = ts, clock
+        req, ptags = self.dec.pair(clock)
+        if req is not None:
+            req.paired = True
+        txn = Txn(req, msg, ptags, self.info)
+        self.info = []
+        self.first = None
+        self.dec.response_head(txn)
+        self.dec.txn_done(txn)
+
+    def _on_loss(self) -> None:
+        self.info = []
+        self.first = None
+        self.dec.server_loss()
+
+    def _prime(self) -> None:
+        if self._framing_state is not None:
+            self._send_framing(self._framing_state)
+
+    def state(self) -> dict[str, Any]:
+        st = super().state()
+        st["cur"] = self.cur.to_state() if self.cur is not None else None
+        st["framing"] = self.framing
+        st["info"] = self.info
+        st["first"] = self.first
+        return st
+
+    def load_refs(self, st: dict[str, Any], reqs: dict[int, Msg]) -> None:
+        self.cur = Txn.from_state(st["cur"], reqs) if st["cur"] is not None else None
+        self._framing_state = st["framing"]
+        self.info = list(st["info"])
+        self.first = list(st["first"]) if st["first"] is not None else None
