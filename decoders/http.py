@@ -150,12 +150,20 @@ class HttpDecoder(Decoder):
         if n <= ANOMALY_CAP:
             self.ctx.anomaly(name, detail)
 
-    def check_headers(self, msg: Msg, raw: list[tuple[bytes, bytes]], count: int) -> None:
-        """Limits and request-smuggling signals (RFC 9112 6.3)."""
+    def check_headers(
+        self,
+        msg: Msg,
+        raw: list[tuple[bytes, bytes]],
+        count: int,
+        lengths: list[bytes] | None = None,
+    ) -> None:
+        """Limits and request-smuggling signals (RFC 9112 6.3). `lengths`: Content-Length
+        values as on the wire, when the parser may have folded duplicates."""
         if count > self.cfg.max_headers:
             msg.tags.add("header_limit")
             self.anomaly("http_header_limit", f"{count} headers, {self.cfg.max_headers} kept")
-        lengths = [v.strip() for n, v in raw if n.lower() == b"content-length"]
+        if lengths is None:
+            lengths = [v.strip() for n, v in raw if n.lower() == b"content-length"]
         chunked = any(n.lower() == b"transfer-encoding" for n, _ in raw)
         if lengths and chunked:
             self.anomaly("http_content_length_with_transfer_encoding", "")

@@ -23,9 +23,16 @@ _REQ_LINE = re.compile(
     rb"(?P<method>[%s]{1,%d}) +(?P<target>[^\x00-\x20\x7f][^\x00-\x1f\x7f]*?)"
     rb" +HTTP/(?P<version>[0-9]\.[0-9])[ \t]*\r?" % (_TCHAR, MAX_METHOD_LEN)
 )
-_STATUS_TEMPLATE = b"HTTP/1.0 000"  # '0' stands for any digit
+# A known method with a malformed rest ("GET /HTTP/1.1", "OPTIONS", "PUT / HTTP/1."): only
+# used by the lenient parser, so the server's answer (often 400) still pairs with something.
+_REQ_LOOSE = re.compile(
+    rb"(?P<method>[A-Z][A-Z_-]{1,31})(?: +(?P<target>[^\x00-\x20\x7f]+))?"
+    rb"(?: +(?P<version>[^\x00-\x20\x7f]+))?[ \t]*\r?"
+)
+_STATUS_TEMPLATE = b"HTTP/1.0 000"  # '0' stands for any digit; "http/" is accepted too
 _STATUS_LINE = re.compile(
-    rb"HTTP/(?P<version>1\.[0-9]) (?P<status>[0-9]{3})(?:[ \t](?P<reason>[^\r\n]*?))?[ \t]*\r?"
+    rb"[Hh][Tt][Tt][Pp]/(?P<version>1\.[0-9]) (?P<status>[0-9]{3})"
+    rb"(?:[ \t](?P<reason>[^\r\n]*?))?[ \t]*\r?"
 )
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 
@@ -51,6 +58,7 @@ def request_line_state(buf: bytes | bytearray | memoryview, limit: int) -> bool 
 def status_line_state(buf: bytes | bytearray | memoryview) -> bool | None:
     """Can `buf` start with `HTTP/1.x NNN` (followed by SP, CR or LF)? None while too short."""
     head = bytes(buf[:13])
+    head = head[:4].upper() + head[4:]
     for i, want in enumerate(_STATUS_TEMPLATE[: len(head)]):
         got = head[i]
         if want == 0x30:  # digit placeholder
@@ -105,18 +113,32 @@ def parse_head_leniently(
         lines.pop()
     if not lines:
         return None, span
-    rx = _REQ_LINE if is_request else _STATUS_LINE
-    fm = rx.fullmatch(lines[0])
-    if fm is None:
-        return None, span
     head = LenientHead(complete=complete)
     if is_request:
+        fm = _REQ_LINE.fullmatch(lines[0])
+        if fm is not None:
+            head.version = b"HTTP/" + fm["version"]
+        else:
+            fm = _REQ_LOOSE.fullmatch(lines[0])
+            if fm is None or fm["method"] not in KNOWN_METHODS:
+                return None, span
+            head.version = fm["version"] or b""
+            if not head.version and (fm["target"] or b"").startswith(b"HTTP/"):
+                head.method, head.version = fm["method"], fm["target"]
+                return _headers(head, lines, max_headers), span
         head.method = fm["method"]
-        head.target = fm["target"]
+        head.target = fm["target"] or b""
     else:
+        fm = _STATUS_LINE.fullmatch(lines[0])
+        if fm is None:
+            return None, span
         head.status = int(fm["status"])
         head.reason = fm["reason"] or b""
-    head.version = fm["version"]
+        head.version = b"HTTP/" + fm["version"]
+    return _headers(head, lines, max_headers), span
+
+
+def _headers(head: LenientHead, lines: list[bytes], max_headers: int) -> LenientHead:
     headers: list[list[bytes]] = []
     count = 0
     for ln in lines[1:]:
@@ -132,4 +154,4 @@ def parse_head_leniently(
             headers.append([name.rstrip(b" \t"), value.strip(b" \t")])
     head.headers = [(n, v) for n, v in headers]
     head.header_count = count
-    return head, span
+    return head

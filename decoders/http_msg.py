@@ -10,9 +10,15 @@ from decoders.http_body import BodyDigest, content_codings
 UNKNOWN_BODY: dict[str, Any] = {"body_len": None, "body_sha256": None}
 
 
-def framing_class(method: bytes) -> bytes:
-    """The only request facts that change how a response is framed (RFC 9112 6.3)."""
-    return method if method in (b"HEAD", b"CONNECT") else b"GET"
+UPGRADE = b"UPGRADE"  # a GET-like request carrying an Upgrade proposal
+
+
+def framing_class(method: bytes, upgrade: bool = False) -> bytes:
+    """The only request facts that change how a response is framed (RFC 9112 6.3): HEAD,
+    CONNECT, an Upgrade proposal (a 101 may follow), anything else."""
+    if method in (b"HEAD", b"CONNECT"):
+        return method
+    return UPGRADE if upgrade else b"GET"
 
 
 def header_pairs(raw: list[tuple[bytes, bytes]], cap: int) -> list[list[str]]:

@@ -24,6 +24,7 @@ side stops keeping it ("overflow") and a restore resumes at the next message lin
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import h11
@@ -31,7 +32,7 @@ from h11._readers import ChunkedReader, ContentLengthReader, Http10Reader
 
 from decoders.http_body import PIECE
 from decoders.http_lines import is_message_line, line_state, parse_head_leniently
-from decoders.http_msg import Msg, Txn, framing_class, new_head_msg
+from decoders.http_msg import UPGRADE, Msg, Txn, framing_class, new_head_msg
 
 if TYPE_CHECKING:
     from decoders.http import HttpDecoder
@@ -39,7 +40,10 @@ if TYPE_CHECKING:
 MSG, WAIT, RESYNC, TUNNEL, DONE = "msg", "wait", "resync", "tunnel", "done"
 _ZEROS = bytes(PIECE)
 _CRLF = (10, 13)
-CHUNK_SIZE_SANITY = 1 << 62  # larger chunk sizes are overflow attacks, not bodies
+CHUNK_SIZE_SANITY = 1 << 62
+_HOST_LINE = b"Host: \r\n"
+_BLANK = re.compile(rb"\n\r?\n")
+_CL_LINE = re.compile(rb"(?im)^content-length[ \t]*:([^\r\n]*)")  # larger chunk sizes are overflow attacks, not bodies
 
 
 def _h11_buffered(conn: h11.Connection) -> int:
@@ -69,6 +73,7 @@ class Side:
         self.tags_next: set[str] = set()
         self.skip_hash = 0  # filler bytes (for a gap) still to pass through h11 unhashed
         self.closing = False
+        self.head_seen = False  # h11 produced the current message's head
         self._reset_conn()
 
     # ---- hooks for the two roles
@@ -174,8 +179,16 @@ class Side:
     def gap(self, length: int, replay: bool = False) -> None:
         if self.mode in (TUNNEL, DONE) or length <= 0:
             return
-        if self.mode == MSG and self._cur_msg() is not None and self._absorb(length, replay):
-            return
+        if self.mode == MSG and self._cur_msg() is not None:
+            room = self._body_room()
+            if room is None or 0 < length <= room:
+                self._absorb(length, replay)
+                return
+            if room and self._known_length():
+                # The hole runs past the end of a Content-Length body: finish that message
+                # with the bytes it missed, then the rest is a loss at the next message.
+                self._absorb(room, replay)
+                length -= room
         if not replay:
             self._lose()
 
@@ -199,10 +212,11 @@ class Side:
             return 0
         return 0
 
-    def _absorb(self, n: int, replay: bool) -> bool:
-        room = self._body_room()
-        if room is not None and not 0 < n <= room:
-            return False
+    def _known_length(self) -> bool:
+        return isinstance(getattr(self.conn, "_reader", None), ContentLengthReader)
+
+    def _absorb(self, n: int, replay: bool) -> None:
+        """Skip `n` lost body bytes: h11 is fed filler that is counted, never hashed."""
         msg = self._cur_msg()
         assert msg is not None and msg.digest is not None and self.conn is not None
         if not replay:
@@ -216,7 +230,6 @@ class Side:
             conn.receive_data(_ZEROS[:k])
             n -= k
             self._pump()
-        return True
 
     def _lose(self) -> None:
         """Bytes lost where the framing cannot absorb them: give up what is in progress and
@@ -250,7 +263,7 @@ class Side:
                 return
             conn = self.conn
             assert conn is not None
-            if not self.line_ok and self._cur_msg() is None:
+            if not self.line_ok and not self.head_seen:
                 st = line_state(self.is_request, self.tail(limit=self.cfg.max_header + 1),
                                 self.cfg.max_header)
                 if st is None and not self.closing:
@@ -260,6 +273,12 @@ class Side:
                     self._protocol_error(f"not a {what} line")
                     continue
                 self.line_ok = True
+                self._check_first_line()
+                conn = self.conn
+                assert conn is not None
+            if not self.head_seen and not self._head_fits():
+                self._protocol_error("head larger than the header byte limit")
+                continue
             self._before_next()
             try:
                 ev = conn.next_event()
@@ -291,6 +310,27 @@ class Side:
             data = data[k:]
         msg.digest.feed(data)
 
+    def _check_first_line(self) -> None:
+        pass
+
+    def _wire_lengths(self, raw: list[tuple[bytes, bytes]]) -> list[bytes] | None:
+        """Content-Length values as on the wire (h11 drops identical duplicates)."""
+        if not any(n.lower() == b"content-length" for n, _ in raw):
+            return None
+        off = self.boundary - self.base
+        m = _BLANK.search(self.rec, off, off + self.cfg.max_header + 3)
+        head = bytes(self.rec[off : m.end() if m else off + self.cfg.max_header])
+        return [v.strip() for v in _CL_LINE.findall(head)]
+
+    def _head_fits(self) -> bool:
+        """Position-based head limit (h11 only checks when it runs out of data, so the
+        outcome would depend on chunking): the blank line must come within max_header."""
+        limit = self.cfg.max_header
+        if self.end - self.boundary <= limit:
+            return True
+        return _BLANK.search(self.rec, self.boundary - self.base,
+                             self.boundary - self.base + limit) is not None
+
     def _paused(self) -> None:
         # Only reachable if h11 switched protocols on its own; treat like an error.
         self._protocol_error("h11 paused")
@@ -306,7 +346,9 @@ class Side:
             self.overflow = False
         self._set_boundary(self.end - buffered)
         self.line_ok = False
+        self.head_seen = False
         self.skip_hash = 0
+        self._on_boundary()
         if buffered and self.rec[self.boundary - self.base] in _CRLF:
             cycled = False
         else:
@@ -316,6 +358,8 @@ class Side:
         self.started = cycled and buffered > 0
 
     def _protocol_error(self, detail: str) -> None:
+        if self._retry(detail):
+            return
         if self.closing:
             tags = {"truncated"}
         else:
@@ -328,7 +372,7 @@ class Side:
             self._enter_resync(pos, skip_lf=False)
             return
         head = self.tail(limit=self.cfg.max_header + 1)
-        if len(head) > self.cfg.max_header and b"\n\r\n" not in head and b"\n\n" not in head:
+        if not self._head_fits():
             tags = tags | {"header_limit", "truncated"}
             self.dec.anomaly("http_header_limit", f"head longer than {self.cfg.max_header} bytes")
         self._lenient(head[: self.cfg.max_header], tags)
@@ -337,6 +381,13 @@ class Side:
             self._enter_resync(self.boundary + lf + 1, skip_lf=False)
         else:
             self._enter_resync(self.boundary, skip_lf=True)
+
+    def _on_boundary(self) -> None:
+        pass
+
+    def _retry(self, detail: str) -> bool:
+        """A second chance for an error h11 is stricter about than real servers."""
+        return False
 
     def _lenient(self, buf: bytes, tags: set[str]) -> None:
         head, _span = parse_head_leniently(self.is_request, buf, self.cfg.max_headers)
@@ -347,14 +398,14 @@ class Side:
             first = {
                 "method": head.method.decode("latin-1"),
                 "uri": head.target.decode("latin-1"),
-                "version": "HTTP/" + head.version.decode("latin-1"),
+                "version": head.version.decode("latin-1"),
             }
             clock = dec.clock
         else:
             first = {
                 "status": head.status,
                 "reason": head.reason.decode("latin-1"),
-                "version": "HTTP/" + head.version.decode("latin-1"),
+                "version": head.version.decode("latin-1"),
             }
             clock = self.clock_at(self.boundary)
         msg = new_head_msg(
@@ -375,6 +426,7 @@ class Side:
         self.mode = RESYNC
         self.started = False
         self.line_ok = False
+        self.head_seen = False
         self.skip_hash = 0
         if self.overflow:  # the body was not kept: what h11 did not consume is all we have
             rest = self.conn.trailing_data[0] if self.conn is not None else b""
@@ -389,40 +441,50 @@ class Side:
         self._scan()
 
     def _scan(self) -> None:
+        """Find where messages start again. Candidates: line starts (and the position right
+        after a gap); on the server side also any `HTTP/1.` (a body without a final newline
+        puts the next status line mid-line). A candidate is taken when its whole line is a
+        request/status line; the decision depends on the bytes only, never on chunking."""
         limit = self.cfg.max_header
-        rec = self.rec
+        marker = b"HTTP/1."
         while self.mode == RESYNC:
+            rec = self.rec
             off = self.boundary - self.base
             if off >= len(rec):
                 return
             if self.skip_lf:
                 j = rec.find(b"\n", off)
-                if j < 0:
-                    self._set_boundary(self.end)
+                cand = j + 1 if j >= 0 else -1
+                if not self.is_request:
+                    h = rec.find(marker, off, cand if cand >= 0 else len(rec))
+                    if h >= 0:
+                        cand = h
+                if cand < 0:
+                    keep = 0 if self.is_request else len(marker) - 1
+                    self._set_boundary(self.base + max(off, len(rec) - keep))
                     return
                 self.skip_lf = False
-                self._set_boundary(j + 1 + self.base)
-                rec = self.rec
+                self._set_boundary(cand + self.base)
                 continue
             j = rec.find(b"\n", off, off + limit + 1)
             if j < 0:
-                if line_state(self.is_request, memoryview(rec)[off : off + limit + 1], limit) is False:
-                    self.skip_lf = True
-                    continue
-                return
-            if is_message_line(self.is_request, bytes(rec[off:j])):
+                if line_state(self.is_request, rec[off : off + limit + 1], limit) is not False:
+                    return  # may still become a message line: wait for its end
+            elif is_message_line(self.is_request, bytes(rec[off:j])):
                 self._resume(self.boundary)
                 return
-            self._set_boundary(j + 1 + self.base)
-            rec = self.rec
+            self._set_boundary(self.boundary + 1)
+            self.skip_lf = True
 
     def _resume(self, pos: int) -> None:
         """Start parsing messages again at `pos` with a fresh h11 connection."""
+        self._on_boundary()
         self.mode = MSG
         self._set_boundary(pos)
         self._reset_conn()
         self.started = False
         self.line_ok = False
+        self.head_seen = False
         self._pump()
 
     def _check_wait(self) -> None:
@@ -517,10 +579,37 @@ class RequestSide(Side):
     def __init__(self, dec: HttpDecoder) -> None:
         self.cur: Msg | None = None
         self.wait_rid: int | None = None
+        self.host_injected = False
         super().__init__(dec)
 
     def _new_conn(self) -> h11.Connection:
         return h11.Connection(h11.SERVER, max_incomplete_event_size=self.cfg.max_header)
+
+    def _reset_conn(self) -> None:
+        self.conn = self._new_conn()
+        self.host_injected = False
+
+    def _on_boundary(self) -> None:
+        self.host_injected = False
+
+    def _retry(self, detail: str) -> bool:
+        """HTTP/1.1 without Host is common (scanners, CONNECT, IoT) and h11 refuses it: parse
+        the same head with an empty Host added after the request line, so the body framing
+        is known; the record keeps the wire headers and gets tag missing_host."""
+        if self.host_injected or self.closing or self.head_seen:
+            return False
+        if detail != "Missing mandatory Host: header":
+            return False
+        head = self.tail()
+        lf = head.find(b"\n")
+        if lf < 0:
+            return False
+        self._reset_conn()
+        self.host_injected = True
+        assert self.conn is not None
+        self.conn.receive_data(head[: lf + 1] + _HOST_LINE + head[lf + 1 :])
+        self.dec.anomaly("http_missing_host", "")
+        return True
 
     def _cycle(self) -> bool:
         conn = self.conn
@@ -547,10 +636,13 @@ class RequestSide(Side):
 
     def _head(self, ev: h11.Request) -> None:
         dec = self.dec
+        self.head_seen = True
         if dec.replaying and self.cur is not None:
             self.cur.open_body(self.cfg.max_decoded)
             return
         raw = list(ev.headers.raw_items())
+        if self.host_injected and raw and raw[0] == (b"Host", b""):
+            raw = raw[1:]
         first = {
             "method": ev.method.decode("latin-1"),
             "uri": ev.target.decode("latin-1"),
@@ -560,11 +652,14 @@ class RequestSide(Side):
             dec.next_rid(), True, self.ts_at(self.boundary), dec.clock, first, raw,
             self.cfg.max_headers,
         )
-        msg.framing = framing_class(ev.method)
-        msg.switch = ev.method == b"CONNECT" or any(n.lower() == b"upgrade" for n, _ in raw)
+        upgrade = any(n.lower() == b"upgrade" for n, _ in raw)
+        msg.framing = framing_class(ev.method, upgrade)
+        msg.switch = ev.method == b"CONNECT" or upgrade
         msg.tags |= self.tags_next
+        if self.host_injected:
+            msg.tags.add("missing_host")
         self.tags_next.clear()
-        dec.check_headers(msg, raw, len(raw))
+        dec.check_headers(msg, raw, len(raw), self._wire_lengths(raw))
         msg.open_body(self.cfg.max_decoded)
         self.cur = msg
         dec.push_request(msg)
@@ -581,6 +676,7 @@ class RequestSide(Side):
             self.conn = None
             self.started = False
             self.line_ok = False
+            self.head_seen = False
             self.wait_rid = msg.rid
         else:
             self._next_message()
@@ -636,6 +732,7 @@ class ResponseSide(Side):
         self.first: list[int] | None = None  # [ts_ns, clock] of the first 1xx
         self.pending_pair: tuple[Msg | None, set[str]] | None = None
         self._framing_state: bytes | None = None
+        self.lowercase = False  # the current status line spells HTTP in lower case
         super().__init__(dec)
 
     def _new_conn(self) -> h11.Connection:
@@ -650,8 +747,28 @@ class ResponseSide(Side):
         assert conn is not None
         self.framing = method
         target = b"x:0" if method == b"CONNECT" else b"/"
-        conn.send(h11.Request(method=method, target=target, headers=[(b"host", b"x")]))
+        headers = [(b"host", b"x")]
+        if method == UPGRADE:
+            method = b"GET"
+            headers += [(b"upgrade", b"x"), (b"connection", b"upgrade")]
+        conn.send(h11.Request(method=method, target=target, headers=headers))
         conn.send(h11.EndOfMessage())
+
+    def _check_first_line(self) -> None:
+        """`http/1.1 200` (seen from real servers) is refused by h11: parse it as `HTTP/`."""
+        head = self.tail(limit=5)
+        if head != b"HTTP/":
+            self.lowercase = True
+            self._reset_conn()
+            assert self.conn is not None
+            self.conn.receive_data(self._message_bytes())
+
+    def _message_bytes(self) -> bytes:
+        data = self.tail()
+        return b"HTTP/" + data[5:] if self.lowercase else data
+
+    def _on_boundary(self) -> None:
+        self.lowercase = False
 
     def _before_next(self) -> None:
         if self.framing is None:
@@ -691,10 +808,12 @@ class ResponseSide(Side):
         assert self.conn is not None
         self._set_boundary(self.end - _h11_buffered(self.conn))
         self.line_ok = False
+        self.head_seen = False
 
     def _final(self, ev: h11.Response | h11.InformationalResponse) -> None:
         dec = self.dec
         if dec.replaying and self.cur is not None:
+            self.head_seen = True
             assert self.cur.resp is not None
             self.cur.resp.open_body(self.cfg.max_decoded)
             return
@@ -705,14 +824,15 @@ class ResponseSide(Side):
         else:
             req, ptags = dec.pair(clock)
             want = req.framing if req is not None else b"GET"
-            if want != self.framing and ev.status_code != 101:
+            if want != self.framing:
                 # Framing depends on the request method: re-parse with the right stand-in.
                 self.pending_pair = (req, ptags)
                 self._reset_conn()
                 self._send_framing(want)
                 assert self.conn is not None
-                self.conn.receive_data(self.tail())
+                self.conn.receive_data(self._message_bytes())
                 return
+        self.head_seen = True
         raw = list(ev.headers.raw_items())
         first = {
             "status": ev.status_code,
@@ -721,8 +841,10 @@ class ResponseSide(Side):
         }
         resp = new_head_msg(dec.next_rid(), False, ts, clock, first, raw, self.cfg.max_headers)
         resp.tags |= self.tags_next
+        if self.lowercase:
+            resp.tags.add("lenient")
         self.tags_next.clear()
-        dec.check_headers(resp, raw, len(raw))
+        dec.check_headers(resp, raw, len(raw), self._wire_lengths(raw))
         txn = Txn(req, resp, ptags, self.info)
         self.info = []
         self.first = None

@@ -12,7 +12,7 @@ from bisect import bisect_left, insort
 from collections.abc import Callable
 from typing import Any
 
-from reassembly.sha256 import ResumableSha256
+from reassembly.sha256 import ResumableSha256, hexdigest_of
 
 M32 = 0xFFFFFFFF
 HALF = 1 << 31
@@ -69,7 +69,7 @@ class HalfStream:
         self.bytes = 0  # payload bytes delivered in order
         self.missed = 0  # bytes declared lost (gaps)
         self.pending_zeros = 0  # gap bytes not yet hashed (trailing gaps are never hashed)
-        self.hasher = ResumableSha256()
+        self.hasher: ResumableSha256 | None = None  # created at the first byte
 
     # -- sequence space --
     def set_base(self, seq: int) -> None:
@@ -120,10 +120,13 @@ class HalfStream:
         return outcome
 
     def _deliver(self, data: bytes, deliver: Callable[[bytes], None]) -> None:
+        hasher = self.hasher
+        if hasher is None:
+            hasher = self.hasher = ResumableSha256()
         if self.pending_zeros:
-            self.hasher.update_zeros(self.pending_zeros)
+            hasher.update_zeros(self.pending_zeros)
             self.pending_zeros = 0
-        self.hasher.update(data)
+        hasher.update(data)
         self.next += len(data)
         self.bytes += len(data)
         deliver(data)
@@ -212,6 +215,10 @@ class HalfStream:
         if end > self.next:
             self.skip_to(end, gap)
 
+    def digest(self) -> str:
+        """sha256 of the delivered stream, gaps as zeros (trailing gaps not included)."""
+        return hexdigest_of(self.hasher)
+
     # -- persistence --
     def snapshot(self) -> list[Any]:
         return [
@@ -226,7 +233,7 @@ class HalfStream:
             self.bytes,
             self.missed,
             self.pending_zeros,
-            self.hasher.save(),
+            self.hasher.save() if self.hasher is not None else None,
         ]
 
     @classmethod
@@ -250,5 +257,5 @@ class HalfStream:
         h.parked_offsets = [o for o, _ in parked]
         h.parked_bytes = sum(len(d) for _, d in parked)
         h.budget.bytes += h.parked_bytes
-        h.hasher = ResumableSha256.load(hasher)
+        h.hasher = ResumableSha256.load(hasher) if hasher is not None else None
         return h

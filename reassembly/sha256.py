@@ -74,6 +74,14 @@ def _compress(h: tuple[int, ...], block: bytes) -> tuple[int, ...]:
     return tuple((x + y) & _M for x, y in zip(h, (a, b, c, d, e, f, g, hh), strict=True))
 
 
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def hexdigest_of(hasher: ResumableSha256 | None) -> str:
+    """Digest of a lazily created hasher (None: nothing was hashed)."""
+    return EMPTY_SHA256 if hasher is None else hasher.hexdigest()
+
+
 class ResumableSha256:
     """hashlib-like SHA-256 (update/hexdigest) with `save()` / `load()` of its running state."""
 

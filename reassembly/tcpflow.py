@@ -38,6 +38,9 @@ SEEN_SYN, SEEN_SYNACK, SEEN_FIN, SEEN_RST, SEEN_DATA = 1, 2, 4, 8, 16
 SEEN_BAD_RST, SEEN_DATA_AFTER_RST = 32, 64
 
 
+_LETTER_BITS = {letter: 2 * i for i, letter in enumerate("SHADFRTGI")}
+
+
 class TcpFlow:
     """A TCP connection's state; packets in, stream events out through a StreamSink."""
 
@@ -76,8 +79,10 @@ class TcpFlow:
         self.client_side = -1  # key orientation of the client; -1 = not decided yet
         self.roles_fixed = False  # True once a SYN decided or data was delivered
         self.flipped = False
-        self.hist: list[tuple[str, int]] = []  # (letter, orientation), first occurrences
-        self.hist_seen: set[tuple[str, int]] = set()
+        # First occurrence of each history letter: upper case = orientation 0, lower = 1
+        # (swapped at rendering when the client is orientation 1); bits say what is in.
+        self.hist = ""
+        self.hist_seen = 0
         # Flags seen per orientation: bit 0 SYN, 1 SYN-ACK, 2 FIN, 3 RST, 4 data.
         self.seen = [0, 0]
         self.phase = PHASE_SYN
@@ -87,16 +92,14 @@ class TcpFlow:
 
     # -- history (Zeek conn.log letters; upper case = client) --
     def _mark(self, letter: str, side: int) -> None:
-        item = (letter, side)
-        if item not in self.hist_seen:
-            self.hist_seen.add(item)
-            self.hist.append(item)
+        bit = 1 << (_LETTER_BITS[letter] + side)
+        if not self.hist_seen & bit:
+            self.hist_seen |= bit
+            self.hist += letter if side == 0 else letter.lower()
 
     def history(self) -> str:
-        out = "^" if self.flipped else ""
-        for letter, side in self.hist:
-            out += letter if side == self.client_side else letter.lower()
-        return out
+        letters = self.hist if self.client_side != 1 else self.hist.swapcase()
+        return ("^" if self.flipped else "") + letters
 
     def direction(self, side: int) -> int:
         return CLIENT if side == self.client_side else SERVER
@@ -281,6 +284,11 @@ class TcpFlow:
         self.close_reason = reason
         self.sink.on_close(reason)
 
+    def release(self) -> None:
+        """Drop references to the sink once the flow is gone."""
+        self._callbacks = None
+        self.sink = None  # type: ignore[assignment]
+
     def conn_state(self) -> str:
         """Zeek's conn_state, from the flags seen on each side."""
         c, s = self.client_side, 1 - self.client_side
@@ -324,7 +332,7 @@ class TcpFlow:
             self.client_side,
             self.roles_fixed,
             self.flipped,
-            [[letter, side] for letter, side in self.hist],
+            self.hist,
             list(self.seen),
             self.phase,
             self.close_reason,
@@ -342,8 +350,10 @@ class TcpFlow:
             HalfStream.restore(state[2], budget),
         )
         flow.client_side, flow.roles_fixed, flow.flipped = state[3], state[4], state[5]
-        flow.hist = [(letter, side) for letter, side in state[6]]
-        flow.hist_seen = set(flow.hist)
+        flow.hist = state[6]
+        flow.hist_seen = 0
+        for letter in flow.hist:
+            flow.hist_seen |= 1 << (_LETTER_BITS[letter.upper()] + (letter.islower()))
         flow.seen = list(state[7])
         flow.phase, flow.close_reason, flow.ts_first, flow.ts_last = state[8:12]
         return flow

@@ -134,6 +134,7 @@ class FlowTracker:
         self.dirty.discard(key)
         self.removed.add(key)
         self._finished(flow)
+        flow.release()  # break flow <-> sink cycles: refcounting frees it, not the cyclic GC
 
     # -- time --
     def _deadline(self, flow: Flow) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 from probe.packet import Packet
 from reassembly.limits import Limits, likely_server
-from reassembly.sha256 import ResumableSha256
+from reassembly.sha256 import ResumableSha256, hexdigest_of
 from reassembly.sink import StreamSink
 
 CLIENT, SERVER = 0, 1
@@ -20,7 +20,10 @@ class UdpSide:
     def __init__(self) -> None:
         self.packets = 0
         self.bytes = 0
-        self.hasher = ResumableSha256()
+        self.hasher: ResumableSha256 | None = None
+
+    def digest(self) -> str:
+        return hexdigest_of(self.hasher)
 
     # The flow record reads these like a TCP half stream's.
     missed = 0
@@ -71,6 +74,8 @@ class UdpFlow:
             return
         payload = pkt.payload
         half.bytes += len(payload)
+        if half.hasher is None:
+            half.hasher = ResumableSha256()
         half.hasher.update(payload)
         self.sink.on_data(self.direction(side), payload)
 
@@ -83,6 +88,9 @@ class UdpFlow:
         self.phase = PHASE_CLOSED
         self.close_reason = reason
         self.sink.on_close(reason)
+
+    def release(self) -> None:
+        self.sink = None  # type: ignore[assignment]
 
     def history(self) -> str:
         out = "^" if self.flipped else ""
@@ -99,7 +107,7 @@ class UdpFlow:
     def snapshot(self) -> list[Any]:
         return [
             self.uid,
-            [[h.packets, h.bytes, h.hasher.save()] for h in self.halves],
+            [[h.packets, h.bytes, h.hasher.save() if h.hasher else None] for h in self.halves],
             self.client_side,
             self.flipped,
             self.phase,
@@ -115,7 +123,7 @@ class UdpFlow:
         flow = cls(key, state[0], state[6], sink)
         for half, (packets, nbytes, hasher) in zip(flow.halves, state[1], strict=True):
             half.packets, half.bytes = packets, nbytes
-            half.hasher = ResumableSha256.load(hasher)
+            half.hasher = ResumableSha256.load(hasher) if hasher is not None else None
         flow.client_side, flow.flipped, flow.phase, flow.close_reason = state[2:6]
         flow.ts_last = state[7]
         return flow

@@ -17,3 +17,18 @@ class RuntimeConfig:
     # Replay flushes state to RocksDB every this many packets (the Kafka mode commits on
     # its own interval); outputs never depend on it.
     commit_every_packets: int = 50_000
+
+
+def tune_gc() -> None:
+    """Make the cyclic garbage collector run rarely.
+
+    A flow table holds hundreds of thousands of small objects; with CPython's default
+    thresholds (700 allocations) the collector rescans them so often that creating a
+    flow cost ~30 µs instead of ~4 µs (measured on a SYN flood). Flows break their own
+    reference cycles when they leave the table, so refcounting frees almost everything
+    and the collector has little to find anyway.
+    """
+    import gc
+
+    gc.freeze()  # what exists at start-up (modules, classes) is never garbage
+    gc.set_threshold(100_000, 50, 100)

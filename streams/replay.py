@@ -25,7 +25,7 @@ from probe.flowkey import kafka_partition
 from probe.record import decode_record
 from probe.source import PacketSource
 from state.store import StateStore
-from streams.config import RuntimeConfig
+from streams.config import RuntimeConfig, tune_gc
 from streams.serde import dumps_record, loads_record
 from streams.task import Task
 
@@ -94,6 +94,7 @@ class Replay:
             for p in range(config.partitions)
         ]
         self.source = PacketSource()
+        tune_gc()
 
     def _emit(self, record_type: str, key: str, record: dict[str, Any]) -> None:
         self.summary.records[record_type] += 1

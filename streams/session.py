@@ -203,7 +203,7 @@ def flow_record(flow: Flow, session: FlowSession) -> dict[str, Any]:
             "packets": half.packets,
             "bytes": half.bytes,
             "missed_bytes": half.missed,
-            "sha256": half.hasher.hexdigest(),
+            "sha256": half.digest(),
         }
 
     return {

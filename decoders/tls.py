@@ -1,0 +1,219 @@
+"""TLS decoder: one `tls` record per ClientHello/ServerHello pair, with JA3, JA3S and JA4.
+
+Found by content on any TCP port (a handshake record carrying a ClientHello from the client
+or a ServerHello from the server), and attached by port to SMTP (25, 587) to follow STARTTLS
+(decoders/tls_starttls.py). Each direction's records are reassembled into handshake messages
+(decoders/tls_stream.py); hello bodies become record fields in decoders/tls_hello.py.
+
+Pairing: hellos pair in order. A ServerHello that is a HelloRetryRequest closes its pair and
+parsing goes on for the second ClientHello and its ServerHello (a second record); any other
+ServerHello ends parsing, and the rest of the flow is ignored at the cost of one test per
+segment. A hello whose partner can no longer come (that direction hit an alert, application
+data, a gap, a parse error or the flow's end) is emitted alone with the other side null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
+from decoders.tls_hello import parse_client_hello, parse_server_hello
+from decoders.tls_starttls import SMTP_PORTS, SmtpStartTls
+from decoders.tls_stream import ERROR, MAX_RECORD, HandshakeReader
+
+HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_HELLO_REQUEST = 1, 2, 0
+UNDECIDED, TLS, SMTP, OFF = 0, 1, 2, 3
+
+
+def looks_like_hello(direction: int, data: bytes) -> bool | None:
+    """Handshake record header (type 22, version 3.0-3.4, sane length) followed by a
+    ClientHello (client side) or ServerHello (server side); None while undecidable."""
+    n = len(data)
+    if n >= 1 and data[0] != 22:
+        return False
+    if n >= 2 and data[1] != 3:
+        return False
+    if n >= 3 and data[2] > 4:
+        return False
+    if n >= 5 and not 4 <= int.from_bytes(data[3:5], "big") <= MAX_RECORD:
+        return False
+    if n < 6:
+        return None
+    return data[5] == (HS_CLIENT_HELLO if direction == CLIENT else HS_SERVER_HELLO)
+
+
+def _is_tls_record(data: bytes) -> bool:
+    return len(data) >= 3 and data[0] == 22 and data[1] == 3 and data[2] <= 4
+
+
+class TlsDecoder(Decoder):
+    name = "tls"
+    transports = frozenset({"tcp"})
+    ports = SMTP_PORTS  # STARTTLS: the flow starts in plaintext, content detection cannot tell
+
+    @classmethod
+    def probe(cls, direction: int, data: bytes) -> bool | None:
+        return looks_like_hello(direction, data)
+
+    def __init__(self, ctx: DecoderContext, options: Mapping[str, Any]) -> None:
+        super().__init__(ctx, options)
+        self.mode = UNDECIDED
+        self.readers = [HandshakeReader(), HandshakeReader()]
+        self.smtp: SmtpStartTls | None = None
+        # Hellos waiting for their partner: [ts_ns, fields or None (unparsable), tags].
+        self.hellos: list[list[list[Any]]] = [[], []]
+        self.done = [False, False]  # the direction can bring no more hellos
+        self.finished = False
+        self.tags: list[str] = []  # flow-level tags, on every record of the flow
+
+    # -- events --
+    def on_data(self, direction: int, data: bytes) -> None:
+        if self.finished or self.mode == OFF:
+            return
+        if self.mode == UNDECIDED:
+            if self.ctx.flow.transport != "tcp":
+                self.mode = OFF
+            elif _is_tls_record(data):
+                self.mode = TLS
+            elif self.ctx.flow.server.port in SMTP_PORTS:
+                self.mode, self.smtp = SMTP, SmtpStartTls()
+            else:
+                self.mode = OFF
+            if self.mode == OFF:
+                return
+        if self.mode == SMTP:
+            self._smtp(direction, data)
+        else:
+            self._feed(direction, data)
+
+    def on_gap(self, direction: int, length: int) -> None:
+        if self.finished or self.mode in (UNDECIDED, OFF):
+            return
+        if self.mode == SMTP:  # the dialogue cannot be followed across a hole
+            self.mode, self.smtp = OFF, None
+            return
+        if not self.done[direction]:
+            self._tag("gap")
+            self._end(direction)
+            self._settle()
+
+    def on_close(self, reason: str) -> None:
+        if self.mode == TLS and not self.finished:
+            self._end(CLIENT)
+            self._end(SERVER)
+            self._settle()
+
+    # -- parsing --
+    def _smtp(self, direction: int, data: bytes) -> None:
+        assert self.smtp is not None
+        switched = self.smtp.feed(direction, data)
+        if self.smtp.abandoned:
+            self.mode, self.smtp = OFF, None
+        elif switched is not None:
+            self.mode, self.smtp = TLS, None
+            self._tag("starttls")
+            self._feed(CLIENT, switched[0])
+            self._feed(SERVER, switched[1])
+
+    def _feed(self, direction: int, data: bytes) -> None:
+        if self.done[direction] or self.finished:
+            return
+        reader = self.readers[direction]
+        reader.feed(data, self.ctx.ts_ns)
+        want = HS_CLIENT_HELLO if direction == CLIENT else HS_SERVER_HELLO
+        while not self.finished and not self.done[direction]:
+            msg = reader.next_message()
+            if msg is None:
+                if reader.status:
+                    if reader.status == ERROR and reader.error:
+                        self._tag(reader.error[0].removeprefix("tls_"))
+                        self.ctx.anomaly(*reader.error)
+                    self._end(direction)
+                break
+            mtype, body, ts_ns = msg
+            if mtype == want:
+                self.hellos[direction].append(self._parse(direction, body, ts_ns))
+            elif not (mtype == HS_HELLO_REQUEST and direction == SERVER):
+                self.ctx.anomaly("tls_unexpected_handshake", f"type {mtype} before the hello")
+                self._end(direction)
+            self._settle()
+        self._settle()
+
+    def _parse(self, direction: int, body: bytes, ts_ns: int) -> list[Any]:
+        parse = parse_client_hello if direction == CLIENT else parse_server_hello
+        try:
+            return [ts_ns, parse(body), []]
+        except Exception as exc:  # malformed hello: never let it out, say so in the record
+            what = "client_hello" if direction == CLIENT else "server_hello"
+            self.ctx.anomaly("tls_parse_error", f"{what}: {type(exc).__name__}: {exc}"[:200])
+            return [ts_ns, None, ["parse_error"]]
+
+    def _end(self, direction: int) -> None:
+        self.done[direction] = True
+        self.readers[direction].release()
+
+    def _tag(self, tag: str) -> None:
+        if tag not in self.tags:
+            self.tags.append(tag)
+
+    # -- records --
+    def _settle(self) -> None:
+        clients, servers = self.hellos
+        while not self.finished:
+            if clients and servers:
+                self._emit(clients.pop(0), servers.pop(0))
+            elif servers and self.done[CLIENT]:
+                self._emit(None, servers.pop(0))
+            elif clients and self.done[SERVER]:
+                self._emit(clients.pop(0), None)
+            else:
+                break
+        if self.done[CLIENT] and self.done[SERVER]:
+            self.finished = True
+
+    def _emit(self, ch: list[Any] | None, sh: list[Any] | None) -> None:
+        if sh is not None and not (sh[1] is not None and sh[1]["hello_retry_request"]):
+            self.finished = True
+            self.readers = [HandshakeReader(), HandshakeReader()]
+        tags = set(self.tags)
+        for hello in (ch, sh):
+            if hello is not None:
+                tags.update(hello[2])
+        flow = self.ctx.flow
+        self.ctx.emit(
+            "tls",
+            {
+                "ts": ts_seconds((ch or sh)[0]),  # type: ignore[index]
+                "client": flow.client.as_json(),
+                "server": flow.server.as_json(),
+                "client_hello": ch[1] if ch else None,
+                "server_hello": sh[1] if sh else None,
+                "tags": sorted(tags),
+            },
+        )
+
+    # -- state --
+    def snapshot(self) -> Any:
+        return {
+            "v": 1,
+            "mode": self.mode,
+            "readers": [r.snapshot() for r in self.readers],
+            "smtp": self.smtp.snapshot() if self.smtp else None,
+            "hellos": self.hellos,
+            "done": self.done,
+            "finished": self.finished,
+            "tags": self.tags,
+        }
+
+    @classmethod
+    def restore(cls, ctx: DecoderContext, options: Mapping[str, Any], state: Any) -> Decoder:
+        d = cls(ctx, options)
+        d.mode = state["mode"]
+        d.readers = [HandshakeReader.restore(r) for r in state["readers"]]
+        d.smtp = SmtpStartTls.restore(state["smtp"]) if state["smtp"] else None
+        d.hellos = [[list(h) for h in side] for side in state["hellos"]]
+        d.done = list(state["done"])
+        d.finished = state["finished"]
+        d.tags = list(state["tags"])
+        return d

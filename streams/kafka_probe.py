@@ -1,0 +1,209 @@
+"""`wirestream probe`: captures (files or a live interface) -> topic wirestream.packets.
+
+Every keyed packet (PacketSource: the same parsing, defragmentation and flow keys as
+replay) becomes one record: key = flow key, value = packet record, partition = Kafka's
+default partitioner on the key (probe.flowkey.kafka_partition, computed here rather than
+by the client; it gives the same partition as kafka-python's and the Java client's
+partitioner, checked in tests). The record timestamp is left to the producer (time of
+producing): broker retention acts on it, the capture time lives in the record.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import structlog
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from probe.capture import open_capture
+from probe.errors import CaptureError
+from probe.flowkey import kafka_partition
+from probe.source import PacketSource
+from streams.kafka_live import LiveCapture, LiveCaptureError
+from streams.kafka_settings import MAX_REQUEST_BYTES, ProbeSettings
+from streams.kafka_topics import TopicError, admin_client, ensure_topic
+
+log = structlog.get_logger("wirestream.probe")
+
+EXIT_OK, EXIT_INPUT_ERROR, EXIT_BROKER_ERROR = 0, 1, 3
+
+Frame = tuple[int, int, int, bytes]
+
+
+def paced(frames: Iterable[Frame], should_stop: Any = None) -> Iterator[Frame]:
+    """Yield frames at capture pace (relative to the first; a step back in time rebases)."""
+    base_ts = base_wall = None
+    for frame in frames:
+        ts = frame[1]
+        now = time.monotonic()
+        if base_ts is None or ts < base_ts:
+            base_ts, base_wall = ts, now
+        else:
+            delay = (ts - base_ts) / 1e9 - (now - base_wall)  # type: ignore[operator]
+            while delay > 0 and not (should_stop and should_stop()):
+                time.sleep(min(delay, 0.2))
+                delay = (ts - base_ts) / 1e9 - (time.monotonic() - base_wall)  # type: ignore[operator]
+        yield frame
+
+
+class Probe:
+    def __init__(self, settings: ProbeSettings, partitions_given: bool = True) -> None:
+        self.settings = settings
+        self.partitions_given = partitions_given
+        self.source = PacketSource()
+        self.records = 0
+        self.record_bytes = 0
+        self.errors: list[str] = []
+        self._send_error: BaseException | None = None
+        self._stop = False
+        self.partitions = settings.partitions
+        self.producer: KafkaProducer | None = None
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def _stopping(self) -> bool:
+        return self._stop
+
+    def _failed(self, exc: BaseException) -> None:
+        if self._send_error is None:
+            self._send_error = exc
+
+    def _connect(self) -> None:
+        s = self.settings
+        admin = admin_client(s.bootstrap_servers)
+        try:
+            count, created = ensure_topic(admin, s.topic, s.partitions, s.replication_factor)
+        finally:
+            admin.close()
+        if created:
+            log.info("topic_created", topic=s.topic, partitions=count)
+        elif count != s.partitions and self.partitions_given:
+            log.warning(
+                "topic_partitions_differ",
+                topic=s.topic,
+                existing=count,
+                requested=s.partitions,
+                note="records are partitioned over the existing partitions",
+            )
+        self.partitions = count
+        self.producer = KafkaProducer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id="wirestream-probe",
+            acks="all",
+            linger_ms=s.linger_ms,
+            batch_size=s.batch_size,
+            max_request_size=MAX_REQUEST_BYTES,
+        )
+
+    def _produce(self, frames: Iterable[Frame], stoppable: bool = False) -> None:
+        producer = self.producer
+        assert producer is not None
+        send = producer.send
+        topic = self.settings.topic
+        n = self.partitions
+        failed = self._failed
+        count = 0
+        size = 0
+        for kp in self.source.keyed(frames):
+            value = kp.record()
+            key = kp.key
+            send(topic, value=value, key=key, partition=kafka_partition(key, n)).add_errback(failed)
+            count += 1
+            size += len(value)
+            if self._send_error is not None or (stoppable and self._stop):
+                break
+        self.records += count
+        self.record_bytes += size
+
+    def run_files(self, paths: Sequence[str]) -> int:
+        started = time.perf_counter()
+        previous = {
+            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            self._connect()
+            for path in paths:
+                if self._stop:
+                    break
+                try:
+                    capture = open_capture(path)
+                except CaptureError as exc:
+                    self._capture_error(exc)
+                    continue
+                try:
+                    frames: Iterable[Frame] = capture
+                    if self.settings.pace:
+                        frames = paced(capture, self._stopping)
+                    self._produce(frames, stoppable=True)
+                except CaptureError as exc:
+                    self._capture_error(exc)
+                finally:
+                    capture.close()
+            return self._finish(started)
+        except (KafkaError, TopicError) as exc:
+            log.error("broker_error", error=str(exc)[:300])
+            return EXIT_BROKER_ERROR
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def run_live(self, interface: str, bpf: str | None) -> int:
+        started = time.perf_counter()
+        previous = {
+            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            capture = LiveCapture(interface, bpf, should_stop=self._stopping)
+        except LiveCaptureError as exc:
+            log.error("capture_error", error=str(exc))
+            return EXIT_INPUT_ERROR
+        try:
+            self._connect()
+            log.info(
+                "live_capture_started", interface=interface, bpf=bpf, topic=self.settings.topic
+            )
+            self._produce(capture)
+            return self._finish(started)
+        except (KafkaError, TopicError) as exc:
+            log.error("broker_error", error=str(exc)[:300])
+            return EXIT_BROKER_ERROR
+        finally:
+            capture.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _capture_error(self, exc: CaptureError) -> None:
+        self.errors.append(str(exc))
+        log.error("capture_error", error=str(exc))
+
+    def _finish(self, started: float) -> int:
+        producer = self.producer
+        assert producer is not None
+        producer.flush()
+        producer.close()
+        seconds = time.perf_counter() - started
+        src = self.source
+        undecodable = dict(sorted(src.bad.items()))
+        log.info(
+            "probe_finished",
+            topic=self.settings.topic,
+            partitions=self.partitions,
+            frames=src.frames,
+            records=self.records,
+            record_bytes=self.record_bytes,
+            non_ip_frames=src.non_ip,
+            undecodable_frames=sum(undecodable.values()),
+            undecodable_by_kind=undecodable,
+            seconds=round(seconds, 3),
+            records_per_s=round(self.records / seconds) if seconds else 0,
+            capture_errors=len(self.errors),
+        )
+        if self._send_error is not None:
+            log.error("produce_failed", error=str(self._send_error)[:300])
+            return EXIT_BROKER_ERROR
+        return EXIT_INPUT_ERROR if self.errors else EXIT_OK

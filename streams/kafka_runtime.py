@@ -1,0 +1,737 @@
+"""`wirestream run`: one member of a consumer group, one task per assigned partition.
+
+Loop: poll -> each record through its partition's task (outputs are produced as they are
+emitted) -> every `commit_interval` a commit -> wall-clock punctuation of idle partitions.
+
+Commit protocol (Kafka Streams / Quix Streams order), per commit:
+  1. the tasks' changes go to the changelog (and into the stores' write-back caches), each
+     record carrying the input offset this commit is about to commit;
+  2. at-least-once: flush the producer, commit the input offsets;
+     exactly-once: per partition, send the offsets to its transaction and commit it;
+  3. write each store's batch to RocksDB together with its checkpoint (changelog end,
+     input offset).
+A crash before 2 leaves changelog records whose input offset was never committed: restore
+skips them and the input is processed again (same records, same ids). A crash between 2
+and 3 leaves the local store behind: restore reads the changelog tail.
+
+Rebalance: assignments are initialised on the main thread (open store, restore from the
+local checkpoint to the changelog's end, rebuild flows, seek to the committed offset);
+revocations commit and close the stores inside the listener, which kafka-python runs on
+its IO thread (hence the async listener: the offset commit is awaited there).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import time
+from typing import Any
+
+import structlog
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from decoders.registry import select
+from state.changelog import EMPTY, ChangelogRestorer, Checkpoint
+from state.store import StateStore, StoreError
+from streams.config import RuntimeConfig
+from streams.kafka_assignor import StateAwareAssignor
+from streams.kafka_metrics import Metrics, serve
+from streams.kafka_restore import RestoreError, RestoreJob, restore
+from streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
+from streams.kafka_slot import PartitionSlot
+from streams.kafka_topics import (
+    TopicError,
+    admin_client,
+    changelog_topic,
+    deadletter_topic,
+    ensure_topic,
+    output_topic,
+    partition_count,
+)
+from streams.task import Task
+
+log = structlog.get_logger("wirestream.kafka")
+
+STORE_NAME = "flows"
+BASE_RECORD_TYPES = ("flow", "anomaly")
+LOCK_WAIT_SECONDS = 30.0
+EXIT_OK, EXIT_ERROR = 0, 1
+
+
+class FatalError(Exception):
+    """The member cannot go on safely (a produce failed for good, state unusable)."""
+
+
+class KafkaRuntime:
+    def __init__(
+        self, settings: RunSettings, config: RuntimeConfig, metrics: Metrics | None = None
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.decoders = select(config.decoders)
+        self.metrics = metrics or Metrics()
+        self.member = f"{socket.gethostname()}-{os.getpid()}"
+        self.log = log.bind(application_id=settings.application_id, member=self.member)
+        self.state_root = os.path.join(settings.state_dir, settings.application_id)
+        self.changelog = changelog_topic(settings.application_id, STORE_NAME)
+        self.slots: dict[int, PartitionSlot] = {}
+        self.input_partitions = 0
+        self.deadletter: tuple[str, int] = (deadletter_topic(settings.topic_prefix), 1)
+        self._outputs: dict[str, tuple[str, int]] = {}
+        self._to_init: set[int] = set()
+        self._local_checkpoints: dict[int, int] = {}
+        self._stop = False
+        self._send_error: BaseException | None = None
+        self._dead_reasons: set[str] = set()
+        self._error_kinds: set[str] = set()
+        self._last_activity = time.monotonic()
+        self.admin: Any = None
+        self.consumer: KafkaConsumer | None = None
+        self.producer: KafkaProducer | None = None  # at-least-once: shared by all slots
+        self._restore_consumer: KafkaConsumer | None = None
+        self._metrics_server: Any = None
+
+    # ------------------------------------------------------------------ setup
+    def _common(self) -> dict[str, Any]:
+        return {"bootstrap_servers": self.settings.bootstrap_servers}
+
+    def _producer(self, **extra: Any) -> KafkaProducer:
+        return KafkaProducer(
+            client_id=f"wirestream-{self.member}",
+            acks="all",
+            linger_ms=5,
+            batch_size=256 << 10,
+            max_request_size=MAX_REQUEST_BYTES,
+            **self._common(),
+            **extra,
+        )
+
+    def _setup_topics(self) -> None:
+        s = self.settings
+        self.admin = admin_client(s.bootstrap_servers)
+        n = partition_count(self.admin, s.input_topic)
+        if n is None:
+            raise TopicError(
+                f"input topic {s.input_topic} does not exist: start `wirestream probe` first "
+                "or create it with the partition count you want"
+            )
+        self.input_partitions = n
+        rf = s.replication_factor
+        ensure_topic(
+            self.admin,
+            self.changelog,
+            n,
+            rf,
+            {"cleanup.policy": "compact", "max.message.bytes": str(MAX_REQUEST_BYTES)},
+        )
+        dead = self.deadletter[0]
+        self.deadletter = (dead, ensure_topic(self.admin, dead, n, rf)[0])
+        for record_type in (*BASE_RECORD_TYPES, *(cls.name for cls in self.decoders)):
+            self.output_topic(record_type)
+
+    def output_topic(self, record_type: str) -> tuple[str, int]:
+        """(topic, partition count) for a record type; the topic is created on first use."""
+        known = self._outputs.get(record_type)
+        if known is None:
+            name = output_topic(self.settings.topic_prefix, record_type)
+            count, created = ensure_topic(
+                self.admin, name, self.input_partitions, self.settings.replication_factor
+            )
+            if created:
+                self.log.info("topic_created", topic=name, partitions=count)
+            known = self._outputs[record_type] = (name, count)
+        return known
+
+    def _scan_local_state(self) -> None:
+        """Checkpoints of the stores on disk (announced to the group leader)."""
+        if not os.path.isdir(self.state_root):
+            return
+        prefix = f"{STORE_NAME}-"
+        for name in sorted(os.listdir(self.state_root)):
+            if not name.startswith(prefix) or not name[len(prefix) :].isdigit():
+                continue
+            partition = int(name[len(prefix) :])
+            try:
+                with StateStore(os.path.join(self.state_root, name)) as store:
+                    cp = Checkpoint.decode(store.checkpoint())
+            except StoreError as exc:
+                self.log.warning("local_store_unreadable", partition=partition, error=str(exc))
+                continue
+            if cp is not None:
+                self._local_checkpoints[partition] = cp.changelog_offset
+
+    def _local_state(self) -> dict[int, int]:
+        return dict(self._local_checkpoints)
+
+    def _consumer(self) -> KafkaConsumer:
+        s = self.settings
+        return KafkaConsumer(
+            group_id=s.application_id,
+            client_id=f"wirestream-{self.member}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed" if s.exactly_once else "read_uncommitted",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_records=s.max_poll_records,
+            partition_assignment_strategy=[StateAwareAssignor(self._local_state)],
+            **self._common(),
+        )
+
+    def _restorer(self) -> KafkaConsumer:
+        if self._restore_consumer is None:
+            self._restore_consumer = KafkaConsumer(
+                group_id=None,
+                client_id=f"wirestream-{self.member}-restore",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed"
+                if self.settings.exactly_once
+                else "read_uncommitted",
+                **self._common(),
+            )
+        return self._restore_consumer
+
+    # ------------------------------------------------------------------ main loop
+    def request_stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def run(self) -> int:
+        s = self.settings
+        previous = {
+            sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        code = EXIT_ERROR
+        try:
+            self._setup_topics()
+            self._scan_local_state()
+            if s.metrics_port is not None:
+                self._metrics_server = serve(self.metrics, s.metrics_port)
+            if not s.exactly_once:
+                self.producer = self._producer()
+            self.consumer = self._consumer()
+            self.consumer.subscribe([s.input_topic], listener=_Listener(self))
+            self.log.info(
+                "member_started",
+                input_topic=s.input_topic,
+                partitions=self.input_partitions,
+                guarantee=s.processing_guarantee,
+                local_stores=len(self._local_checkpoints),
+            )
+            code = self._loop()
+        except (TopicError, StoreError, FatalError, RestoreError, KafkaError) as exc:
+            self.log.error("member_failed", error=str(exc), kind=type(exc).__name__)
+            self._abandon()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._close_clients()
+        return code
+
+    def _loop(self) -> int:
+        s = self.settings
+        consumer = self.consumer
+        assert consumer is not None
+        last_commit = time.monotonic()
+        punctuate_every = max(1.0, s.commit_interval)
+        last_punctuation_check = last_commit
+        while not self._stop:
+            try:
+                batch = consumer.poll(timeout_ms=100)
+            except KafkaError as exc:
+                self.log.warning("poll_failed", error=str(exc))
+                batch = {}
+            if self._to_init:
+                batch = self._init_pending(batch)
+            if batch:
+                self._process(batch)
+            self._check_send_error()
+            now = time.monotonic()
+            if now - last_commit >= s.commit_interval:
+                self.commit()
+                last_commit = now
+            if now - last_punctuation_check >= punctuate_every:
+                self._punctuate(now)
+                last_punctuation_check = now
+            if (
+                s.exit_when_idle is not None
+                and now - self._last_activity >= s.exit_when_idle
+                and not self._to_init
+            ):
+                return self._end_of_input()
+        self.log.info("stopping")
+        ok = self.commit()
+        self._close_slots(list(self.slots))
+        return EXIT_OK if ok else EXIT_ERROR
+
+    def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        now = time.monotonic()
+        count = 0
+        for tp, records in batch.items():
+            slot = self.slots.get(tp.partition)
+            if slot is None or slot.task is None:
+                self._to_init.add(tp.partition)  # e.g. after a failed transaction
+                continue
+            process = slot.task.process_record
+            for msg in records:
+                slot.current = msg
+                value = msg.value
+                if value is None:
+                    slot.deadletter("null_value")
+                    continue
+                try:
+                    process(value)
+                except Exception as exc:  # a bug must cost one record, not the member
+                    self._processing_error(slot, msg, exc)
+            slot.current = None
+            slot.next_offset = records[-1].offset + 1
+            slot.dirty = True
+            slot.last_input = now
+            count += len(records)
+            self.metrics.inc("wirestream_input_records_total", len(records), partition=tp.partition)
+        if count:
+            self._last_activity = now
+
+    def _processing_error(self, slot: PartitionSlot, msg: Any, exc: Exception) -> None:
+        kind = f"error:{type(exc).__name__}"
+        slot.deadletter(kind)
+        if kind not in self._error_kinds:
+            self._error_kinds.add(kind)
+            self.log.error(
+                "processing_error",
+                partition=msg.partition,
+                offset=msg.offset,
+                error=str(exc)[:300],
+                exc_info=True,
+            )
+
+    def dead_lettered(self, slot: PartitionSlot, reason: str) -> None:
+        self.metrics.inc("wirestream_deadletter_records_total", reason=reason)
+        if reason not in self._dead_reasons:
+            self._dead_reasons.add(reason)
+            msg = slot.current
+            self.log.warning(
+                "dead_letter",
+                reason=reason,
+                partition=slot.partition,
+                offset=getattr(msg, "offset", None),
+                topic=self.deadletter[0],
+                note="logged once per reason; see wirestream_deadletter_records_total",
+            )
+
+    def send_failed(self, exc: BaseException) -> None:
+        """Producer callback (its IO thread): a record could not be delivered."""
+        if self._send_error is None:
+            self._send_error = exc
+
+    def _check_send_error(self) -> None:
+        if self._send_error is not None:
+            raise FatalError(f"a record could not be produced: {self._send_error}")
+
+    # ------------------------------------------------------------------ punctuation
+    def _punctuate(self, now: float) -> None:
+        """Liveness: expire flows of partitions that received nothing for a while, with a
+        time derived from the wall clock (stream time + idle time)."""
+        after = self.settings.punctuate_idle
+        for slot in self.slots.values():
+            task = slot.task
+            idle = now - slot.last_input
+            if task is None or idle < after:
+                continue
+            stream_time = task.tracker.stream_time
+            closed = task.punctuate(stream_time + int(idle * 1e9))
+            slot.dirty = True
+            slot.last_punctuation = now
+            self.metrics.inc("wirestream_punctuations_total", partition=slot.partition)
+            if closed:
+                self.log.info(
+                    "wall_clock_punctuation",
+                    partition=slot.partition,
+                    idle_seconds=round(idle, 1),
+                    flows_closed=closed,
+                    stream_time_ns=stream_time,
+                )
+
+    # ------------------------------------------------------------------ commit
+    def commit(self) -> bool:
+        """Commit every slot with new input or changes; False if the commit failed."""
+        slots = [s for s in self.slots.values() if s.dirty and s.task is not None]
+        if not slots:
+            return True
+        started = time.perf_counter()
+        if self.settings.exactly_once:
+            consumer = self.consumer
+            assert consumer is not None
+            metadata = consumer.group_metadata()
+            ok = True
+            for slot in slots:
+                ok = self._commit_transaction(slot, metadata, reinit=True) and ok
+        else:
+            ok = self._commit_alos(slots)
+        self._after_commit(slots, ok, time.perf_counter() - started)
+        return ok
+
+    def _commit_alos(self, slots: list[PartitionSlot]) -> bool:
+        offsets = self._produce_changelog(slots)
+        consumer = self.consumer
+        assert consumer is not None
+        try:
+            consumer.commit(offsets)
+        except KafkaError as exc:
+            self._commit_failed(slots, exc)
+            return False
+        for slot in slots:
+            self._checkpoint(slot)
+        return True
+
+    def _produce_changelog(self, slots: list[PartitionSlot]) -> dict[TopicPartition, Any]:
+        """ALOS phase 1: changelog records for every slot, then one producer flush."""
+        producer = self.producer
+        assert producer is not None
+        records = 0
+        for slot in slots:
+            records += slot.write_changelog()
+        producer.flush()
+        self._check_send_error()
+        for slot in slots:
+            slot.changelog_written()
+        self.metrics.inc("wirestream_changelog_records_total", records)
+        return {slot.tp: OffsetAndMetadata(slot.next_offset, "", -1) for slot in slots}
+
+    def _checkpoint(self, slot: PartitionSlot) -> None:
+        slot.checkpoint()
+        self._local_checkpoints[slot.partition] = slot.changelog_next
+
+    def _commit_failed(self, slots: list[PartitionSlot], exc: BaseException) -> None:
+        # ALOS: the changelog records stay valid (their input offset is committed by a
+        # later commit, or never, and then restore skips them); the stores keep the
+        # changes in their caches until a commit succeeds.
+        self.metrics.inc("wirestream_commit_failures_total")
+        self.log.warning(
+            "commit_failed",
+            partitions=sorted(s.partition for s in slots),
+            error=str(exc)[:300],
+            note="usually a rebalance in progress; input since the last commit may be "
+            "processed again (identical records)",
+        )
+
+    def _commit_transaction(self, slot: PartitionSlot, metadata: Any, reinit: bool) -> bool:
+        """EOS: changelog + offsets + outputs of one partition in its transaction."""
+        producer = slot.producer
+        try:
+            records = slot.write_changelog()
+            producer.send_offsets_to_transaction(
+                {slot.tp: OffsetAndMetadata(slot.next_offset, "", -1)}, metadata
+            )
+            producer.commit_transaction()
+            slot.in_transaction = False
+            slot.changelog_written()
+        except KafkaError as exc:
+            self._commit_failed([slot], exc)
+            self._drop_slot(slot, abort=True)
+            if reinit:
+                self._to_init.add(slot.partition)  # restored again after the next poll
+            return False
+        self.metrics.inc("wirestream_changelog_records_total", records)
+        self._checkpoint(slot)
+        producer.begin_transaction()
+        slot.in_transaction = True
+        return True
+
+    def _after_commit(self, slots: list[PartitionSlot], ok: bool, seconds: float) -> None:
+        m = self.metrics
+        m.inc("wirestream_commits_total")
+        m.inc("wirestream_commit_seconds_total", seconds)
+        for slot in slots:
+            for record_type, n in slot.outputs.items():
+                m.inc("wirestream_output_records_total", n, type=record_type)
+            slot.outputs.clear()
+            if slot.task is not None:
+                m.set("wirestream_open_flows", len(slot.task.tracker), partition=slot.partition)
+                m.set(
+                    "wirestream_stream_time_seconds",
+                    slot.task.tracker.stream_time / 1e9,
+                    partition=slot.partition,
+                )
+
+    # ------------------------------------------------------------------ assignment
+    def _init_pending(self, batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, Any]:
+        """Initialise newly assigned partitions; drops their records from `batch` (they are
+        fetched again from the committed offset)."""
+        consumer = self.consumer
+        assert consumer is not None
+        wanted, self._to_init = self._to_init, set()
+        assigned = {tp.partition for tp in consumer.assignment()}
+        parts = sorted(p for p in wanted if p in assigned and p not in self.slots)
+        if parts:
+            self._init_partitions(parts)
+        return {tp: recs for tp, recs in batch.items() if tp.partition not in wanted}
+
+    def _init_partitions(self, parts: list[int]) -> None:
+        consumer = self.consumer
+        assert consumer is not None
+        s = self.settings
+        started = time.monotonic()
+        slots: dict[int, PartitionSlot] = {}
+        for p in parts:
+            if s.exactly_once:
+                # Initialising the partition's transactional id fences the previous owner
+                # and aborts its open transaction before anything is read back.
+                producer = self._producer(transactional_id=self._transactional_id(p))
+                producer.init_transactions()
+            else:
+                assert self.producer is not None
+                producer = self.producer
+            slots[p] = PartitionSlot(self, p, producer)
+        jobs: list[RestoreJob] = []
+        committed: dict[int, int | None] = {}
+        for p, slot in slots.items():
+            committed[p] = consumer.committed(slot.tp)
+            store, start = self._open_checked(p, committed[p] or 0)
+            slot.store = store
+            restorer = ChangelogRestorer(store, start, committed[p] or 0)
+            jobs.append(RestoreJob(p, restorer, start))
+        restore(self._restorer(), self.changelog, jobs, s.restore_timeout)
+        for job in jobs:
+            p = job.partition
+            slot = slots[p]
+            assert slot.store is not None
+            task = Task(p, self.config, self.decoders, slot.emit, slot.store, slot.bad_packet)
+            slot.task = task
+            flows = task.restore()
+            if committed[p] is None:
+                consumer.seek_to_beginning(slot.tp)
+            else:
+                consumer.seek(slot.tp, committed[p])
+            slot.next_offset = consumer.position(slot.tp)
+            slot.changelog_next = job.restorer.checkpoint.changelog_offset
+            self._local_checkpoints[p] = slot.changelog_next
+            if s.exactly_once:
+                slot.producer.begin_transaction()
+                slot.in_transaction = True
+            self.slots[p] = slot
+            r = job.restorer
+            self.metrics.inc("wirestream_restored_records_total", r.applied, partition=p)
+            self.metrics.inc("wirestream_restore_seconds_total", job.seconds, partition=p)
+            self.log.info(
+                "partition_ready",
+                partition=p,
+                committed_offset=committed[p],
+                restored_records=r.applied,
+                skipped_records=r.skipped,
+                changelog_from=job.start.changelog_offset,
+                changelog_to=job.end,
+                flows=flows,
+                stream_time_ns=task.tracker.stream_time,
+                seconds=round(job.seconds, 3),
+            )
+            if committed[p] and r.input_offset < committed[p]:
+                self.log.warning(
+                    "state_behind_input",
+                    partition=p,
+                    state_input_offset=r.input_offset,
+                    committed_offset=committed[p],
+                    note="the changelog lacks commits (topic recreated or broker data lost)",
+                )
+        self.metrics.set("wirestream_assigned_partitions", len(self.slots))
+        self.metrics.inc("wirestream_rebalances_total")
+        self._last_activity = time.monotonic()
+        self.log.info(
+            "partitions_assigned",
+            partitions=sorted(self.slots),
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def _transactional_id(self, partition: int) -> str:
+        s = self.settings
+        return f"{s.application_id}-{s.input_topic}-{partition}"
+
+    def _store_path(self, partition: int) -> str:
+        return os.path.join(self.state_root, f"{STORE_NAME}-{partition}")
+
+    def _open_store(self, partition: int) -> StateStore:
+        """Open a store, waiting a while for a lock held by a member on this host."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                return StateStore(self._store_path(partition))
+            except StoreError as exc:
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _open_checked(self, partition: int, committed: int) -> tuple[StateStore, Checkpoint]:
+        """The local store and where its restore starts; a store ahead of the committed
+        input (offsets reset, group deleted) is wiped and rebuilt from the changelog."""
+        store = self._open_store(partition)
+        start = Checkpoint.decode(store.checkpoint())
+        if start is not None and start.input_offset <= committed:
+            return store, start
+        if start is not None:
+            self.log.warning(
+                "local_state_discarded",
+                partition=partition,
+                state_input_offset=start.input_offset,
+                committed_offset=committed,
+            )
+        store.close()
+        shutil.rmtree(self._store_path(partition), ignore_errors=True)
+        return self._open_store(partition), EMPTY
+
+    # ------------------------------------------------------------------ revocation
+    def on_revoked(self, partitions: list[int]) -> tuple[dict[TopicPartition, Any], bool]:
+        """Listener, phase 1 (IO thread): EOS commits and closes; ALOS produces the
+        changelog and returns the offsets to commit (the listener awaits that commit)
+        and whether everything so far succeeded."""
+        self._to_init.difference_update(partitions)
+        self._last_activity = time.monotonic()
+        slots = [self.slots[p] for p in partitions if p in self.slots]
+        dirty = [s for s in slots if s.dirty and s.task is not None]
+        if self.settings.exactly_once:
+            ok = True
+            if dirty:
+                consumer = self.consumer
+                assert consumer is not None
+                metadata = consumer.group_metadata()
+                for slot in dirty:
+                    ok = self._commit_transaction(slot, metadata, reinit=False) and ok
+            return {}, ok
+        if not dirty:
+            return {}, True
+        try:
+            return self._produce_changelog(dirty), True
+        except (KafkaError, FatalError) as exc:
+            self._commit_failed(dirty, exc)
+            return {}, False
+
+    def close_revoked(self, partitions: list[int], committed: bool) -> None:
+        """Listener, phase 2: checkpoint (if the offsets were committed) and close."""
+        for p in partitions:
+            slot = self.slots.get(p)
+            if slot is None:
+                continue
+            if committed and slot.dirty and slot.task is not None and slot.store is not None:
+                self._checkpoint(slot)
+            self._drop_slot(slot, abort=False)
+        self.metrics.set("wirestream_assigned_partitions", len(self.slots))
+        self.log.info("partitions_revoked", partitions=sorted(partitions), committed=committed)
+
+    def on_lost(self, partitions: list[int]) -> None:
+        self._to_init.difference_update(partitions)
+        for p in partitions:
+            slot = self.slots.get(p)
+            if slot is not None:
+                self._drop_slot(slot, abort=True)
+        self.log.warning("partitions_lost", partitions=sorted(partitions))
+
+    def on_assigned(self, partitions: list[int]) -> None:
+        self._to_init.update(partitions)
+        self._last_activity = time.monotonic()
+
+    def _drop_slot(self, slot: PartitionSlot, abort: bool) -> None:
+        """Close a slot; EOS: end its producer (aborting an open transaction if asked)."""
+        self.slots.pop(slot.partition, None)
+        slot.close()
+        if self.settings.exactly_once:
+            if abort and slot.in_transaction:
+                try:
+                    slot.producer.abort_transaction()
+                except Exception as exc:  # fenced or broken: the broker aborts it anyway
+                    self.log.info("abort_failed", partition=slot.partition, error=str(exc)[:200])
+            slot.in_transaction = False
+            try:
+                slot.producer.close(timeout=5)
+            except Exception as exc:
+                self.log.info("producer_close_failed", error=str(exc)[:200])
+
+    def _close_slots(self, partitions: list[int]) -> None:
+        for p in partitions:
+            slot = self.slots.get(p)
+            if slot is not None:
+                self._drop_slot(slot, abort=True)
+
+    # ------------------------------------------------------------------ end
+    def _end_of_input(self) -> int:
+        """--exit-when-idle: close every flow as replay does at the end, commit, exit."""
+        flows = 0
+        for slot in self.slots.values():
+            if slot.task is not None:
+                flows += len(slot.task.tracker)
+                slot.task.close_all("end_of_input")
+                slot.dirty = True
+        ok = self.commit()
+        self.log.info(
+            "end_of_input",
+            idle_seconds=self.settings.exit_when_idle,
+            partitions=sorted(self.slots),
+            flows_closed=flows,
+            committed=ok,
+            input_records=int(self.metrics.total("wirestream_input_records_total")),
+            restored_records=int(self.metrics.total("wirestream_restored_records_total")),
+        )
+        self._close_slots(list(self.slots))
+        return EXIT_OK if ok else EXIT_ERROR
+
+    def _abandon(self) -> None:
+        """After a fatal error: close without committing (the next owner redoes the tail)."""
+        for slot in list(self.slots.values()):
+            try:
+                self._drop_slot(slot, abort=True)
+            except Exception as exc:
+                self.log.info("close_failed", partition=slot.partition, error=str(exc)[:200])
+
+    def _close_clients(self) -> None:
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except Exception as exc:
+                self.log.info("consumer_close_failed", error=str(exc)[:200])
+        for client in (self.producer, self._restore_consumer, self.admin):
+            if client is None:
+                continue
+            try:
+                client.close()
+            except Exception as exc:
+                self.log.info("client_close_failed", error=str(exc)[:200])
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        self.log.info(
+            "member_stopped",
+            input_records=int(self.metrics.total("wirestream_input_records_total")),
+            restored_records=int(self.metrics.total("wirestream_restored_records_total")),
+            deadletters=int(self.metrics.total("wirestream_deadletter_records_total")),
+            commits=int(self.metrics.total("wirestream_commits_total")),
+        )
+
+
+class _Listener(AsyncConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread: no blocking consumer calls here (the offset
+    commit is awaited); the producer and RocksDB may block briefly."""
+
+    def __init__(self, runtime: KafkaRuntime) -> None:
+        self.rt = runtime
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        parts = sorted({tp.partition for tp in revoked})
+        offsets, ok = self.rt.on_revoked(parts)
+        if offsets and ok:
+            consumer = self.rt.consumer
+            assert consumer is not None
+            try:
+                await consumer.commit_async(offsets)
+            except Exception as exc:
+                self.rt._commit_failed([s for s in self.rt.slots.values() if s.tp in offsets], exc)
+                ok = False
+        if parts:
+            self.rt.close_revoked(parts, ok)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.rt.on_assigned(sorted({tp.partition for tp in assigned}))
+
+    async def on_partitions_lost(self, lost: Any) -> None:
+        self.rt.on_lost(sorted({tp.partition for tp in lost}))

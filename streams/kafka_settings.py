@@ -1,0 +1,52 @@
+"""Settings of the Kafka mode (`probe` and `run`), after CLI/env/file layering."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+AT_LEAST_ONCE = "at_least_once"
+EXACTLY_ONCE = "exactly_once"
+GUARANTEES = (AT_LEAST_ONCE, EXACTLY_ONCE)
+
+DEFAULT_INPUT_TOPIC = "wirestream.packets"
+DEFAULT_PREFIX = "wirestream."
+DEFAULT_STATE_DIR = os.path.join(tempfile.gettempdir(), "wirestream")
+# Records up to this size are accepted by our producers (flow snapshots in the changelog
+# carry parked out-of-order data: up to max_parked_bytes per direction).
+MAX_REQUEST_BYTES = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    bootstrap_servers: str
+    application_id: str
+    state_dir: str = DEFAULT_STATE_DIR
+    input_topic: str = DEFAULT_INPUT_TOPIC
+    topic_prefix: str = DEFAULT_PREFIX
+    processing_guarantee: str = AT_LEAST_ONCE
+    commit_interval: float = 1.0
+    exit_when_idle: float | None = None
+    punctuate_idle: float = 30.0
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    replication_factor: int = -1
+    metrics_port: int | None = None
+    restore_timeout: float = 120.0
+    max_poll_records: int = 2_000
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == EXACTLY_ONCE
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSettings:
+    bootstrap_servers: str
+    topic: str = DEFAULT_INPUT_TOPIC
+    partitions: int = 8
+    replication_factor: int = -1
+    pace: bool = False
+    linger_ms: int = 10
+    batch_size: int = 256 << 10

@@ -1,0 +1,168 @@
+"""Snapshot -> msgpack -> restore at every delivery boundary must not change a single record
+(byte-identical canonical JSON), on real captures and on streams that visit every state."""
+
+from __future__ import annotations
+
+import random
+
+import msgpack
+import pytest
+
+from decoders.api import CLIENT, SERVER
+from decoders.http import HttpDecoder
+from tests.test_http_support import (
+    PCAPS,
+    FakeCtx,
+    canon,
+    chunked,
+    flow_info,
+    rechunk,
+    req,
+    resp,
+    run,
+    run_with_restart,
+    tcp_flows,
+)
+
+REAL = [
+    "own_nginx_keepalive_multi.pcap",
+    "own_echo_post_chunked_upload.pcap",
+    "zeek__http__pipelined-requests.pcap",
+    "zeek__http__100-continue.pcap",
+    "tcpflow__tests__test-gzip.pcap",
+    "sv__http-gap-simple__input.pcap",
+    "sv__http-gap-beyond-body__input.pcap",
+    "zeek__http__zero-length-bodies-with-drops.pcap",
+    "sv__http-connect__http-connect-fragmented__input.pcap",
+    "zeek__http__http-lower-case-nonstandard-port.pcap",
+    "zeek__http__261__variant-01-chunk_2pow64_overflow.pcap",
+    "zeek__http__http-11-request-then-cruft.pcap",
+]
+
+
+def _check_every_boundary(events: list, options: dict | None = None, flow=None) -> int:
+    base = canon(run(events, options, flow).out)
+    for at in range(len(events) + 1):
+        got = canon(run_with_restart(events, at, options, flow).out)
+        assert got == base, f"restore after event {at} of {len(events)} changed the output"
+    return len(base)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_restore_anywhere_real_streams(name: str) -> None:
+    rng = random.Random(name)
+    total = 0
+    for key, events in tcp_flows(PCAPS / name).items():
+        chunks = rechunk(events, rng, max_chunk=1500)[:300]
+        total += _check_every_boundary(chunks, flow=flow_info(key))
+    assert total > 0
+
+
+def _d(direction: int, payload: bytes, ts: int) -> tuple:
+    return ("data", direction, payload, ts)
+
+
+def _states_stream() -> list:
+    """Touches WAIT, RESYNC, absorbed gaps, 1xx, held transactions, host injection,
+    lower-case status lines, lenient heads, pending limit and a tunnel at the end."""
+    body = bytes(range(256)) * 8
+    return [
+        _d(CLIENT, b"\r\n" + req("GET", "/a") + b"POST /nohost HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 1),
+        _d(SERVER, resp(body=body[:100]) + b"http/1.1 200 ok\r\nContent-Length: 2\r\n\r\nhi", 2),
+        _d(CLIENT, req("PUT", "/up", extra="Expect: 100-continue\r\nContent-Length: 2048\r\n"), 3),
+        _d(SERVER, b"HTTP/1.1 100 Continue\r\n\r\n", 4),
+        _d(CLIENT, body[:700], 5),
+        ("gap", CLIENT, 300, 6),
+        _d(CLIENT, body[1000:], 7),
+        _d(SERVER, resp(extra="Transfer-Encoding: chunked\r\n") + chunked(body, 300)[:500], 8),
+        ("gap", SERVER, 40, 9),
+        _d(SERVER, chunked(body, 300)[540:], 10),
+        _d(CLIENT, b"\x00garbage\r\n" + req("HEAD", "/h") + req("GET", "/early", body=b"123456"), 11),
+        _d(SERVER, resp(extra="Transfer-Encoding: chunked\r\n") + resp(413), 12),
+        _d(CLIENT, b"BREW /pot HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 13),
+        _d(SERVER, resp(418, reason="Teapot"), 14),
+        ("gap", SERVER, 10, 15),
+        _d(CLIENT, req("GET", "/z") + b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n\x16\x03\x01", 16),
+        _d(SERVER, b"junk\r\n" + resp(body=b"z") + b"HTTP/1.1 200 OK\r\n\r\n\x16\x03\x03", 17),
+        ("close", "fin", 18),
+    ]
+
+
+def test_restore_anywhere_through_all_states() -> None:
+    events = _states_stream()
+    out = run(events).out
+    tags = {t for typ, f in out if typ == "http" for t in f["tags"]}
+    assert {"gap", "resync", "missing_host", "lenient", "parse_error", "tunnel"} <= tags
+    for seed in range(4):
+        rng = random.Random(seed)
+        _check_every_boundary(rechunk(events, rng, max_chunk=rng.choice([3, 17, 200])))
+
+
+def test_restore_with_pending_limit_and_decompression() -> None:
+    import gzip
+
+    events = [
+        _d(CLIENT, b"".join(req("GET", f"/{i}") for i in range(8)), 1),
+        _d(
+            SERVER,
+            b"".join(
+                resp(body=gzip.compress(b"%d" % i * 5000), extra="Content-Encoding: gzip\r\n")
+                for i in range(8)
+            ),
+            2,
+        ),
+        ("close", "fin", 3),
+    ]
+    opts = {"http_max_pending": 3, "http_max_decompressed": 7000}
+    rng = random.Random(5)
+    _check_every_boundary(rechunk(events, rng, max_chunk=120), opts)
+
+
+def test_output_does_not_depend_on_chunking() -> None:
+    events = [e for e in _states_stream() if e[0] != "close"] + [("close", "fin", 1)]
+    flat = [(*e[:-1], 1) for e in events]
+    base = canon(run(flat).out)
+    for seed in range(3):
+        rng = random.Random(seed)
+        assert canon(run(rechunk(flat, rng, max_chunk=rng.choice([1, 5, 64]))).out) == base
+
+
+def test_replay_cap_restores_partially_and_says_so() -> None:
+    big = bytes(range(256)) * 64  # 16 KiB body, replay cap 2 KiB
+    opts = {"http_max_header_bytes": 1024, "http_max_replay_bytes": 2048}
+    head = resp(body=big)[: -len(big)]
+    events = [
+        _d(CLIENT, req("GET", "/big") + req("GET", "/next"), 1),
+        _d(SERVER, head + big[:4000], 2),
+        _d(SERVER, big[4000:], 3),
+        _d(SERVER, resp(body=b"next"), 4),
+        ("close", "fin", 5),
+    ]
+    ctx = FakeCtx()
+    dec = HttpDecoder(ctx, opts)
+    for e in events[:2]:
+        ctx.ts_ns = e[-1]
+        dec.on_data(e[1], e[2])
+    state = dec.snapshot()
+    assert state["server"]["data"] is None  # the body in progress was not kept
+    assert len(msgpack.packb(state)) < 4096
+    ctx2 = FakeCtx(out=ctx.out)
+    dec2 = HttpDecoder.restore(ctx2, opts, msgpack.unpackb(msgpack.packb(state)))
+    for e in events[2:]:
+        ctx2.ts_ns = e[-1]
+        if e[0] == "data":
+            dec2.on_data(e[1], e[2])
+        else:
+            dec2.on_close(e[1])
+    recs = ctx2.http()
+    assert recs[0]["request"]["uri"] == "/big"
+    assert recs[0]["response"]["body_sha256"] is None
+    assert "restored_partial" in recs[0]["tags"]
+    assert recs[1]["request"]["uri"] == "/next"
+    assert recs[1]["response"]["body_sha256"] == run(events, opts).http()[1]["response"][
+        "body_sha256"
+    ]
+    assert "restored_partial" in recs[1]["tags"]
+    # Restores outside the oversized body are exact.
+    for at in (0, 1, 3, 4):
+        assert canon(run_with_restart(events, at, opts).out) == canon(run(events, opts).out)
