@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.flowgen import Conversation, http_exchange  # noqa: E402
-from tests.pcapgen import write_pcap  # noqa: E402
+from tests.flowgen import Conversation, http_exchange
+from tests.pcapgen import write_pcap
 
 
 def synth_frames(connections: int, exchanges: int, seed: int = 1) -> list[tuple[int, bytes]]:
