@@ -84,4 +84,4 @@ def restore(
                     "open transaction holding back read_committed readers)"
                 )
     finally:
-        consumer.unassign()
+        consumer.unsubscribe()  # a group-less consumer: just drops the assignment

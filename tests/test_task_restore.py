@@ -16,7 +16,7 @@ from streams.serde import dumps_record
 from streams.task import Task
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
-DECODERS: list[str] | None = []
+DECODERS: list[str] | None = None  # all registered decoders
 CAPTURES = [
     "own_nginx_keepalive_multi.pcap",
     "zeek__http__pipelined-requests.pcap",
