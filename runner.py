@@ -106,6 +106,14 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         f"a gap (default: {d.max_parked_bytes})",
     )
     p.add_argument(
+        "--overlap-policy",
+        choices=("first", "last", "bsd", "windows", "linux", "solaris"),
+        default=d.overlap_policy,
+        help="whose bytes win where out-of-order TCP segments overlap with different data: "
+        "first/last copy, or the target OS's rule as Suricata models it "
+        f"(default: {d.overlap_policy}, Suricata's default)",
+    )
+    p.add_argument(
         "--tcp-idle-timeout",
         type=_seconds,
         default=d.tcp_idle_timeout_ns,
@@ -130,6 +138,7 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         Limits(),
         max_flows=args.max_flows,
         max_parked_bytes=args.max_parked_bytes,
+        overlap_policy=args.overlap_policy,
         tcp_idle_timeout_ns=args.tcp_idle_timeout,
         udp_idle_timeout_ns=args.udp_idle_timeout,
     )

@@ -31,6 +31,13 @@ Pairing (responses come back in request order, HTTP/1.1 has no ids):
   request's response starts after its next request was seen is still paired with that one.
 - Parse errors lose no bytes: the side resynchronises on the next request/status line and
   pairing continues in order.
+- Resynchronisation takes the first line that is a whole request line (client side) or status
+  line (server side), at a line start or right after the hole; on the server side also at any
+  `HTTP/1.` (a body without a final newline puts the next status line mid-line).
+- h11 refusals get a second chance where real servers are lenient: HTTP/1.1 without Host is
+  parsed with an empty Host added for h11 (tag missing_host, wire headers kept), `http/1.1`
+  status lines as `HTTP/1.1` (tag lenient); anything else h11 refuses goes to a tolerant line
+  parser (tags parse_error, lenient; body unknown: body_len null) and the side resynchronises.
 
 A transaction is emitted when its response is complete and its request is complete too (a
 response may finish before a long upload): bodies are hashed, never stored.
@@ -70,9 +77,7 @@ class HttpConfig:
             max_headers=max(1, int(options.get("http_max_headers", d.max_headers))),
             max_pending=max(1, int(options.get("http_max_pending", d.max_pending))),
             max_decoded=max(0, int(options.get("http_max_decompressed", d.max_decoded))),
-            max_replay=max(
-                2 * max_header, int(options.get("http_max_replay_bytes", d.max_replay))
-            ),
+            max_replay=max(2 * max_header, int(options.get("http_max_replay_bytes", d.max_replay))),
         )
 
 
@@ -280,6 +285,11 @@ class HttpDecoder(Decoder):
     def _emit(self, txn: Txn) -> None:
         self.depth += 1
         req, resp = txn.req, txn.resp
+        for m in (req, resp):
+            if m is not None and "decompression_limit" in m.tags:
+                self.anomaly(
+                    "http_decompression_limit", f"decoded body cut at {self.cfg.max_decoded}"
+                )
         first = req if req is not None else resp
         assert first is not None
         flow = self.ctx.flow

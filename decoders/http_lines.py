@@ -18,7 +18,9 @@ MAX_METHOD_LEN = 32
 _REQ_START = re.compile(
     rb"[%s]{1,%d} [^\x00-\x20\x7f][^\x00-\x1f\x7f]*? HTTP/" % (_TCHAR, MAX_METHOD_LEN)
 )
-_REQ_PARTIAL = re.compile(rb"[%s]{0,%d}|[%s]{1,%d} [^\x00-\x1f\x7f]*" % ((_TCHAR, MAX_METHOD_LEN) * 2))
+_REQ_PARTIAL = re.compile(
+    rb"[%s]{0,%d}|[%s]{1,%d} [^\x00-\x1f\x7f]*" % ((_TCHAR, MAX_METHOD_LEN) * 2)
+)
 _REQ_LINE = re.compile(
     rb"(?P<method>[%s]{1,%d}) +(?P<target>[^\x00-\x20\x7f][^\x00-\x1f\x7f]*?)"
     rb" +HTTP/(?P<version>[0-9]\.[0-9])[ \t]*\r?" % (_TCHAR, MAX_METHOD_LEN)

@@ -43,7 +43,9 @@ _CRLF = (10, 13)
 CHUNK_SIZE_SANITY = 1 << 62
 _HOST_LINE = b"Host: \r\n"
 _BLANK = re.compile(rb"\n\r?\n")
-_CL_LINE = re.compile(rb"(?im)^content-length[ \t]*:([^\r\n]*)")  # larger chunk sizes are overflow attacks, not bodies
+_CL_LINE = re.compile(
+    rb"(?im)^content-length[ \t]*:([^\r\n]*)"
+)  # larger chunk sizes are overflow attacks, not bodies
 
 
 def _h11_buffered(conn: h11.Connection) -> int:
@@ -264,8 +266,9 @@ class Side:
             conn = self.conn
             assert conn is not None
             if not self.line_ok and not self.head_seen:
-                st = line_state(self.is_request, self.tail(limit=self.cfg.max_header + 1),
-                                self.cfg.max_header)
+                st = line_state(
+                    self.is_request, self.tail(limit=self.cfg.max_header + 1), self.cfg.max_header
+                )
                 if st is None and not self.closing:
                     return
                 if not st:
@@ -328,8 +331,10 @@ class Side:
         limit = self.cfg.max_header
         if self.end - self.boundary <= limit:
             return True
-        return _BLANK.search(self.rec, self.boundary - self.base,
-                             self.boundary - self.base + limit) is not None
+        return (
+            _BLANK.search(self.rec, self.boundary - self.base, self.boundary - self.base + limit)
+            is not None
+        )
 
     def _paused(self) -> None:
         # Only reachable if h11 switched protocols on its own; treat like an error.
@@ -409,8 +414,13 @@ class Side:
             }
             clock = self.clock_at(self.boundary)
         msg = new_head_msg(
-            dec.next_rid(), self.is_request, self.ts_at(self.boundary), clock, first,
-            head.headers, self.cfg.max_headers,
+            dec.next_rid(),
+            self.is_request,
+            self.ts_at(self.boundary),
+            clock,
+            first,
+            head.headers,
+            self.cfg.max_headers,
         )
         msg.framing = framing_class(head.method)
         msg.tags |= tags | self.tags_next | {"lenient"}
@@ -649,7 +659,12 @@ class RequestSide(Side):
             "version": "HTTP/" + ev.http_version.decode("latin-1"),
         }
         msg = new_head_msg(
-            dec.next_rid(), True, self.ts_at(self.boundary), dec.clock, first, raw,
+            dec.next_rid(),
+            True,
+            self.ts_at(self.boundary),
+            dec.clock,
+            first,
+            raw,
             self.cfg.max_headers,
         )
         upgrade = any(n.lower() == b"upgrade" for n, _ in raw)
@@ -857,6 +872,7 @@ class ResponseSide(Side):
         elif self.framing == b"CONNECT" and 200 <= ev.status_code < 300:
             switch = "tunnel"
         if switch is not None:
+            resp.open_body(self.cfg.max_decoded)  # no body: empty digest
             resp.finish()
             self.cur = None
             dec.switch(txn, switch)

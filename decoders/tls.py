@@ -43,10 +43,6 @@ def looks_like_hello(direction: int, data: bytes) -> bool | None:
     return data[5] == (HS_CLIENT_HELLO if direction == CLIENT else HS_SERVER_HELLO)
 
 
-def _is_tls_record(data: bytes) -> bool:
-    return len(data) >= 3 and data[0] == 22 and data[1] == 3 and data[2] <= 4
-
-
 class TlsDecoder(Decoder):
     name = "tls"
     transports = frozenset({"tcp"})
@@ -72,9 +68,11 @@ class TlsDecoder(Decoder):
         if self.finished or self.mode == OFF:
             return
         if self.mode == UNDECIDED:
+            if not data:
+                return
             if self.ctx.flow.transport != "tcp":
                 self.mode = OFF
-            elif _is_tls_record(data):
+            elif data[0] == 22:  # a handshake record (what the probe saw, or implicit TLS)
                 self.mode = TLS
             elif self.ctx.flow.server.port in SMTP_PORTS:
                 self.mode, self.smtp = SMTP, SmtpStartTls()

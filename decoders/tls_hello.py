@@ -150,7 +150,13 @@ def parse_client_hello(body: bytes) -> dict[str, Any]:
         "ja3": hashlib.md5(ja3_string.encode()).hexdigest(),
         "ja3_string": ja3_string,
         "ja4": ja4(
-            version, versions, EXT_SNI in ext_types, ciphers, ext_types, alpn_first_raw(exts), sig_algs
+            version,
+            versions,
+            EXT_SNI in ext_types,
+            ciphers,
+            ext_types,
+            alpn_first_raw(exts),
+            sig_algs,
         ),
     }
 

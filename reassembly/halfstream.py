@@ -12,10 +12,35 @@ from bisect import bisect_left, insort
 from collections.abc import Callable
 from typing import Any
 
+from reassembly.limits import Limits
 from reassembly.sha256 import ResumableSha256, hexdigest_of
 
 M32 = 0xFFFFFFFF
 HALF = 1 << 31
+
+OVERLAP_POLICIES = ("first", "last", "linux", "bsd", "windows", "solaris")
+
+
+def new_wins(policy: str, new_start: int, new_end: int, old_start: int, old_end: int) -> bool:
+    """Whose bytes a target keeps where a new segment overlaps one it already holds,
+    following Suricata's target-based policies (stream-tcp-list.c DoHandleDataOverlap,
+    after Novak & Sturges, "Target-Based TCP Stream Reassembly", 2007):
+    first: the old; last: the new; bsd/windows (also macOS, HP-UX 10, IRIX): the new when
+    it starts before the old; linux: the new when it starts before the old, or at the same
+    place and ends after it; solaris (HP-UX 11): the new when it starts before or at the
+    old and covers its end, or ends after it."""
+    if policy == "first":
+        return False
+    if policy == "last":
+        return True
+    if policy in ("bsd", "windows"):
+        return new_start < old_start
+    if policy == "linux":
+        return new_start < old_start or (new_start == old_start and new_end > old_end)
+    if policy == "solaris":
+        return new_end > old_end or (new_start <= old_start and new_end >= old_end)
+    raise ValueError(f"unknown overlap policy {policy!r}; choose from {OVERLAP_POLICIES}")
+
 
 # Outcomes of add(), for the flow's history letters and counters.
 ADD_NEW = 0
@@ -90,8 +115,7 @@ class HalfStream:
         data: bytes,
         deliver: Callable[[bytes], None],
         gap: Callable[[int], None],
-        max_parked_bytes: int,
-        max_parked_segments: int,
+        limits: Limits,
     ) -> int:
         """Take a segment's payload at stream offset `off`; returns one of the ADD_* codes."""
         if off < 0:  # bytes before offset 0 (e.g. before a midstream pickup point)
@@ -105,14 +129,18 @@ class HalfStream:
         nxt = self.next
         if end <= nxt:
             return ADD_RETRANSMIT
-        if off <= nxt:
-            self._deliver(data[nxt - off :] if off < nxt else data, deliver)
-            if self.parked:
-                self.drain(deliver)
+        if off <= nxt and (not self.parked_offsets or self.parked_offsets[0] >= end):
+            self._deliver(data[nxt - off :] if off < nxt else data, deliver)  # the common case
             return ADD_NEW
-        outcome = self._park(off, data)
+        if off < nxt:
+            data, off = data[nxt - off :], nxt
+        outcome = self._park(off, data, limits.overlap_policy)
+        if off == nxt:
+            self.drain(deliver)
+            outcome = ADD_INCONSISTENT if outcome == ADD_INCONSISTENT else ADD_NEW
         while self.parked and (
-            self.parked_bytes > max_parked_bytes or len(self.parked) > max_parked_segments
+            self.parked_bytes > limits.max_parked_bytes
+            or len(self.parked) > limits.max_parked_segments
         ):
             # Parking overflow: the hole before the first parked segment is given up.
             self.skip_to(self.parked_offsets[0], gap)
@@ -131,10 +159,12 @@ class HalfStream:
         self.bytes += len(data)
         deliver(data)
 
-    def _park(self, off: int, data: bytes) -> int:
-        """Park the parts of [off, off+len) not already parked (first copy wins)."""
+    def _park(self, off: int, data: bytes, policy: str) -> int:
+        """Park [off, off+len): parts nobody holds yet are added; where parked data is
+        already there, the overlap policy says whose bytes stay (see `new_wins`)."""
         end = off + len(data)
         offsets = self.parked_offsets
+        parked = self.parked
         i = bisect_left(offsets, off)
         if i > 0:
             i -= 1  # the previous segment may overlap our start
@@ -143,7 +173,7 @@ class HalfStream:
         inconsistent = False
         while i < len(offsets) and offsets[i] < end:
             po = offsets[i]
-            seg = self.parked[po]
+            seg = parked[po]
             pe = po + len(seg)
             if pe > cur:
                 if po > cur:
@@ -151,12 +181,14 @@ class HalfStream:
                 lo, hi = max(po, off), min(pe, end)
                 if hi > lo and seg[lo - po : hi - po] != data[lo - off : hi - off]:
                     inconsistent = True
+                    if new_wins(policy, off, end, po, pe):
+                        parked[po] = seg[: lo - po] + data[lo - off : hi - off] + seg[hi - po :]
                 cur = max(cur, pe)
             i += 1
         if cur < end:
             pieces.append((cur, end))
         for lo, hi in pieces:
-            self.parked[lo] = data[lo - off : hi - off]
+            parked[lo] = data[lo - off : hi - off]
             insort(offsets, lo)
             self.parked_bytes += hi - lo
             self.budget.bytes += hi - lo

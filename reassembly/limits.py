@@ -21,6 +21,10 @@ class Limits:
     # Per-direction reassembly depth (Suricata's stream depth): bytes after it are not
     # delivered (counted, flagged once). 0 = unlimited.
     max_depth: int = 0
+    # Whose bytes win where out-of-order segments overlap with different data:
+    # first (default, like tshark's follow), last, or a target OS: linux, bsd, windows,
+    # solaris (Suricata's target-based policies; see halfstream.new_wins).
+    overlap_policy: str = "bsd"
     # Timeouts in stream time (largest capture time seen on the partition), like Zeek's.
     syn_only_timeout_ns: int = 30 * SECOND  # a SYN never answered (Zeek S0 after attempts)
     tcp_idle_timeout_ns: int = 300 * SECOND  # Zeek tcp_inactivity_timeout

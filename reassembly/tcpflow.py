@@ -198,14 +198,7 @@ class TcpFlow:
             self.seen[side] |= SEEN_DATA_AFTER_RST
             self.sink.anomaly("data_after_reset", f"direction={self.direction(side)}")
         deliver, gap = self.callbacks(side)
-        outcome = half.add(
-            half.offset(seq),
-            payload,
-            deliver,
-            gap,
-            limits.max_parked_bytes,
-            limits.max_parked_segments,
-        )
+        outcome = half.add(half.offset(seq), payload, deliver, gap, limits)
         if outcome == ADD_NEW:
             self._mark("D", side)
         elif outcome == ADD_RETRANSMIT:

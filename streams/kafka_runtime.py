@@ -611,6 +611,7 @@ class KafkaRuntime:
 
     def close_revoked(self, partitions: list[int], committed: bool) -> None:
         """Listener, phase 2: checkpoint (if the offsets were committed) and close."""
+        closed = []
         for p in partitions:
             slot = self.slots.get(p)
             if slot is None:
@@ -618,8 +619,10 @@ class KafkaRuntime:
             if committed and slot.dirty and slot.task is not None and slot.store is not None:
                 self._checkpoint(slot)
             self._drop_slot(slot, abort=False)
+            closed.append(p)
         self.metrics.set("wirestream_assigned_partitions", len(self.slots))
-        self.log.info("partitions_revoked", partitions=sorted(partitions), committed=committed)
+        if closed:
+            self.log.info("partitions_revoked", partitions=closed, committed=committed)
 
     def on_lost(self, partitions: list[int]) -> None:
         self._to_init.difference_update(partitions)

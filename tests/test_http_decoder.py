@@ -10,6 +10,9 @@ import time
 import zlib
 
 import pytest
+
+from decoders.api import CLIENT, SERVER
+from decoders.http import HttpDecoder
 from tests.test_http_support import (
     ORACLES,
     PCAPS,
@@ -21,9 +24,6 @@ from tests.test_http_support import (
     run,
     tcp_flows,
 )
-
-from decoders.api import CLIENT, SERVER
-from decoders.http import HttpDecoder
 
 
 def sha(b: bytes) -> str:
@@ -106,8 +106,7 @@ def test_matches_tshark(name: str) -> None:
         o_resp = [
             o
             for o in oracle
-            if o["type"] == "response"
-            and (o["dst"], o["dport"], o["sport"]) == key[:2] + key[3:]
+            if o["type"] == "response" and (o["dst"], o["dport"], o["sport"]) == key[:2] + key[3:]
         ]
         if not (o_req or o_resp or recs):
             continue
@@ -144,7 +143,7 @@ def test_chunk_size_overflow_matches_zeek() -> None:
     base = ORACLES / "zeek__http__261__variant-01-chunk_2pow64_overflow.pcap" / "zeek_baseline"
     lines = [ln.split("\t") for ln in (base / "http.log").read_text().splitlines()[2:]]
     expected = sorted((int(f[1]), f[2], f[4]) for f in lines)
-    (key, events), = tcp_flows(
+    ((key, events),) = tcp_flows(
         PCAPS / "zeek__http__261__variant-01-chunk_2pow64_overflow.pcap"
     ).items()
     ctx = run(events, flow=flow_info(key))
@@ -159,7 +158,7 @@ def test_chunk_size_overflow_matches_zeek() -> None:
 def test_stacked_encodings_capture() -> None:
     """identity, identity, gzip, identity, gzip, gzip: three gunzips give the page."""
     name = "sv__bug-2511__response_identity_identity_gzip_identity_gzip_gzip.pcap"
-    (key, events), = tcp_flows(PCAPS / name).items()
+    ((key, events),) = tcp_flows(PCAPS / name).items()
     body = b"".join(e[2] for e in events if e[0] == "data" and e[1] == SERVER).split(
         b"\r\n\r\n", 1
     )[1]
@@ -173,17 +172,31 @@ def test_stacked_encodings_capture() -> None:
 # ------------------------------------------------------------------ framing
 def test_record_shape_and_order() -> None:
     ctx = run(
-        [data(CLIENT, req("POST", "/a", body=b"hello"), 5_000_001_999), data(SERVER, resp(body=b"x"), 7)]
+        [
+            data(CLIENT, req("POST", "/a", body=b"hello"), 5_000_001_999),
+            data(SERVER, resp(body=b"x"), 7),
+        ]
     )
     (rec,) = ctx.http()
     assert list(rec) == ["ts", "client", "server", "trans_depth", "request", "response", "tags"]
     assert rec["ts"] == 5.000001  # capture time of the request's first byte
     assert rec["client"] == {"ip": "10.0.0.1", "port": 40000}
     assert list(rec["request"]) == [
-        "method", "uri", "version", "headers", "body_len", "body_sha256"
+        "method",
+        "uri",
+        "version",
+        "headers",
+        "body_len",
+        "body_sha256",
     ]
     assert list(rec["response"]) == [
-        "status", "reason", "version", "headers", "informational", "body_len", "body_sha256"
+        "status",
+        "reason",
+        "version",
+        "headers",
+        "informational",
+        "body_len",
+        "body_sha256",
     ]
     assert rec["request"]["headers"] == [["Host", "example.com"], ["Content-Length", "5"]]
     assert rec["request"]["body_sha256"] == sha(b"hello")
@@ -194,7 +207,8 @@ def test_pipelining_head_chunked_204_304() -> None:
     body = b"chunky body " * 20
     reqs = req("GET", "/1") + req("HEAD", "/2") + req("GET", "/3") + req("GET", "/4")
     resps = (
-        resp(extra="Transfer-Encoding: chunked\r\n") + chunked(body)
+        resp(extra="Transfer-Encoding: chunked\r\n")
+        + chunked(body)
         + resp(extra="Transfer-Encoding: chunked\r\n")  # HEAD: no body despite chunked
         + resp(204, reason="No Content")
         + resp(304, reason="Not Modified", extra="ETag: x\r\n")
@@ -275,13 +289,18 @@ def test_gzip_and_deflate_variants() -> None:
     ]
     for coding, body in cases:
         ctx = run(
-            [data(CLIENT, req()), data(SERVER, resp(body=body, extra=f"Content-Encoding: {coding}\r\n"))]
+            [
+                data(CLIENT, req()),
+                data(SERVER, resp(body=body, extra=f"Content-Encoding: {coding}\r\n")),
+            ]
         )
         r = ctx.http()[0]["response"]
         assert r["body_sha256"] == sha(body), coding
         assert r["decoded_body_sha256"] == sha(text), coding
         assert r["decoded_body_len"] == len(text), coding
-    ctx = run([data(CLIENT, req()), data(SERVER, resp(body=b"x", extra="Content-Encoding: br\r\n"))])
+    ctx = run(
+        [data(CLIENT, req()), data(SERVER, resp(body=b"x", extra="Content-Encoding: br\r\n"))]
+    )
     assert "decoded_body_len" not in ctx.http()[0]["response"]
 
 
@@ -444,7 +463,12 @@ def test_gap_inside_chunk_keeps_going() -> None:
     wire = resp(extra="Transfer-Encoding: chunked\r\n") + chunked(payload, 100)
     cut = wire.index(b"A" * 50) + 10
     ctx = run(
-        [data(CLIENT, req()), data(SERVER, wire[:cut]), gap(SERVER, 20), data(SERVER, wire[cut + 20 :])]
+        [
+            data(CLIENT, req()),
+            data(SERVER, wire[:cut]),
+            gap(SERVER, 20),
+            data(SERVER, wire[cut + 20 :]),
+        ]
     )
     r = ctx.http()[0]["response"]
     assert r["missed_bytes"] == 20
@@ -574,7 +598,10 @@ def test_upgrade_101() -> None:
     ctx = run(
         [
             data(CLIENT, req("GET", "/ws", extra="Upgrade: websocket\r\nConnection: Upgrade\r\n")),
-            data(SERVER, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"),
+            data(
+                SERVER,
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello",
+            ),
             data(CLIENT, b"\x81\x85abcd\x00\x00\x00\x00\x00"),
             CLOSE,
         ]
@@ -588,8 +615,17 @@ def test_bad_input_never_raises() -> None:
     import random
 
     rng = random.Random(7)
-    alphabet = [b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"\r\n", b"Content-Length: 3\r\n",
-                b"Transfer-Encoding: chunked\r\n", b"5\r\n", b"zz", b"\x00\xff", b"Host: a\r\n"]
+    alphabet = [
+        b"GET / HTTP/1.1\r\n",
+        b"HTTP/1.1 200 OK\r\n",
+        b"\r\n",
+        b"Content-Length: 3\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"5\r\n",
+        b"zz",
+        b"\x00\xff",
+        b"Host: a\r\n",
+    ]
     for _ in range(200):
         ctx = FakeCtx()
         dec = HttpDecoder(ctx, {})

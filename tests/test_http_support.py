@@ -17,9 +17,9 @@ import msgpack
 from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
 from decoders.http import HttpDecoder
 
-PCAPS = Path("/work/shared/pcaps/public")
-if not PCAPS.exists():
-    PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
+PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
+if not (PCAPS / "oracles").exists():
+    PCAPS = Path("/work/shared/pcaps/public")
 ORACLES = PCAPS / "oracles"
 
 Event = tuple  # ("data", dir, bytes, ts_ns) | ("gap", dir, n, ts_ns) | ("close", reason, ts_ns)
@@ -99,8 +99,10 @@ def tcp_flows(path: Path) -> dict[tuple, list[Event]]:
         key = (a, b) if (a, b) in flows else (b, a) if (b, a) in flows else None
         syn_only = tcp.flags & dpkt.tcp.TH_SYN and not tcp.flags & dpkt.tcp.TH_ACK
         if key is None:
-            if syn_only or tcp.dport in HttpDecoder.ports or (
-                tcp.sport not in HttpDecoder.ports and tcp.dport < tcp.sport
+            if (
+                syn_only
+                or tcp.dport in HttpDecoder.ports
+                or (tcp.sport not in HttpDecoder.ports and tcp.dport < tcp.sport)
             ):
                 key = (a, b)
             else:
@@ -216,9 +218,7 @@ def apply(dec: HttpDecoder, ctx: FakeCtx, e: Event) -> None:
         dec.on_close(e[1])
 
 
-def run(
-    events: list[Event], options: dict | None = None, flow: FlowInfo | None = None
-) -> FakeCtx:
+def run(events: list[Event], options: dict | None = None, flow: FlowInfo | None = None) -> FakeCtx:
     ctx = FakeCtx(flow)
     dec = HttpDecoder(ctx, options or {})
     for e in events:

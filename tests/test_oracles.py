@@ -7,6 +7,8 @@ differences, which become xfail marks here (strict unless listed in NOT_STRICT).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 try:
@@ -56,11 +58,20 @@ def test_manifest_lists_every_capture_with_its_oracles():
 
 def test_known_differences_name_real_captures_and_checks():
     names = set(oracles.captures())
-    for table in (oracles.KNOWN_DIFFERENCES, oracles.HTTP_SOURCE, oracles.RESPONSE_SOURCE):
+    for table in (
+        oracles.KNOWN_DIFFERENCES,
+        oracles.HTTP_SOURCE,
+        oracles.RESPONSE_SOURCE,
+        oracles.REQUEST_SOURCE,
+        oracles.EXCLUDED_FLOWS,
+    ):
         assert set(table) <= names
     for name, checks in oracles.KNOWN_DIFFERENCES.items():
         assert set(checks) <= set(oracles.CHECKS), name
         assert all(isinstance(r, str) and len(r) > 10 for r in checks.values()), name
+        assert all(oracles.applicable(name, c) for c in checks), name
+    for name, per_check in oracles.EXCLUDED_FLOWS.items():
+        assert set(per_check) <= set(oracles.CHECKS), name
     for name, check in oracles.NOT_STRICT:
         assert check in oracles.KNOWN_DIFFERENCES.get(name, {}), (name, check)
     for name, (src, _) in oracles.STREAM_SOURCE.items():
@@ -68,11 +79,34 @@ def test_known_differences_name_real_captures_and_checks():
         assert src == "tcpflow" or src.removeprefix("twin:") in names
 
 
+def test_every_ooo_mode_difference_has_a_written_decision():
+    for name in oracles.captures():
+        if oracles.load_oracle(name).summary["http_ooo_mode_differs"]:
+            src, reason = oracles.HTTP_SOURCE.get(name, ("", ""))
+            assert src in ("tshark", "tshark_ooo") and reason, name
+
+
 def test_suricata_yaml_reader_drops_commented_expectations():
     checks = oracles.load_oracle("sv__http-gap-beyond-body__input.pcap").sv_checks
     http = [c["match"] for c in checks if c["match"].get("event_type") == "http"]
     assert [m.get("http.url") for m in http] == ["/1", "/2", "/3"]
     assert ["http.status" in m for m in http] == [True, False, False]
+
+
+def _multiflow() -> list[str]:
+    return [m["name"] for m in oracles.manifest() if "multiflow" in m["tags"].split()]
+
+
+@pytest.mark.parametrize("capture", _multiflow())
+def test_partitions_do_not_change_records(capture: str):
+    """Flows spread over 4 virtual partitions must give the same records as one partition."""
+    _records(capture)
+    from streams.replay import replay_records
+
+    path = [str(oracles.capture_path(capture))]
+    one = sorted(json.dumps(r, sort_keys=True) for r in replay_records(path))
+    four = sorted(json.dumps(r, sort_keys=True) for r in replay_records(path, partitions=4))
+    assert one == four
 
 
 @pytest.mark.parametrize(("capture", "check"), _cases())

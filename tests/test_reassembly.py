@@ -156,17 +156,46 @@ def test_removed_segments_become_gaps_of_the_right_length_and_the_rest_is_intact
     assert gaps == lost
 
 
-def test_overlap_with_different_data_keeps_the_first_copy_and_reports_it() -> None:
-    limits = Limits()
+def overlap_run(policy: str) -> tuple[bytes, list[str]]:
+    """Old parked segment A at 10..20; B at 5..15 (starts before A, ends inside it);
+    C at 12..22 (starts after A, ends beyond); then the in-order head 0..5."""
+    limits = Limits(overlap_policy=policy)
     flow, rec = new_flow()
     handshake(flow, 100, 900, limits)
-    flow.on_packet(*seg(True, 101 + 10, 901, ACK, b"AAAAAAAAAA"), limits)  # parked
-    flow.on_packet(*seg(True, 101 + 5, 901, ACK, b"BBBBBBBBBB"), limits)  # overlaps 10..15
-    flow.on_packet(*seg(True, 101, 901, ACK, b"0123456789"), limits)
+    flow.on_packet(*seg(True, 101 + 10, 901, ACK, b"AAAAAAAAAA"), limits)
+    flow.on_packet(*seg(True, 101 + 5, 901, ACK, b"BBBBBBBBBB"), limits)
+    flow.on_packet(*seg(True, 101 + 12, 901, ACK, b"CCCCCCCCCC"), limits)
+    flow.on_packet(*seg(True, 101, 901, ACK, b"01234"), limits)
     flow.close("end_of_input")
-    # 0..10 first copy, 10..20 the first parked copy (A), B only where nothing was before.
-    assert bytes(rec.data[CLIENT]) == b"0123456789AAAAAAAAAA"
-    assert "overlap_different_data" in rec.anomalies
+    return bytes(rec.data[CLIENT]), rec.anomalies
+
+
+def test_overlap_policies_follow_suricatas_target_based_rules() -> None:
+    # first: every byte keeps its first copy.
+    assert overlap_run("first")[0] == b"01234BBBBBAAAAAAAAAACC"
+    # last: every byte takes its last copy.
+    assert overlap_run("last")[0] == b"01234BBBBBBBCCCCCCCCCC"
+    # bsd/windows: a new segment wins where it starts before the old one (B over A).
+    assert overlap_run("bsd")[0] == b"01234BBBBBBBBBBAAAAACC"
+    assert overlap_run("windows")[0] == overlap_run("bsd")[0]
+    # linux: as bsd here (no two segments start at the same place).
+    assert overlap_run("linux")[0] == overlap_run("bsd")[0]
+    # solaris: a new segment wins where it ends after the old one (C over A's tail).
+    assert overlap_run("solaris")[0] == b"01234BBBBBAACCCCCCCCCC"
+    for policy in ("first", "last", "bsd", "linux", "solaris"):
+        assert "overlap_different_data" in overlap_run(policy)[1]
+
+
+def test_a_retransmission_filling_a_hole_wins_over_parked_data_under_bsd() -> None:
+    """The default policy (bsd, Suricata's default): the in-order segment starts before
+    the parked one, so its bytes win, as the receiving stack would take them."""
+    limits = Limits()
+    flow, rec = new_flow()
+    handshake(flow, 0, 0, limits)
+    flow.on_packet(*seg(True, 1 + 5, 1, ACK, b"xxxxx"), limits)
+    flow.on_packet(*seg(True, 1, 1, ACK, b"0123456789"), limits)
+    assert bytes(rec.data[CLIENT]) == b"0123456789"
+    assert rec.anomalies == ["overlap_different_data"]
 
 
 def test_ack_beyond_a_hole_declares_the_gap_without_waiting_for_the_end() -> None:

