@@ -184,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         "its own stream time and limits, as a group on an N-partition topic (default: 1)",
     )
     rp.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes sharing the partitions (use all cores); needs "
+        "--partitions >= workers; output is then grouped by partition (default: 1)",
+    )
+    rp.add_argument(
         "--state-dir",
         default=None,
         metavar="DIR",
@@ -229,6 +236,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             out.write,
             state_dir=args.state_dir,
             progress=not args.no_progress and sys.stderr.isatty(),
+            workers=args.workers,
         )
         summary = replay.run(args.pcaps)
     except StoreError as exc:

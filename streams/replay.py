@@ -28,6 +28,7 @@ from state.store import StateStore
 from streams.config import RuntimeConfig, tune_gc
 from streams.serde import dumps_record, loads_record
 from streams.task import Task
+from streams.workers import run_workers
 
 log = structlog.get_logger("wirestream.replay")
 
@@ -74,6 +75,7 @@ class Replay:
         state_dir: str | None = None,
         progress: bool = False,
         verify_records: bool = False,
+        workers: int = 1,
     ) -> None:
         self.config = config
         self.write = write
@@ -82,17 +84,20 @@ class Replay:
         self.summary = ReplaySummary()
         self._own_state_dir = state_dir is None
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="wirestream-replay-")
-        decoders = select(config.decoders)
-        self.tasks = [
-            Task(
-                p,
-                config,
-                decoders,
-                self._emit,
-                StateStore(os.path.join(self.state_dir, f"flows-{p}")),
-            )
-            for p in range(config.partitions)
-        ]
+        decoders = select(config.decoders)  # also fails early on an unknown decoder name
+        self.workers = min(workers, config.partitions)
+        self.tasks: list[Task] = []
+        if self.workers == 1:
+            self.tasks = [
+                Task(
+                    p,
+                    config,
+                    decoders,
+                    self._emit,
+                    StateStore(os.path.join(self.state_dir, f"flows-{p}")),
+                )
+                for p in range(config.partitions)
+            ]
         self.source = PacketSource()
         tune_gc()
 
@@ -103,19 +108,34 @@ class Replay:
     def run(self, paths: Sequence[str]) -> ReplaySummary:
         started = time.perf_counter()
         try:
-            for path in paths:
-                self._replay_file(path)
-            for task in self.tasks:
-                task.close_all("end_of_input")
-                task.commit()
+            if self.workers > 1:
+                self._run_workers(paths)
+            else:
+                for path in paths:
+                    self._replay_file(path)
+                for task in self.tasks:
+                    task.close_all("end_of_input")
+                    task.commit()
         finally:
             self.summary.seconds = time.perf_counter() - started
             self._finish()
         return self.summary
 
+    def _run_workers(self, paths: Sequence[str]) -> None:
+        merged = run_workers(paths, self.workers, self.config, self.state_dir, self.write)
+        s = self.summary
+        s.records.update(merged["records"])
+        s.undecodable.update(merged["bad"])
+        s.flows = merged["flows"]
+        s.defrag = merged["defrag"]
+        for error in merged["errors"]:
+            self._capture_error_text(error)
+        self.source.frames, self.source.bytes = merged["frames"], merged["bytes"]
+        self.source.non_ip = merged["non_ip"]
+
     def _replay_file(self, path: str) -> None:
         tasks = self.tasks
-        n = len(tasks)
+        n = self.config.partitions
         commit_every = self.config.commit_every_packets
         verify = self.verify_records
         counter = 0
@@ -163,20 +183,24 @@ class Replay:
         )
 
     def _capture_error(self, exc: CaptureError) -> None:
-        self.summary.errors.append(str(exc))
-        log.error("capture_error", error=str(exc))
+        self._capture_error_text(str(exc))
+
+    def _capture_error_text(self, text: str) -> None:
+        self.summary.errors.append(text)
+        log.error("capture_error", error=text)
 
     def _finish(self) -> None:
         s = self.summary
         src = self.source
         s.packets, s.bytes, s.non_ip = src.frames, src.bytes, src.non_ip
-        s.undecodable = Counter(src.bad)
+        s.undecodable.update(src.bad)
         for task in self.tasks:
             s.undecodable.update(task.bad_packets)
             s.flows += task.flows_finished
             if task.store is not None:
                 task.store.close()
-        s.defrag = src.defrag.stats.as_dict()
+        if not s.defrag:
+            s.defrag = src.defrag.stats.as_dict()
         for kind, count in sorted(s.undecodable.items()):
             log.warning("undecodable_packets", kind=kind, count=count)
         if self._own_state_dir:
@@ -190,6 +214,7 @@ def replay_records(
     decoders: list[str] | None = None,
     config: RuntimeConfig | None = None,
     verify_records: bool = False,
+    workers: int = 1,
 ) -> list[dict[str, Any]]:
     """Replay `paths` and return the records, parsed back (for tests and notebooks)."""
     config = config or RuntimeConfig()
@@ -197,5 +222,5 @@ def replay_records(
     if decoders is not None:
         config.decoders = decoders
     lines: list[bytes] = []
-    Replay(config, lines.append, verify_records=verify_records).run(list(paths))
-    return [loads_record(line) for line in lines]
+    Replay(config, lines.append, verify_records=verify_records, workers=workers).run(list(paths))
+    return [loads_record(line) for line in b"".join(lines).splitlines()]

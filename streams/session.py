@@ -29,13 +29,17 @@ MAX_DECODER_ERRORS = 1
 class SessionConfig:
     """What every session of a task shares: the decoders and the output."""
 
-    __slots__ = ("by_name", "candidates", "emit", "options")
+    __slots__ = ("by_name", "by_transport", "candidates", "emit", "options")
 
     def __init__(
         self, candidates: list[type[Decoder]], options: Mapping[str, Any], emit: Emit
     ) -> None:
         self.candidates = candidates
         self.by_name = {cls.name: cls for cls in candidates}
+        self.by_transport = {
+            transport: [cls for cls in candidates if transport in cls.transports]
+            for transport in ("tcp", "udp")
+        }
         self.options = options
         self.emit = emit
 
@@ -91,8 +95,11 @@ class FlowSession:
         self.emit("anomaly", {"ts": ts_seconds(self.conn.ts_last), "name": name, "detail": detail})
 
     # -- StreamSink --
+    def _candidates(self) -> list[type[Decoder]]:
+        return self.config.by_transport[self.flow.transport]
+
     def role_hint(self, data: bytes) -> int | None:
-        return role_hint(self.config.candidates, data)
+        return role_hint(self.config.by_transport["tcp"], data)
 
     def on_data(self, direction: int, data: bytes) -> None:
         if self.state == self.ATTACHED:
@@ -100,7 +107,7 @@ class FlowSession:
         elif self.state == self.PROBING:
             self.buffered.append((_DATA, direction, data))
             if self.detector is None:
-                self.detector = Detector(self.config.candidates, self.flow.server.port)
+                self.detector = Detector(self._candidates(), self.flow.server.port)
             decided, cls = self.detector.feed(direction, data)
             if decided:
                 self._attach(cls)
@@ -168,7 +175,7 @@ class FlowSession:
         session.counters = dict(counters)
         session.buffered = [(k, d, v) for k, d, v in buffered]
         if detector is not None:
-            session.detector = Detector(config.candidates, session.flow.server.port)
+            session.detector = Detector(session._candidates(), session.flow.server.port)
             session.detector._seen = [bytes(x) for x in detector[0]]
             session.detector._undecided = set(detector[1])
         if name is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter, defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,13 +149,40 @@ def test_starttls_records_are_tagged():
     assert records[0]["server"]["port"] == 25
 
 
-@pytest.mark.parametrize("name", TLS_CAPTURES)
-def test_ja4_matches_ja4plus_where_an_oracle_exists(name: str):
-    """tls_ja4plus.jsonl (ja4plus `analyze`, one {src, sport, dst, dport, ja4} per hello)."""
+JA4_KNOWN = {
+    "zeek__http__connect-with-header.pcap": KNOWN_DIFFERENCES[
+        "zeek__http__connect-with-header.pcap"
+    ]
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=[pytest.mark.xfail(reason=JA4_KNOWN[n], strict=True)])
+        if n in JA4_KNOWN
+        else n
+        for n in TLS_CAPTURES
+    ],
+)
+def test_ja4_and_ts_match_ja4plus_where_an_oracle_exists(name: str):
+    """tls_ja4plus.jsonl: `ja4plus analyze --format json --types ja4 CAPTURE` (PyPI ja4plus,
+    FoxIO's algorithm), one JSON line per ClientHello."""
     rows = _oracle(name, "tls_ja4plus.jsonl")
     if not rows:
         pytest.skip("no ja4plus oracle for this capture")
-    want = Counter((o["src"], o["sport"], o["dst"], o["dport"], o["ja4"]) for o in rows)
+    want = Counter(
+        (
+            o["src_ip"],
+            o["src_port"],
+            o["dst_ip"],
+            o["dst_port"],
+            o["fingerprint"],
+            round(datetime.fromisoformat(o["timestamp"].replace("Z", "+00:00")).timestamp(), 6),
+        )
+        for o in rows
+        if o["type"] == "ja4"
+    )
     got = Counter(
         (
             r["client"]["ip"],
@@ -162,6 +190,7 @@ def test_ja4_matches_ja4plus_where_an_oracle_exists(name: str):
             r["server"]["ip"],
             r["server"]["port"],
             r["client_hello"]["ja4"],
+            round(r["ts"], 6),
         )
         for r in replay(name)
         if r["type"] == "tls" and r["client_hello"]
