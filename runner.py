@@ -114,6 +114,21 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         f"(default: {d.overlap_policy}, Suricata's default)",
     )
     p.add_argument(
+        "--reorder-window",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="put packets back in timestamp order within this much capture time (captures "
+        "from several CPU queues or taps list packets out of order); 0 = file order "
+        "(default: 1)",
+    )
+    p.add_argument(
+        "--no-vlan-in-flow-key",
+        action="store_true",
+        help="leave VLAN ids out of flow keys, for links where the two directions of a "
+        "connection carry different tags (Suricata's vlan.use-for-tracking: false)",
+    )
+    p.add_argument(
         "--tcp-idle-timeout",
         type=_seconds,
         default=d.tcp_idle_timeout_ns,
@@ -150,6 +165,8 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         decoders=args.decoders,
         decoder_options=options,
         partitions=getattr(args, "partitions", 1),
+        reorder_window_ns=int(max(args.reorder_window, 0.0) * SECOND),
+        vlan_in_flow_key=not args.no_vlan_in_flow_key,
     )
 
 

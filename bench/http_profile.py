@@ -7,6 +7,9 @@ Not a test. Modes (combinable):
   --check DIR      the same records, compared with DIR: lists the captures that differ
   --profile        cProfile of the replay of --synth with the HTTP decoder, top --top lines
   --rate           packets/s of the replay of --synth (HTTP on), best of --runs
+  --decoder-only   time the HTTP decoder alone on the TCP streams of --synth (no capture
+                   parsing, no reassembly): µs per delivery, best of --runs (with --profile:
+                   cProfile of that instead)
 
 Usage: .venv/bin/python bench/http_profile.py --synth /tmp/synth.pcap --check /tmp/http_baseline
 """
@@ -82,6 +85,35 @@ def profile(path: str, top: int) -> None:
     print(f"(under cProfile: {rate:,.0f} packets/s)")
 
 
+def stream_events(path: str) -> list[list]:
+    """Every flow's decoder events (tests' in-order stream extractor), cached next to the file."""
+    import pickle
+
+    from tests.test_http_support import tcp_flows
+
+    cache = Path(path + ".events.pickle")
+    if cache.exists() and cache.stat().st_mtime > Path(path).stat().st_mtime:
+        return pickle.loads(cache.read_bytes())
+    flows = [[key, ev] for key, ev in tcp_flows(Path(path)).items()]
+    cache.write_bytes(pickle.dumps(flows))
+    return flows
+
+
+def decoder_only(flows: list[list]) -> tuple[float, int]:
+    from decoders.http import HttpDecoder
+    from tests.test_http_support import FakeCtx, apply, flow_info
+
+    n = 0
+    t = time.perf_counter()
+    for key, events in flows:
+        ctx = FakeCtx(flow_info(key))
+        dec = HttpDecoder(ctx, {})
+        for e in events:
+            apply(dec, ctx, e)
+        n += len(events)
+    return time.perf_counter() - t, n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--synth", help="synthetic capture (bench/synth_capture.py)")
@@ -89,6 +121,7 @@ def main() -> None:
     ap.add_argument("--check", type=Path)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--rate", action="store_true")
+    ap.add_argument("--decoder-only", action="store_true")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
@@ -97,7 +130,16 @@ def main() -> None:
         baseline(args.baseline, captures(args.synth))
     if args.check:
         ok = check(args.check, captures(args.synth))
-    if args.synth and args.profile:
+    if args.synth and args.decoder_only:
+        flows = stream_events(args.synth)
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.runcall(decoder_only, flows)
+            pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+        for _ in range(args.runs):
+            secs, n = decoder_only(flows)
+            print(f"  decoder only: {secs:.2f} s, {secs / n * 1e6:.2f} µs per event ({n} events)")
+    elif args.synth and args.profile:
         profile(args.synth, args.top)
     if args.synth and args.rate:
         rates = []

@@ -17,6 +17,10 @@ from probe.flowkey import flow_key
 from probe.packet import Packet
 from probe.parse import Fragment, parse_frame
 from probe.record import FLAG_REASSEMBLED, encode_record
+from probe.reorder import ReorderStats, reorder
+
+# Frames are put back in timestamp order within this much capture time (0: file order).
+DEFAULT_REORDER_WINDOW_NS = 1_000_000_000
 
 
 class KeyedPacket(NamedTuple):
@@ -38,8 +42,19 @@ class KeyedPacket(NamedTuple):
 class PacketSource:
     """Turns (linktype, ts_ns, orig_len, frame) tuples into keyed packets, counting the rest."""
 
-    def __init__(self, defragmenter: Defragmenter | None = None) -> None:
+    def __init__(
+        self,
+        defragmenter: Defragmenter | None = None,
+        *,
+        reorder_window_ns: int = DEFAULT_REORDER_WINDOW_NS,
+        vlan_in_key: bool = True,
+    ) -> None:
         self.defrag = defragmenter or Defragmenter()
+        self.reorder_window_ns = reorder_window_ns
+        self.reorder_stats = ReorderStats()
+        # False: VLAN ids are left out of the flow key, for links where the two directions
+        # of a connection carry different tags (Suricata's vlan.use-for-tracking: false).
+        self.vlan_in_key = vlan_in_key
         self.frames = 0
         self.bytes = 0
         self.non_ip = 0
@@ -48,6 +63,8 @@ class PacketSource:
     def keyed(self, frames: Iterable[tuple[int, int, int, bytes]]) -> Iterator[KeyedPacket]:
         defrag = self.defrag
         bad = self.bad
+        vlan_in_key = self.vlan_in_key
+        frames = reorder(frames, self.reorder_window_ns, stats=self.reorder_stats)
         for linktype, ts_ns, orig_len, frame in frames:
             self.frames += 1
             self.bytes += orig_len
@@ -74,5 +91,7 @@ class PacketSource:
                 if not isinstance(pkt, Packet):
                     bad["bad_reassembled_datagram"] += 1
                     continue
+            if not vlan_in_key:
+                pkt.vlan = ()
             key, forward = flow_key(pkt)
             yield KeyedPacket(key, forward, pkt, linktype, flags, frame, orig_len)

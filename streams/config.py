@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from probe.source import PacketSource
 from reassembly.limits import Limits
 
 
@@ -17,6 +18,14 @@ class RuntimeConfig:
     # Replay flushes state to RocksDB every this many packets (the Kafka mode commits on
     # its own interval); outputs never depend on it.
     commit_every_packets: int = 50_000
+    # Probe side: timestamp reordering window, and whether VLAN ids are part of flow keys.
+    reorder_window_ns: int = 1_000_000_000
+    vlan_in_flow_key: bool = True
+
+    def packet_source(self) -> PacketSource:
+        return PacketSource(
+            reorder_window_ns=self.reorder_window_ns, vlan_in_key=self.vlan_in_flow_key
+        )
 
 
 def tune_gc() -> None:

@@ -98,7 +98,7 @@ class Replay:
                 )
                 for p in range(config.partitions)
             ]
-        self.source = PacketSource()
+        self.source = config.packet_source()
         tune_gc()
 
     def _emit(self, record_type: str, key: str, record: dict[str, Any]) -> None:

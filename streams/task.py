@@ -69,6 +69,8 @@ class Task:
         if pkt is None:
             self.packets += 1
             return
+        if not self.config.vlan_in_flow_key:
+            pkt.vlan = ()
         key, forward = flow_key(pkt)
         self.process_packet(pkt, key, forward)
 

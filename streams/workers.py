@@ -37,7 +37,6 @@ def _worker_main(
     from probe.capture import open_capture
     from probe.errors import CaptureError
     from probe.flowkey import kafka_partition
-    from probe.source import PacketSource
     from state.store import StateStore
     from streams.config import tune_gc
     from streams.serde import dumps_record
@@ -62,7 +61,7 @@ def _worker_main(
     for p in partitions:
         store = StateStore(os.path.join(state_dir, f"flows-{p}"))
         tasks[p] = Task(p, config, decoders, emitter(p), store)
-    source = PacketSource()
+    source = config.packet_source()
     errors: list[str] = []
     commit_every = config.commit_every_packets
     mine = 0

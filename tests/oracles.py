@@ -152,8 +152,8 @@ STREAM_SOURCE: dict[str, tuple[str, str]] = {
 # NOT_STRICT), so a difference that goes away is noticed and the entry removed.
 _FRAG_OVERLAP = (
     "IP fragments overlap with different bytes (a later fragment rewrites payload 28-51); "
-    "tshark keeps the last copy, we keep the first ('../winnt/system32/cmd.exe'): fragment "
-    "overlap policies are deferred to a later issue"
+    "tshark keeps the last copy, our defragmenter keeps the first by design (as BSD, Windows "
+    "and Zeek do: '../winnt/system32/cmd.exe'); a per-target fragment policy is not offered"
 )
 _CONNECT = (
     "CONNECT tunnels are deferred: after 'CONNECT abc:443' / 200 we stop parsing HTTP, but this "
@@ -187,24 +187,14 @@ KNOWN_DIFFERENCES: dict[str, dict[str, str]] = {
         "responses": "the status line is 'http/1.1 200 OK' (lower case): tshark does not take it "
         "for a response, we do (leniently, as Zeek does: this capture is Zeek's test for it)",
     },
-    "sv__bug-4376__syn_retransmit_with_ts.pcap": {
-        "sv_http": "client packets carry VLAN 3136, server packets none; suricata-verify runs "
-        "this test with vlan.use-for-tracking=false. We key flows by VLAN and have no option to "
-        "ignore it, so the GET and its 200 land in two flows and never pair",
-    },
     "zeek__tls__hrr.pcap": {
         "tls": "we also report the second ServerHello (after the HelloRetryRequest): it arrives "
         "out of order (frame 11 after frame 9) and the TLS oracle was made without "
         "tcp.reassemble_out_of_order; tshark with it on lists the same JA3S as we do",
     },
-    "zeek__tcp__reassembly.pcap": {
-        "streams": "retransmissions overlap earlier out-of-order segments with different bytes "
-        "(offsets 13366-13389 and 33093-33120): tshark keeps the in-order copy, "
-        "we keep the first copy to arrive; TCP overlap policies are deferred to a later issue",
-    },
 }
 # Differences that depend on engine behaviour still being settled (xfail, not strict).
-NOT_STRICT: set[tuple[str, str]] = {("zeek__tcp__reassembly.pcap", "streams")}
+NOT_STRICT: set[tuple[str, str]] = set()
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -341,12 +331,22 @@ def parse_sv_checks(text: str) -> list[dict]:
 
 
 # --- running the engine ------------------------------------------------------------------------
+# Captures whose reference was made with a non-default configuration: we run with the same.
+RUN_SETTINGS: dict[str, dict[str, object]] = {
+    # suricata-verify runs this test with `--set vlan.use-for-tracking=false` (its test.yaml):
+    # client packets carry VLAN 3136, server packets none.
+    "sv__bug-4376__syn_retransmit_with_ts.pcap": {"vlan_in_flow_key": False},
+}
+
+
 @functools.cache
 def replay(name: str) -> tuple[dict, ...]:
     """wirestream's records for one capture (cached: every check reads the same run)."""
+    from streams.config import RuntimeConfig
     from streams.replay import replay_records
 
-    return tuple(replay_records([str(capture_path(name))]))
+    config = RuntimeConfig(**RUN_SETTINGS.get(name, {}))  # type: ignore[arg-type]
+    return tuple(replay_records([str(capture_path(name))], config=config))
 
 
 # --- comparison --------------------------------------------------------------------------------
