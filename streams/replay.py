@@ -23,7 +23,6 @@ from probe.capture import open_capture
 from probe.errors import CaptureError
 from probe.flowkey import kafka_partition
 from probe.record import decode_record
-from probe.source import PacketSource
 from state.store import StateStore
 from streams.config import RuntimeConfig, tune_gc
 from streams.serde import dumps_record, loads_record
