@@ -92,6 +92,12 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         help="set a decoder option, e.g. -O http.max_decompressed=1048576 (repeatable)",
     )
     p.add_argument(
+        "--stream-chunks",
+        action="store_true",
+        help="also emit every reassembled byte as stream_chunk records (base64), for "
+        "low-level analysis downstream (off by default: it is the whole traffic again)",
+    )
+    p.add_argument(
         "--max-flows",
         type=_positive_int,
         default=d.max_flows,
@@ -167,6 +173,7 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         partitions=getattr(args, "partitions", 1),
         reorder_window_ns=int(max(args.reorder_window, 0.0) * SECOND),
         vlan_in_flow_key=not args.no_vlan_in_flow_key,
+        stream_chunks=args.stream_chunks,
     )
 
 

@@ -63,6 +63,17 @@ class DecoderContext(Protocol):
         """Emit an `anomaly` record (weird.log-like) for this flow."""
         ...
 
+    def violation(self, reason: str) -> None:
+        """Report that the flow breaks the decoder's protocol. After a few, the runtime
+        detaches the decoder (anomaly `decoder_detached`) and looks for another."""
+        ...
+
+    def hand_off(self, leftovers: list[tuple[int, bytes]]) -> None:
+        """The flow switches protocol (CONNECT tunnel, Upgrade): the runtime detaches this
+        decoder and runs detection again, first on `leftovers` ((direction, bytes) received
+        after the switch). Call it last, after emitting what is pending."""
+        ...
+
 
 class Decoder(ABC):
     """Base class of every decoder plugin. Register it under the `wirestream.decoders`

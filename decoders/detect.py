@@ -33,6 +33,7 @@ class Detector:
         return False, None
 
     def by_port(self) -> type[Decoder] | None:
+        """The decoder claiming the server port (server_port -1: no port fallback)."""
         for cls in self._candidates:
             if self.server_port in cls.ports:
                 return cls

@@ -18,6 +18,8 @@ class RuntimeConfig:
     # Replay flushes state to RocksDB every this many packets (the Kafka mode commits on
     # its own interval); outputs never depend on it.
     commit_every_packets: int = 50_000
+    # Raw stream output: every reassembled byte as `stream_chunk` records (base64).
+    stream_chunks: bool = False
     # Probe side: timestamp reordering window, and whether VLAN ids are part of flow keys.
     reorder_window_ns: int = 1_000_000_000
     vlan_in_flow_key: bool = True

@@ -545,6 +545,7 @@ class KafkaRuntime:
             "partitions_assigned",
             partitions=sorted(self.slots),
             seconds=round(time.monotonic() - started, 3),
+            member_id=consumer.group_metadata().member_id,
         )
 
     def _transactional_id(self, partition: int) -> str:

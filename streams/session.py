@@ -8,6 +8,7 @@ the original would have.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -23,18 +24,27 @@ Emit = Callable[[str, str, dict[str, Any]], None]  # (record type, key = uid, re
 
 # Detection buffer: events seen before a decoder is chosen, replayed to it once chosen.
 _DATA, _GAP = 0, 1
-MAX_DECODER_ERRORS = 1
+# A decoder that reports this many protocol violations on a flow is detached from it, and
+# detection looks for another (Zeek's analyzer_violation -> disable_analyzer).
+MAX_VIOLATIONS = 5
+STREAM_CHUNK_MAX = 64 * 1024  # bytes per stream_chunk record
+_DIRECTIONS = ("client_to_server", "server_to_client")
 
 
 class SessionConfig:
     """What every session of a task shares: the decoders and the output."""
 
-    __slots__ = ("by_name", "by_transport", "candidates", "emit", "options")
+    __slots__ = ("by_name", "by_transport", "candidates", "emit", "options", "stream_chunks")
 
     def __init__(
-        self, candidates: list[type[Decoder]], options: Mapping[str, Any], emit: Emit
+        self,
+        candidates: list[type[Decoder]],
+        options: Mapping[str, Any],
+        emit: Emit,
+        stream_chunks: bool = False,
     ) -> None:
         self.candidates = candidates
+        self.stream_chunks = stream_chunks
         self.by_name = {cls.name: cls for cls in candidates}
         self.by_transport = {
             transport: [cls for cls in candidates if transport in cls.transports]
@@ -55,7 +65,12 @@ class FlowSession:
         "counters",
         "decoder",
         "detector",
+        "excluded",
+        "offsets",
+        "port_fallback",
+        "services",
         "state",
+        "violations",
     )
 
     # Detection states.
@@ -70,6 +85,11 @@ class FlowSession:
         self.counters: dict[str, int] = {}
         self.state = self.PROBING if config.candidates else self.NONE
         self._info: FlowInfo | None = None
+        self.services: list[str] = []  # every decoder attached so far, in order
+        self.excluded: list[str] = []  # decoders detached from this flow for violations
+        self.violations = 0
+        self.port_fallback = True  # False once a tunnel or a detach restarts detection
+        self.offsets = [0, 0]  # stream offsets per direction (stream_chunk records)
 
     # -- DecoderContext --
     @property
@@ -94,25 +114,89 @@ class FlowSession:
     def anomaly(self, name: str, detail: str = "") -> None:
         self.emit("anomaly", {"ts": ts_seconds(self.conn.ts_last), "name": name, "detail": detail})
 
+    def violation(self, reason: str) -> None:
+        """The decoder says the flow breaks its protocol. After MAX_VIOLATIONS it is
+        detached (anomaly `decoder_detached`) and detection looks for another decoder."""
+        self.violations += 1
+        if self.violations < MAX_VIOLATIONS or self.decoder is None:
+            return
+        name = self.decoder.name
+        self.anomaly("decoder_detached", f"{name}: {reason}"[:300])
+        self.excluded.append(name)
+        self._restart_detection()
+
+    def hand_off(self, leftovers: list[tuple[int, bytes]]) -> None:
+        """The decoder is done with this flow but the flow goes on in another protocol
+        (CONNECT tunnel, Upgrade): detection starts again, fed `leftovers` first (bytes
+        the decoder received after the switch). Call it last, after emitting."""
+        self._restart_detection()
+        for direction, data in leftovers:
+            if data:
+                self._detect(direction, data)
+
+    def _restart_detection(self) -> None:
+        self.decoder = None
+        self.violations = 0
+        self.port_fallback = False
+        self.detector = None
+        self.buffered = []
+        self.state = self.PROBING if self._candidates() else self.NONE
+
     # -- StreamSink --
     def _candidates(self) -> list[type[Decoder]]:
-        return self.config.by_transport[self.flow.transport]
+        found = self.config.by_transport[self.flow.transport]
+        if self.excluded:
+            found = [cls for cls in found if cls.name not in self.excluded]
+        return found
+
+    def _new_detector(self) -> Detector:
+        port = self.flow.server.port if self.port_fallback else -1
+        return Detector(self._candidates(), port)
 
     def role_hint(self, data: bytes) -> int | None:
         return role_hint(self.config.by_transport["tcp"], data)
 
     def on_data(self, direction: int, data: bytes) -> None:
+        if self.config.stream_chunks:
+            self._stream_chunks(direction, data, 0)
         if self.state == self.ATTACHED:
             self._call(self.decoder.on_data, direction, data)  # type: ignore[union-attr]
         elif self.state == self.PROBING:
-            self.buffered.append((_DATA, direction, data))
-            if self.detector is None:
-                self.detector = Detector(self._candidates(), self.flow.server.port)
-            decided, cls = self.detector.feed(direction, data)
-            if decided:
-                self._attach(cls)
+            self._detect(direction, data)
+
+    def _detect(self, direction: int, data: bytes) -> None:
+        self.buffered.append((_DATA, direction, data))
+        if self.detector is None:
+            self.detector = self._new_detector()
+        decided, cls = self.detector.feed(direction, data)
+        if decided:
+            self._attach(cls)
+
+    def _stream_chunks(self, direction: int, data: bytes, gap: int) -> None:
+        """Raw stream output: the reassembled bytes (or a gap) as `stream_chunk` records."""
+        ts = ts_seconds(self.conn.ts_last)
+        name = _DIRECTIONS[direction]
+        if gap:
+            self.emit(
+                "stream_chunk",
+                {"ts": ts, "direction": name, "offset": self.offsets[direction],
+                 "length": gap, "gap": True, "data": None},
+            )  # fmt: skip
+            self.offsets[direction] += gap
+            return
+        for start in range(0, len(data), STREAM_CHUNK_MAX):
+            piece = data[start : start + STREAM_CHUNK_MAX]
+            self.emit(
+                "stream_chunk",
+                {"ts": ts, "direction": name, "offset": self.offsets[direction],
+                 "length": len(piece), "gap": False,
+                 "data": base64.b64encode(piece).decode("ascii")},
+            )  # fmt: skip
+            self.offsets[direction] += len(piece)
 
     def on_gap(self, direction: int, length: int) -> None:
+        if self.config.stream_chunks:
+            self._stream_chunks(direction, b"", length)
         if self.state == self.ATTACHED:
             self._call(self.decoder.on_gap, direction, length)  # type: ignore[union-attr]
         elif self.state == self.PROBING:
@@ -133,6 +217,7 @@ class FlowSession:
             return
         self.decoder = cls(self, self.config.options.get(cls.name, {}))
         self.state = self.ATTACHED
+        self.services.append(cls.name)
         for kind, direction, value in buffered:
             if self.state != self.ATTACHED:
                 break
@@ -152,7 +237,8 @@ class FlowSession:
 
     @property
     def service(self) -> str | None:
-        return self.decoder.name if self.decoder is not None else None
+        """Every decoder the flow had, in order (e.g. "http,tls" for a CONNECT tunnel)."""
+        return ",".join(self.services) or None
 
     # -- persistence --
     def snapshot(self) -> list[Any]:
@@ -166,16 +252,27 @@ class FlowSession:
             [list(item) for item in self.buffered],
             detector,
             self.counters,
+            self.services,
+            self.excluded,
+            self.violations,
+            self.port_fallback,
+            self.offsets,
         ]
 
     @classmethod
     def restore(cls, flow: Flow, config: SessionConfig, state: list[Any]) -> FlowSession:
         session = cls(flow, config)
-        session.state, name, decoder_state, buffered, detector, counters = state
+        session.state, name, decoder_state, buffered, detector, counters = state[:6]
         session.counters = dict(counters)
+        services, excluded, session.violations, session.port_fallback, offsets = state[6:11]
+        session.services, session.excluded, session.offsets = (
+            list(services),
+            list(excluded),
+            list(offsets),
+        )
         session.buffered = [(k, d, v) for k, d, v in buffered]
         if detector is not None:
-            session.detector = Detector(session._candidates(), session.flow.server.port)
+            session.detector = session._new_detector()
             session.detector._seen = [bytes(x) for x in detector[0]]
             session.detector._undecided = set(detector[1])
         if name is not None:

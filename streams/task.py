@@ -46,7 +46,9 @@ class Task:
         self.config = config
         self.store = store
         self._emit = emit
-        self.sessions = SessionConfig(decoders, config.decoder_options, emit)
+        self.sessions = SessionConfig(
+            decoders, config.decoder_options, emit, stream_chunks=config.stream_chunks
+        )
         self.tracker = FlowTracker(config.limits, self._new_session, self._finished, self._anomaly)
         self.bad_packets: Counter[str] = Counter()
         self._on_bad_packet = on_bad_packet

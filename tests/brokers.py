@@ -108,6 +108,10 @@ def start_broker(kind: str, workdir: Path) -> Broker:
     broker = Broker(kind, f"127.0.0.1:{port}", proc, log_path)
     if kind == "tansu":
         broker.quirks = {"end_offsets", "read_committed_leaks_aborted", "memory_only"}
+    else:
+        # noida never expires a member whose heartbeats stopped (session.timeout.ms is not
+        # enforced): a SIGKILLed member keeps its partitions until removed.
+        broker.quirks = {"no_session_expiry"}
     try:
         wait_ready(broker.bootstrap, proc, READY_TIMEOUT)
     except Exception as exc:
@@ -298,6 +302,21 @@ def wait_committed(bootstrap: str, group: str, total: int, timeout: float) -> di
             return offsets
         time.sleep(0.2)
     raise AssertionError(f"group {group} committed {offsets}, expected {total} records in all")
+
+
+def expire_member(broker: Broker, group: str, member_id: str) -> None:
+    """Do what the coordinator does when a member's session times out: remove it. Needed
+    on noida only (it does not enforce session.timeout.ms); a no-op elsewhere."""
+    if "no_session_expiry" not in broker.quirks:
+        return
+    from kafka import KafkaAdminClient
+    from kafka.admin import MemberToRemove
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        admin.remove_group_members(group, [MemberToRemove(member_id=member_id)])
+    finally:
+        admin.close()
 
 
 def env_without_wirestream() -> dict[str, str]:

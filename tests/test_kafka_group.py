@@ -123,6 +123,9 @@ def test_member_killed_midstream_survivor_finishes(
         second = _probe(bs, topic, capture_halves["part2"], "--pace")
         brokers.wait_committed(bs, app, n1 + n2 // 4, timeout=60)
         victim.kill()  # SIGKILL, mid-stream: uncommitted work, open transactions
+        time.sleep(6)  # the session timeout: Tansu expires the victim by itself
+        victim_id = victim.events("partitions_assigned")[-1]["member_id"]
+        brokers.expire_member(broker, app, victim_id)
         assert second.wait(60) == 0, second.stderr
 
         assert survivor.wait(120) == 0, survivor.log()[-3000:]
