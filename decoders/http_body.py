@@ -9,6 +9,11 @@ hash then covers exactly the first `max_decoded` bytes).
 Gaps (`skip`) are counted as `missed_bytes`; the raw hash covers only the delivered bytes,
 and decoding stops at the first gap (an inflater cannot resume across a hole), so the decoded
 fields then cover the bytes decoded before it.
+
+An identity body's digest can be saved and loaded (`save()` / `load()`): its bytes are collected
+in pieces and hashed FLUSH bytes at a time with a resumable SHA-256, so a snapshot of a body in
+progress costs a few dozen bytes instead of the body itself. A decoded body's inflater state
+cannot be saved (zlib), so those are rebuilt by replaying their bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +23,14 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from reassembly import sha256 as _sha256
+from reassembly.sha256 import ResumableSha256
+
 PIECE = 64 * 1024
+FLUSH = 64 * 1024  # identity body bytes collected before they are hashed in one call
+# Resumable hashing needs libcrypto's SHA-256 (the pure-Python fallback is far too slow for
+# bodies); without it identity digests are replayed like decoded ones.
+RESUMABLE = getattr(_sha256, "_LIB", None) is not None
 SUPPORTED_CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -94,6 +106,8 @@ class BodyDigest:
     __slots__ = (
         "_dsha",
         "_max",
+        "_parts",
+        "_plen",
         "_sha",
         "_stages",
         "_stopped",
@@ -107,27 +121,69 @@ class BodyDigest:
     def __init__(self, codings: list[str] | None, max_decoded: int) -> None:
         self.length = 0
         self.missed = 0
-        self._sha = hashlib.sha256()
         self._max = max_decoded
-        self._stages = [_Inflater(c) for c in codings] if codings else None
-        self._dsha = hashlib.sha256() if codings else None
+        self._parts: list[bytes] = []  # identity: bytes not hashed yet (less than FLUSH)
+        self._plen = 0
         self.decoded_len = 0
         self.limit_hit = False
         self.decode_error = False
         self._stopped = False
+        if codings:
+            self._sha: Any = hashlib.sha256()
+            self._stages: list[_Inflater] | None = [_Inflater(c) for c in codings]
+            self._dsha: Any = hashlib.sha256()
+        else:
+            self._sha = None  # created at the first flush
+            self._stages = None
+            self._dsha = None
+
+    @property
+    def resumable(self) -> bool:
+        """Can `save()` capture this digest (else its bytes must be replayed)?"""
+        return self._stages is None and RESUMABLE
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
+        n = len(data)
+        if not n:
             return
-        self.length += len(data)
+        self.length += n
+        if self._stages is None:
+            self._parts.append(bytes(data))
+            self._plen += n
+            if self._plen >= FLUSH:
+                self._flush()
+            return
         self._sha.update(data)
-        if self._stages is not None and not self._stopped:
+        if not self._stopped:
             self._push(0, bytes(data))
+
+    def _flush(self) -> None:
+        if self._sha is None:
+            self._sha = ResumableSha256() if RESUMABLE else hashlib.sha256()
+        parts = self._parts
+        if parts:
+            self._sha.update(parts[0] if len(parts) == 1 else b"".join(parts))
+            self._parts = []
+            self._plen = 0
 
     def skip(self, n: int) -> None:
         """`n` body bytes were lost: count them; decoding cannot continue past the hole."""
         self.missed += n
         self._stopped = True
+
+    def save(self) -> list[Any]:
+        """State of a resumable digest (identity body), msgpack-able."""
+        assert self.resumable
+        self._flush()
+        return [self.length, self.missed, self._sha.save()]
+
+    @classmethod
+    def load(cls, state: list[Any], max_decoded: int) -> BodyDigest:
+        d = cls(None, max_decoded)
+        d.length, d.missed, sha = state
+        d._sha = ResumableSha256.load(sha)
+        d._stopped = d.missed > 0
+        return d
 
     def _push(self, i: int, data: bytes) -> None:
         stages = self._stages
@@ -160,9 +216,19 @@ class BodyDigest:
         assert self._dsha is not None
         self._dsha.update(data)
 
+    def raw_sha256(self) -> str:
+        if self._stages is None:
+            if self._sha is None:  # never flushed: hash the pieces at once
+                h = hashlib.sha256()
+                for p in self._parts:
+                    h.update(p)
+                return h.hexdigest()
+            self._flush()
+        return self._sha.hexdigest()
+
     def fields(self) -> dict[str, Any]:
         """The body_* (and decoded_body_*, missed_bytes) fields of a request/response record."""
-        out: dict[str, Any] = {"body_len": self.length, "body_sha256": self._sha.hexdigest()}
+        out: dict[str, Any] = {"body_len": self.length, "body_sha256": self.raw_sha256()}
         if self._dsha is not None:
             out["decoded_body_len"] = self.decoded_len
             out["decoded_body_sha256"] = self._dsha.hexdigest()

@@ -13,6 +13,14 @@ Each side is a small state machine:
   request line (client side) or a status line (server side) starts at a line start; the first
   position after a gap counts as a line start.
 - TUNNEL / DONE: bytes are ignored.
+- BODY: the rest of a Content-Length body, consumed without h11 (the hot path: a body segment
+  costs a length check and a hash update). The message then ends at a known position and the
+  next one is parsed from there, by a fresh h11 connection if need be.
+
+Fast heads: at a message start, a complete head in the clean subset of HTTP/1.x
+(decoders/http_fast.py) is parsed without h11 and yields the very fields h11 would; any other
+head (incomplete, odd, or needing another framing) goes to h11 as before. A fresh connection
+and a cycled one parse the next message alike, so the choice never shows in the records.
 
 Restartability: a side remembers every byte since its last message boundary (`rec`), the
 capture time and decoder clock of each arrival, and where absorbed gaps fell. The decoder's
@@ -20,6 +28,8 @@ snapshot stores those; a restore feeds them again to a fresh h11 connection with
 effect (records, anomalies, queue changes) suppressed, which rebuilds the parser and body-hash
 state exactly. Memory cost: a body in progress is kept up to `max_replay` bytes; beyond, the
 side stops keeping it ("overflow") and a restore resumes at the next message line instead.
+An identity Content-Length body (BODY mode) is not kept at all: its digest state and the bytes
+left are saved instead (resumable SHA-256), so its restore is always exact.
 """
 
 from __future__ import annotations
@@ -30,14 +40,15 @@ from typing import TYPE_CHECKING, Any
 import h11
 from h11._readers import ChunkedReader, ContentLengthReader, Http10Reader
 
-from decoders.http_body import PIECE
+from decoders.http_body import PIECE, BodyDigest
+from decoders.http_fast import request_head, response_head
 from decoders.http_lines import is_message_line, line_state, parse_head_leniently
 from decoders.http_msg import UPGRADE, Msg, Txn, framing_class, new_head_msg
 
 if TYPE_CHECKING:
     from decoders.http import HttpDecoder
 
-MSG, WAIT, RESYNC, TUNNEL, DONE = "msg", "wait", "resync", "tunnel", "done"
+MSG, WAIT, RESYNC, TUNNEL, DONE, BODY = "msg", "wait", "resync", "tunnel", "done", "body"
 _ZEROS = bytes(PIECE)
 _CRLF = (10, 13)
 CHUNK_SIZE_SANITY = 1 << 62
@@ -76,6 +87,8 @@ class Side:
         self.skip_hash = 0  # filler bytes (for a gap) still to pass through h11 unhashed
         self.closing = False
         self.head_seen = False  # h11 produced the current message's head
+        self.body_left = 0  # BODY: bytes of the Content-Length body still to come
+        self.body_keep = False  # BODY: the body's bytes are kept for replay (digest not savable)
         self._reset_conn()
 
     # ---- hooks for the two roles
@@ -85,7 +98,19 @@ class Side:
     def _reset_conn(self) -> None:
         self.conn = self._new_conn()
 
+    def _drop_conn(self) -> None:
+        """The message ended without h11: a connection is made when one is needed again."""
+        self.conn = None
+
     def _cycle(self) -> bool:
+        raise NotImplementedError
+
+    def _fast_message(self, head: bytes, head_end: int) -> bool:
+        """Handle a complete head without h11 if it is a clean one (else False, untouched)."""
+        raise NotImplementedError
+
+    def _done(self, pos: int | None = None) -> None:
+        """The current message is complete; `pos`: where it ended, when h11 was not used."""
         raise NotImplementedError
 
     def _before_next(self) -> None:
@@ -149,13 +174,35 @@ class Side:
 
     # ---- input
     def data(self, data: bytes, ts_ns: int, clock: int, replay: bool = False) -> None:
-        if self.mode in (TUNNEL, DONE) or not data:
+        mode = self.mode
+        if mode == BODY:
+            n = len(data)
+            if n < self.body_left and not replay and n:
+                # Hot path: inside a Content-Length body (same effect as the general path).
+                start = self.end
+                self.end = end = start + n
+                self.body_left -= n
+                self.arr = [[start, ts_ns, clock]]
+                self._cur_msg().digest.feed(data)  # type: ignore[union-attr]
+                if not self.body_keep:
+                    self.boundary = self.base = end
+                elif not self.overflow:
+                    self.rec += data
+                    if end - self.boundary > self.cfg.max_replay:
+                        self._overflow()
+                return
+        elif mode in (TUNNEL, DONE):
+            return
+        if not data:
             return
         if not replay:
             self.arr.append([self.end, ts_ns, clock])
-        if not self.overflow:
-            self.rec += data
-        self.end += len(data)
+        if mode == BODY:
+            self._body_input(data)
+        else:
+            if not self.overflow:
+                self.rec += data
+            self.end += len(data)
         if self.mode == MSG:
             if self.started:
                 assert self.conn is not None
@@ -169,19 +216,97 @@ class Side:
             self._after_input()
 
     def _after_input(self) -> None:
+        if self.mode == BODY:
+            self._prune_arrivals(self.end)
+            keep = self.body_keep and not self.overflow
+            if keep and self.end - self.boundary > self.cfg.max_replay:
+                self._overflow()
+            return
         if self.mode != MSG or self.conn is None:
             return
         if self._cur_msg() is not None:
             self._prune_arrivals(self.end - _h11_buffered(self.conn))
             if not self.overflow and self.end - self.boundary > self.cfg.max_replay:
-                self.overflow = True
-                self.rec = bytearray()
-                self.base = self.end
+                self._overflow()
+
+    def _overflow(self) -> None:
+        """The message in progress outgrew the replay cap: stop keeping its bytes."""
+        self.overflow = True
+        self.rec = bytearray()
+        self.base = self.end
+
+    # ---- BODY mode: a Content-Length body without h11
+    def _enter_body(self, pos: int, length: int) -> None:
+        """The current message's head ended at `pos`; a body of `length` > 0 bytes follows."""
+        msg = self._cur_msg()
+        assert msg is not None and msg.digest is not None and length > 0
+        self.mode = BODY
+        self.body_left = length
+        self.body_keep = not msg.digest.resumable
+        self.conn = None  # (the response side keeps `framing`: a replay needs it)
+        self.started = False
+        avail = self.end - pos
+        if avail > 0:
+            off = pos - self.base
+            k = min(avail, length)
+            msg.digest.feed(bytes(self.rec[off : off + k]))
+            self.body_left = length - k
+            if self.body_left == 0:
+                self._body_done(pos + k)
+                return
+        if not self.body_keep:
+            self._set_boundary(self.end)  # nothing of this message is needed again
+
+    def _body_input(self, data: bytes) -> None:
+        """BODY mode, general path: `data` continues the body and may end it."""
+        n = len(data)
+        k = min(n, self.body_left)
+        msg = self._cur_msg()
+        assert msg is not None and msg.digest is not None
+        msg.digest.feed(data if k == n else data[:k])
+        self.body_left -= k
+        if self.overflow:
+            if self.body_left == 0:
+                self.rec = bytearray(data[k:])
+                self.base = self.end + k
+                self.overflow = False
+        else:
+            self.rec += data
+        self.end += n
+        if self.body_left == 0:
+            self._body_done(self.end - (n - k))
+        elif not self.body_keep:
+            self._set_boundary(self.end)
+
+    def _body_done(self, pos: int) -> None:
+        self.mode = MSG
+        self.body_left = 0
+        if self.overflow:  # ended by an absorbed gap: nothing after it was delivered yet
+            self.rec = bytearray()
+            self.base = self.end
+            self.overflow = False
+        self._done(pos)
+
+    def _take_body(self) -> None:
+        """After h11 produced a head: take a Content-Length body over from h11."""
+        msg = self._cur_msg()
+        conn = self.conn
+        if msg is None or conn is None or self.mode != MSG or msg.switch:
+            return
+        r = getattr(conn, "_reader", None)
+        if type(r) is ContentLengthReader and r._remaining > 0:
+            self._enter_body(self.end - _h11_buffered(conn), r._remaining)
 
     def gap(self, length: int, replay: bool = False) -> None:
         if self.mode in (TUNNEL, DONE) or length <= 0:
             return
-        if self.mode == MSG and self._cur_msg() is not None:
+        if self.mode == BODY:
+            room = self.body_left
+            if length <= room:
+                self._absorb_body(length, replay)
+                return
+            self._absorb_body(room, replay)  # the body ends inside the hole
+        elif self.mode == MSG and self._cur_msg() is not None:
             room = self._body_room()
             if room is None or 0 < length <= room:
                 self._absorb(length, replay)
@@ -217,6 +342,18 @@ class Side:
     def _known_length(self) -> bool:
         return isinstance(getattr(self.conn, "_reader", None), ContentLengthReader)
 
+    def _absorb_body(self, n: int, replay: bool) -> None:
+        """BODY mode: `n` lost body bytes are counted, never hashed."""
+        msg = self._cur_msg()
+        assert msg is not None and msg.digest is not None
+        if not replay and self.body_keep:
+            self.gaps.append([self.end, n])
+        msg.digest.skip(n)
+        msg.tags.add("gap")
+        self.body_left -= n
+        if self.body_left == 0:
+            self._body_done(self.end)
+
     def _absorb(self, n: int, replay: bool) -> None:
         """Skip `n` lost body bytes: h11 is fed filler that is counted, never hashed."""
         msg = self._cur_msg()
@@ -236,7 +373,7 @@ class Side:
     def _lose(self) -> None:
         """Bytes lost where the framing cannot absorb them: give up what is in progress and
         resynchronise right after the hole."""
-        if self.mode == MSG:
+        if self.mode in (MSG, BODY):
             if self._cur_msg() is not None:
                 self._give_up_cur({"gap", "truncated"})
             elif self.started and self.end > self.boundary:
@@ -255,14 +392,37 @@ class Side:
             return False
         self.started = True
         self.line_ok = False
+        if self.conn is None:
+            self._reset_conn()
         assert self.conn is not None
         self.conn.receive_data(self.tail())
         return True
 
+    def _fast_head(self) -> bool:
+        """At a message start: parse a complete, clean head without h11 (see module doc)."""
+        rec, base = self.rec, self.base
+        off, n = self.boundary - base, len(rec)
+        if off < n and rec[off] in _CRLF:
+            i = off
+            while i < n and rec[i] in _CRLF:
+                i += 1
+            self._set_boundary(i + base)
+            rec, base = self.rec, self.base
+            off, n = self.boundary - base, len(rec)
+        if off >= n:
+            return False
+        m = _BLANK.search(rec, off, off + self.cfg.max_header)
+        if m is None:
+            return False
+        return self._fast_message(bytes(rec[off : m.end()]), base + m.end())
+
     def _pump(self) -> None:
         while self.mode == MSG:
-            if not self.started and not self._start_message():
-                return
+            if not self.started:
+                if self._fast_head():
+                    continue
+                if not self._start_message():
+                    return
             conn = self.conn
             assert conn is not None
             if not self.line_ok and not self.head_seen:
@@ -340,8 +500,18 @@ class Side:
         # Only reachable if h11 switched protocols on its own; treat like an error.
         self._protocol_error("h11 paused")
 
-    def _next_message(self) -> None:
-        """The current message is complete: move the boundary and get h11 ready for the next."""
+    def _next_message(self, pos: int | None = None) -> None:
+        """The current message is complete: move the boundary and get h11 ready for the next.
+        `pos`: where the message ended when h11 did not parse it to the end (no connection)."""
+        if pos is not None:
+            self._set_boundary(pos)
+            self.line_ok = False
+            self.head_seen = False
+            self.skip_hash = 0
+            self._on_boundary()
+            self._drop_conn()
+            self.started = False
+            return
         conn = self.conn
         assert conn is not None
         buffered = _h11_buffered(conn)
@@ -434,6 +604,7 @@ class Side:
     # ---- resynchronisation
     def _enter_resync(self, pos: int, skip_lf: bool) -> None:
         self.mode = RESYNC
+        self.body_left = 0
         self.started = False
         self.line_ok = False
         self.head_seen = False
@@ -504,6 +675,7 @@ class Side:
         if self._cur_msg() is not None:
             self._give_up_cur({"truncated"})
         self.mode = TUNNEL
+        self.body_left = 0
         self.conn = None
         self.started = False
         self.overflow = False
@@ -515,6 +687,9 @@ class Side:
     # ---- close
     def close(self) -> None:
         self.closing = True
+        if self.mode == BODY:  # as h11 at EOF inside a Content-Length body
+            self._give_up_cur({"truncated"})
+            self._enter_resync(self.end, skip_lf=False)
         for _ in range(1000):
             if self.mode != MSG or not self.started:
                 break
@@ -530,14 +705,23 @@ class Side:
     # ---- snapshot
     def state(self) -> dict[str, Any]:
         rel = self.boundary
-        return {
-            "mode": self.mode,
+        mode = self.mode
+        st = {
+            "mode": mode,
             "data": None if self.overflow else self.tail(),
             "gaps": [[p - rel, n] for p, n in self.gaps],
             "arr": [[p - rel, t, c] for p, t, c in self.arr],
             "skip_lf": self.skip_lf,
             "tags_next": sorted(self.tags_next),
         }
+        if mode == BODY:
+            if self.body_keep:  # the message's bytes are replayed from its start
+                st["mode"] = MSG
+            else:
+                msg = self._cur_msg()
+                assert msg is not None and msg.digest is not None
+                st["body"] = [self.body_left, msg.digest.save()]
+        return st
 
     def load(self, st: dict[str, Any]) -> None:
         """Rebuild from `state()`: the caller has set up the shared objects (cur etc.)."""
@@ -551,6 +735,18 @@ class Side:
         data = st["data"]
         if data is None:  # overflowed body: resume at the next message line
             self._restored_partial()
+            return
+        if self.mode == BODY:  # saved digest: continue the body where it was
+            msg = self._cur_msg()
+            assert msg is not None
+            left, digest = st["body"]
+            msg.digest = BodyDigest.load(digest, self.cfg.max_decoded)
+            self.body_left = left
+            self.body_keep = False
+            self.head_seen = self.line_ok = True
+            self.conn = None
+            self.started = False
+            self._load_body()
             return
         if self.mode == MSG:
             self._reset_conn()
@@ -570,6 +766,9 @@ class Side:
                 self.conn = None
 
     def _prime(self) -> None:
+        pass
+
+    def _load_body(self) -> None:
         pass
 
     def _restored_partial(self) -> None:
@@ -640,23 +839,44 @@ class RequestSide(Side):
         if t is h11.Data:
             self._body_data(ev)
         elif t is h11.Request:
-            self._head(ev)
+            raw = list(ev.headers.raw_items())
+            if self.host_injected and raw and raw[0] == (b"Host", b""):
+                raw = raw[1:]
+            self._head(ev.method, ev.target, ev.http_version, raw, self._wire_lengths(raw))
+            self._take_body()
         elif t is h11.EndOfMessage:
             self._done()
 
-    def _head(self, ev: h11.Request) -> None:
+    def _fast_message(self, head: bytes, head_end: int) -> bool:
+        parsed = request_head(head)
+        if parsed is None:
+            return False
+        method, target, version, raw, length = parsed
+        self.line_ok = True
+        self._head(method, target, version, raw, None)
+        if length:
+            self._enter_body(head_end, length)
+        else:
+            self._done(head_end)
+        return True
+
+    def _head(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        raw: list[tuple[bytes, bytes]],
+        lengths: list[bytes] | None,
+    ) -> None:
         dec = self.dec
         self.head_seen = True
         if dec.replaying and self.cur is not None:
             self.cur.open_body(self.cfg.max_decoded)
             return
-        raw = list(ev.headers.raw_items())
-        if self.host_injected and raw and raw[0] == (b"Host", b""):
-            raw = raw[1:]
         first = {
-            "method": ev.method.decode("latin-1"),
-            "uri": ev.target.decode("latin-1"),
-            "version": "HTTP/" + ev.http_version.decode("latin-1"),
+            "method": method.decode("latin-1"),
+            "uri": target.decode("latin-1"),
+            "version": "HTTP/" + version.decode("latin-1"),
         }
         msg = new_head_msg(
             dec.next_rid(),
@@ -668,23 +888,24 @@ class RequestSide(Side):
             self.cfg.max_headers,
         )
         upgrade = any(n.lower() == b"upgrade" for n, _ in raw)
-        msg.framing = framing_class(ev.method, upgrade)
-        msg.switch = ev.method == b"CONNECT" or upgrade
+        msg.framing = framing_class(method, upgrade)
+        msg.switch = method == b"CONNECT" or upgrade
         msg.tags |= self.tags_next
         if self.host_injected:
             msg.tags.add("missing_host")
         self.tags_next.clear()
-        dec.check_headers(msg, raw, len(raw), self._wire_lengths(raw))
+        dec.check_headers(msg, raw, len(raw), lengths)
         msg.open_body(self.cfg.max_decoded)
         self.cur = msg
         dec.push_request(msg)
 
-    def _done(self) -> None:
+    def _done(self, pos: int | None = None) -> None:
         msg = self.cur
         assert msg is not None
         msg.finish()
         self.cur = None
         if msg.switch and not msg.paired:
+            assert pos is None  # switch proposals are parsed by h11 to the end
             assert self.conn is not None
             self._set_boundary(self.end - _h11_buffered(self.conn))
             self.mode = WAIT
@@ -694,7 +915,7 @@ class RequestSide(Side):
             self.head_seen = False
             self.wait_rid = msg.rid
         else:
-            self._next_message()
+            self._next_message(pos)
         self.dec.request_complete(msg)
         if self.mode == WAIT:
             self._check_wait()
@@ -757,6 +978,13 @@ class ResponseSide(Side):
         self.conn = self._new_conn()
         self.framing = None
 
+    def _drop_conn(self) -> None:
+        self.conn = None
+        self.framing = None
+
+    def _load_body(self) -> None:
+        self.framing = self._framing_state
+
     def _send_framing(self, method: bytes) -> None:
         conn = self.conn
         assert conn is not None
@@ -808,6 +1036,7 @@ class ResponseSide(Side):
             self._body_data(ev)
         elif t is h11.Response:
             self._final(ev)
+            self._take_body()
         elif t is h11.EndOfMessage:
             self._done()
         elif t is h11.InformationalResponse:
@@ -815,6 +1044,31 @@ class ResponseSide(Side):
                 self._final(ev)
             else:
                 self._informational(ev)
+
+    def _fast_message(self, head: bytes, head_end: int) -> bool:
+        framing = self.framing
+        if framing is None:
+            if self.dec.peek_framing() != b"GET":
+                return False
+        elif framing != b"GET":
+            return False
+        parsed = response_head(head)
+        if parsed is None:
+            return False
+        status, reason, version, raw, length = parsed
+        self.framing = b"GET"  # the stand-in h11 would have parsed this head with
+        self.line_ok = True
+        self._final_head(int(status), reason, version, raw, None)
+        if self.pending_pair is not None:
+            # The paired request needs another framing: _final_head handed the message to a
+            # fresh h11 connection with the right stand-in; h11 takes it from here.
+            self.started = True
+            return True
+        if length:
+            self._enter_body(head_end, length)
+        else:
+            self._done(head_end)
+        return True
 
     def _informational(self, ev: h11.InformationalResponse) -> None:
         if self.first is None:
@@ -826,6 +1080,19 @@ class ResponseSide(Side):
         self.head_seen = False
 
     def _final(self, ev: h11.Response | h11.InformationalResponse) -> None:
+        raw = list(ev.headers.raw_items())
+        self._final_head(ev.status_code, ev.reason, ev.http_version, raw, self._wire_lengths(raw))
+
+    def _final_head(
+        self,
+        status: int,
+        reason: bytes,
+        version: bytes,
+        raw: list[tuple[bytes, bytes]],
+        lengths: list[bytes] | None,
+    ) -> None:
+        """A final response head. `lengths`: the Content-Length values as on the wire, None
+        when `raw` is the wire list itself."""
         dec = self.dec
         if dec.replaying and self.cur is not None:
             self.head_seen = True
@@ -848,18 +1115,17 @@ class ResponseSide(Side):
                 self.conn.receive_data(self._message_bytes())
                 return
         self.head_seen = True
-        raw = list(ev.headers.raw_items())
         first = {
-            "status": ev.status_code,
-            "reason": ev.reason.decode("latin-1"),
-            "version": "HTTP/" + ev.http_version.decode("latin-1"),
+            "status": status,
+            "reason": reason.decode("latin-1"),
+            "version": "HTTP/" + version.decode("latin-1"),
         }
         resp = new_head_msg(dec.next_rid(), False, ts, clock, first, raw, self.cfg.max_headers)
         resp.tags |= self.tags_next
         if self.lowercase:
             resp.tags.add("lenient")
         self.tags_next.clear()
-        dec.check_headers(resp, raw, len(raw), self._wire_lengths(raw))
+        dec.check_headers(resp, raw, len(raw), lengths)
         txn = Txn(req, resp, ptags, self.info)
         self.info = []
         self.first = None
@@ -867,9 +1133,9 @@ class ResponseSide(Side):
             req.paired = True
         self.cur = txn
         switch = None
-        if ev.status_code == 101:
+        if status == 101:
             switch = "upgrade"
-        elif self.framing == b"CONNECT" and 200 <= ev.status_code < 300:
+        elif self.framing == b"CONNECT" and 200 <= status < 300:
             switch = "tunnel"
         if switch is not None:
             resp.open_body(self.cfg.max_decoded)  # no body: empty digest
@@ -880,12 +1146,12 @@ class ResponseSide(Side):
         resp.open_body(self.cfg.max_decoded)
         dec.response_head(txn)
 
-    def _done(self) -> None:
+    def _done(self, pos: int | None = None) -> None:
         txn = self.cur
         assert txn is not None and txn.resp is not None
         txn.resp.finish()
         self.cur = None
-        self._next_message()
+        self._next_message(pos)
         self.dec.txn_done(txn)
 
     def _give_up_cur(self, tags: set[str]) -> None:

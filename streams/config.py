@@ -20,6 +20,10 @@ class RuntimeConfig:
     commit_every_packets: int = 50_000
     # Raw stream output: every reassembled byte as `stream_chunk` records (base64).
     stream_chunks: bool = False
+    # Task extensions (streams.task.TaskExtension factories: classes with a `name`), and
+    # their options by name; e.g. windowed statistics.
+    extensions: list[Any] = field(default_factory=list)
+    extension_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Probe side: timestamp reordering window, and whether VLAN ids are part of flow keys.
     reorder_window_ns: int = 1_000_000_000
     vlan_in_flow_key: bool = True

@@ -24,8 +24,9 @@ from streams.kafka_settings import (
 
 EXIT_USAGE = 2
 _COMMON = {"log_format", "log_level", "config"}
-# dests per command, to tell a setting of the other command from a typo in the config file
-_COMMANDS: dict[str, set[str]] = {}
+# Layerable options per command, from the last parser built (the file loader also uses
+# them to tell a setting of the other command from a typo).
+OPTIONS: dict[str, dict[str, Option]] = {}
 
 
 def _positive_int(text: str) -> int:
@@ -152,7 +153,7 @@ def add_commands(
     probe_options = layerable(pp, _COMMON)
     _add_config(pp)
     add_common(pp)
-    _COMMANDS["probe"] = set(probe_options)
+    OPTIONS["probe"] = probe_options
     pp.set_defaults(func=lambda args: cmd_probe(args, pp, probe_options))
 
     rp = sub.add_parser(
@@ -252,14 +253,14 @@ def add_commands(
     run_options = layerable(rp, _COMMON)
     _add_config(rp)
     add_common(rp)
-    _COMMANDS["run"] = set(run_options)
+    OPTIONS["run"] = run_options
     rp.set_defaults(func=lambda args: cmd_run(args, rp, runtime_config, run_options))
 
 
 def _layer(args: argparse.Namespace, command: str, parser: argparse.ArgumentParser,
            options: dict[str, Option]) -> None:  # fmt: skip
     try:
-        resolve(args, command, options, _COMMANDS)
+        resolve(args, command, options, {name: set(opts) for name, opts in OPTIONS.items()})
     except ConfigError as exc:
         parser.error(str(exc))
 

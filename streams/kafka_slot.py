@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaProducer, TopicPartition
 
+from probe.errors import RecordError
 from probe.flowkey import kafka_partition
+from probe.record import decode_record
 from state.changelog import Checkpoint, offset_headers
 from state.store import StateStore
 from streams.serde import dumps_record
@@ -56,6 +58,13 @@ class PartitionSlot:
 
     def bad_packet(self, kind: str) -> None:
         """Task hook: the record being processed cannot be decoded."""
+        if kind == "RecordError" and self.current is not None:
+            # Task reports record-level errors by class name; the dead letter carries the
+            # stable reason (too_short, unknown_version, ...), found again on this rare path.
+            try:
+                decode_record(self.current.value)
+            except RecordError as exc:
+                kind = exc.reason
         self.deadletter(kind)
 
     def deadletter(self, reason: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
@@ -27,7 +27,32 @@ from streams.config import RuntimeConfig
 from streams.session import Emit, FlowSession, SessionConfig, flow_record
 
 META_KEY = b"\x00meta"  # task metadata; flow keys start with their format version (1)
+EXTENSION_PREFIX = b"\x00ext:"  # + extension name: an extension's state
 STATE_FORMAT = 1
+
+
+class TaskExtension(Protocol):
+    """Watches a task's packets and records and may emit records of its own (e.g. windowed
+    statistics). Built per task by `factory(partition, emit, options)`; its state is saved
+    with the task's at every commit, so it moves with the partition like the flows."""
+
+    name: str
+
+    def on_packet(self, pkt: Packet, flow: Flow | None) -> None: ...
+
+    def on_record(self, record_type: str, record: dict[str, Any]) -> None: ...
+
+    def advance(self, now_ns: int) -> None:
+        """Wall-clock punctuation: act as if stream time were `now_ns`."""
+        ...
+
+    def close(self) -> None:
+        """End of input: release everything held."""
+        ...
+
+    def snapshot(self) -> Any: ...
+
+    def restore(self, state: Any) -> None: ...
 
 
 class Task:
@@ -46,8 +71,13 @@ class Task:
         self.config = config
         self.store = store
         self._emit = emit
+        self.extensions: list[TaskExtension] = [
+            factory(partition, emit, config.extension_options.get(factory.name, {}))
+            for factory in config.extensions
+        ]
+        record_emit = self._emit_and_observe if self.extensions else emit
         self.sessions = SessionConfig(
-            decoders, config.decoder_options, emit, stream_chunks=config.stream_chunks
+            decoders, config.decoder_options, record_emit, stream_chunks=config.stream_chunks
         )
         self.tracker = FlowTracker(config.limits, self._new_session, self._finished, self._anomaly)
         self.bad_packets: Counter[str] = Counter()
@@ -58,7 +88,15 @@ class Task:
     # -- hot path --
     def process_packet(self, pkt: Packet, key: bytes, forward: bool) -> None:
         self.packets += 1
-        self.tracker.process(pkt, key, forward)
+        flow = self.tracker.process(pkt, key, forward)
+        if self.extensions:
+            for ext in self.extensions:
+                ext.on_packet(pkt, flow)
+
+    def _emit_and_observe(self, record_type: str, key: str, record: dict[str, Any]) -> None:
+        self._emit(record_type, key, record)
+        for ext in self.extensions:
+            ext.on_record(record_type, record)
 
     def process_record(self, value: bytes) -> None:
         """Process one packet record (the value of a `wirestream.packets` message)."""
@@ -70,6 +108,9 @@ class Task:
             return
         if pkt is None:
             self.packets += 1
+            return
+        if not isinstance(pkt, Packet):  # a fragment: the probe should have reassembled it
+            self.bad_packet("ip_fragment_not_reassembled")
             return
         if not self.config.vlan_in_flow_key:
             pkt.vlan = ()
@@ -95,10 +136,15 @@ class Task:
 
     def punctuate(self, now_ns: int) -> int:
         """Wall-clock entry point: expire flows as if stream time were `now_ns`."""
-        return self.tracker.expire(max(now_ns, self.tracker.stream_time))
+        now_ns = max(now_ns, self.tracker.stream_time)
+        for ext in self.extensions:
+            ext.advance(now_ns)
+        return self.tracker.expire(now_ns)
 
     def close_all(self, reason: str = "end_of_input") -> None:
         self.tracker.close_all(reason)
+        for ext in self.extensions:
+            ext.close()
 
     # -- state --
     def changes(self) -> dict[bytes, bytes | None]:
@@ -114,6 +160,10 @@ class Task:
                 use_bin_type=True,
             )
         out[META_KEY] = msgpack.packb([STATE_FORMAT, tracker.meta_snapshot()])
+        for ext in self.extensions:
+            out[EXTENSION_PREFIX + ext.name.encode()] = msgpack.packb(
+                ext.snapshot(), use_bin_type=True
+            )
         return out
 
     def commit(self, checkpoint: bytes | None = None) -> dict[bytes, bytes | None]:
@@ -137,6 +187,12 @@ class Task:
         for key, value in self.store.items():
             if key == META_KEY:
                 meta = msgpack.unpackb(value)[1]
+                continue
+            if key.startswith(EXTENSION_PREFIX):
+                name = key[len(EXTENSION_PREFIX) :].decode()
+                for ext in self.extensions:
+                    if ext.name == name:
+                        ext.restore(msgpack.unpackb(value, raw=False))
                 continue
             _fmt, kind, flow_state, session_state, order = msgpack.unpackb(value, raw=False)
             cls = TcpFlow if kind == 0 else UdpFlow

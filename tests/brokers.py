@@ -209,7 +209,8 @@ class Member:
             return self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"member still running after {timeout} s:\n{self.log()[-3000:]}")
+            tail = self.log()[-3000:]
+            raise AssertionError(f"member still running after {timeout} s:\n{tail}") from None
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
@@ -338,39 +339,16 @@ def http_keepalive_packets(
     (so that every flow is open across the whole capture), as (ts_ns, ethernet frame)."""
     import dpkt
 
-    try:
-        from tests import pcapgen
-    except ImportError:
-        import pcapgen
-
     syn, ack, fin, psh = dpkt.tcp.TH_SYN, dpkt.tcp.TH_ACK, dpkt.tcp.TH_FIN, dpkt.tcp.TH_PUSH
     per_flow: list[list[bytes]] = []
     for i in range(flows):
-        client = f"10.1.{i // 250}.{i % 250 + 1}"
-        server = "10.2.0.1"
-        cport, sport = 40_000 + i, 80
-        cseq, sseq = 1_000 + i, 900_000 + i
-        out: list[bytes] = []
-
-        def c2s(payload: bytes = b"", flags: int = ack) -> None:
-            nonlocal cseq
-            seg = pcapgen.tcp(cport, sport, payload, flags=flags, seq=cseq, ack=sseq)
-            out.append(pcapgen.ether(pcapgen.ipv4(seg, client, server)))
-            cseq += len(payload) + (1 if flags & (syn | fin) else 0)
-
-        def s2c(payload: bytes = b"", flags: int = ack) -> None:
-            nonlocal sseq
-            seg = pcapgen.tcp(sport, cport, payload, flags=flags, seq=sseq, ack=cseq)
-            out.append(pcapgen.ether(pcapgen.ipv4(seg, server, client)))
-            sseq += len(payload) + (1 if flags & (syn | fin) else 0)
-
-        c2s(flags=syn)
-        seg = pcapgen.tcp(sport, cport, flags=syn | ack, seq=sseq, ack=cseq)
-        out.append(pcapgen.ether(pcapgen.ipv4(seg, server, client)))
-        sseq += 1
-        c2s()
+        conn = _Conn(f"10.1.{i // 250}.{i % 250 + 1}", "10.2.0.1", 40_000 + i, 80, i)
+        conn.send(True, flags=syn)
+        conn.send(False, flags=syn | ack)
+        conn.send(True)
         for r in range(requests):
-            c2s(f"GET /obj/{i}/{r} HTTP/1.1\r\nHost: example.test\r\n\r\n".encode(), ack | psh)
+            conn.send(True, f"GET /obj/{i}/{r} HTTP/1.1\r\nHost: example.test\r\n\r\n".encode(),
+                      ack | psh)  # fmt: skip
             content = (f"flow {i} request {r} " * (body // 16 + 1)).encode()[:body]
             head = (
                 f"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
@@ -378,12 +356,12 @@ def http_keepalive_packets(
             ).encode()
             data = head + content
             for off in range(0, len(data), mss):
-                s2c(data[off : off + mss])
-            c2s()
-        c2s(flags=fin | ack)
-        s2c(flags=fin | ack)
-        c2s()
-        per_flow.append(out)
+                conn.send(False, data[off : off + mss])
+            conn.send(True)
+        conn.send(True, flags=fin | ack)
+        conn.send(False, flags=fin | ack)
+        conn.send(True)
+        per_flow.append(conn.frames)
     frames: list[tuple[int, bytes]] = []
     longest = max(len(x) for x in per_flow)
     for k in range(longest):
@@ -391,6 +369,31 @@ def http_keepalive_packets(
             if k < len(packets):
                 frames.append((start_ns + len(frames) * step_ns, packets[k]))
     return frames
+
+
+class _Conn:
+    """Both directions of one synthetic TCP connection, with their sequence numbers."""
+
+    def __init__(self, client: str, server: str, cport: int, sport: int, n: int) -> None:
+        self.ends = ((client, cport), (server, sport))
+        self.seq = [1_000 + n, 900_000 + n]
+        self.frames: list[bytes] = []
+
+    def send(self, from_client: bool, payload: bytes = b"", flags: int | None = None) -> None:
+        import dpkt
+
+        try:
+            from tests import pcapgen
+        except ImportError:
+            import pcapgen
+
+        flags = dpkt.tcp.TH_ACK if flags is None else flags
+        me, peer = (0, 1) if from_client else (1, 0)
+        (src, sport), (dst, dport) = self.ends[me], self.ends[peer]
+        ack = self.seq[peer] if flags & dpkt.tcp.TH_ACK else 0
+        seg = pcapgen.tcp(sport, dport, payload, flags=flags, seq=self.seq[me], ack=ack)
+        self.frames.append(pcapgen.ether(pcapgen.ipv4(seg, src, dst)))
+        self.seq[me] += len(payload) + (1 if flags & (dpkt.tcp.TH_SYN | dpkt.tcp.TH_FIN) else 0)
 
 
 def write_capture(path: Path, frames: Sequence[tuple[int, bytes]]) -> Path:

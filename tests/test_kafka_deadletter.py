@@ -1,0 +1,95 @@
+"""Undecodable input records go to <prefix>deadletter with their reason; nothing else changes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from probe.errors import ParseError
+from probe.parse import parse_frame
+from probe.record import encode_record
+from streams.replay import replay_records
+from streams.serde import dumps_record
+
+try:
+    from tests import brokers
+except ImportError:
+    import brokers
+
+pytestmark = pytest.mark.kafka
+
+CAPTURE = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "pcaps" / "own_nginx_keepalive_multi.pcap"
+)
+PARTITIONS = 2
+
+
+def _parse_error_kind(linktype: int, frame: bytes) -> str:
+    try:
+        parse_frame(linktype, frame, 0, len(frame))
+    except ParseError as exc:
+        return exc.kind
+    raise AssertionError("the frame was supposed to be malformed")
+
+
+def test_garbage_goes_to_deadletter_and_the_rest_is_unaffected(
+    noida_broker: brokers.Broker, tmp_path: Path
+) -> None:
+    bs = noida_broker.bootstrap
+    prefix = brokers.unique("dlq") + "."
+    topic = prefix + "packets"
+    brokers.create_topic(bs, topic, PARTITIONS)
+    truncated_ether = b"\x02\x00\x00\x00\x00\x01\x02\x00"
+    garbage = [
+        (0, b"g0", b"xx", "too_short"),
+        (1, b"g1", b"\x07" + bytes(30), "unknown_version"),
+        (
+            0,
+            b"g2",
+            encode_record(1, 10**18, 8, truncated_ether),
+            _parse_error_kind(1, truncated_ether),
+        ),
+        (1, b"g3", None, "null_value"),
+    ]
+    producer = KafkaProducer(bootstrap_servers=bs)
+    sent = []
+
+    def produce(items: list) -> None:
+        for partition, key, value, reason in items:
+            meta = producer.send(topic, key=key, value=value, partition=partition).get(30)
+            sent.append((partition, meta.offset, key, value, reason))
+
+    produce(garbage[:2])  # before the packets...
+    done = brokers.cli("probe", str(CAPTURE), "--bootstrap-servers", bs, "--topic", topic)
+    assert done.returncode == 0, done.stderr
+    produce(garbage[2:])  # ...and after them
+    producer.close()
+
+    member = brokers.Member(
+        bs, brokers.unique("app"), tmp_path / "state",
+        "--input-topic", topic, "--topic-prefix", prefix, "--exit-when-idle", "3",
+    )  # fmt: skip
+    assert member.wait(120) == 0, member.log()[-3000:]
+
+    dead = brokers.read_all(bs, [prefix + "deadletter"])
+    got = set()
+    for r in dead:
+        headers = {k: v.decode() for k, v in r.headers}
+        assert headers["source.topic"] == topic
+        got.add((int(headers["source.partition"]), int(headers["source.offset"]), r.key, r.value,
+                 headers["reason"]))  # fmt: skip
+    assert got == set(sent)
+    assert len(dead) == len(sent)
+    # Logged once per reason, not per record.
+    assert sorted(e["reason"] for e in member.events("dead_letter")) == sorted(
+        {g[3] for g in garbage}
+    )
+
+    skip = {topic, prefix + "deadletter"}
+    outputs = [t for t in brokers.topics_with_prefix(bs, prefix) if t not in skip]
+    got_records = Counter(r.value for r in brokers.read_all(bs, outputs))
+    want = Counter(dumps_record(r) for r in replay_records([str(CAPTURE)], partitions=PARTITIONS))
+    assert got_records == want
