@@ -39,6 +39,13 @@ class Detector:
                 return cls
         return None
 
+    def snapshot(self) -> list:
+        return [self._seen, sorted(self._undecided)]
+
+    def restore(self, state: list) -> None:
+        self._seen = [bytes(x) for x in state[0]]
+        self._undecided = set(state[1])
+
     def finish(self) -> type[Decoder] | None:
         """The flow ended before content decided: fall back to the port."""
         return self.by_port()

@@ -242,9 +242,7 @@ class FlowSession:
 
     # -- persistence --
     def snapshot(self) -> list[Any]:
-        detector = None
-        if self.detector is not None:
-            detector = [self.detector._seen, sorted(self.detector._undecided)]
+        detector = self.detector.snapshot() if self.detector is not None else None
         return [
             self.state,
             self.decoder.name if self.decoder else None,
@@ -273,8 +271,7 @@ class FlowSession:
         session.buffered = [(k, d, v) for k, d, v in buffered]
         if detector is not None:
             session.detector = session._new_detector()
-            session.detector._seen = [bytes(x) for x in detector[0]]
-            session.detector._undecided = set(detector[1])
+            session.detector.restore(detector)
         if name is not None:
             dec_cls = config.by_name[name]
             session.decoder = dec_cls.restore(session, config.options.get(name, {}), decoder_state)
