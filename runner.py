@@ -143,6 +143,28 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         f"(default: {d.tcp_idle_timeout_ns // SECOND})",
     )
     p.add_argument(
+        "--window-stats",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="also emit window_stats records: traffic per (protocol, service) in event-time "
+        "windows of this size (docs/windows.md) (default: off)",
+    )
+    p.add_argument(
+        "--window-hop",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="hopping windows: a new window every SECONDS (default: the size, tumbling)",
+    )
+    p.add_argument(
+        "--window-grace",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this much stream time past a window's end for late packets (default: 1)",
+    )
+    p.add_argument(
         "--udp-idle-timeout",
         type=_seconds,
         default=d.udp_idle_timeout_ns,
@@ -166,7 +188,7 @@ def _runtime_config(args: argparse.Namespace) -> Any:
     options: dict[str, dict[str, Any]] = {}
     for decoder, option, value in args.decoder_option:
         options.setdefault(decoder, {})[option] = value
-    return RuntimeConfig(
+    config = RuntimeConfig(
         limits=limits,
         decoders=args.decoders,
         decoder_options=options,
@@ -175,6 +197,15 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         vlan_in_flow_key=not args.no_vlan_in_flow_key,
         stream_chunks=args.stream_chunks,
     )
+    if args.window_stats is not None:
+        from stats.windows import configure
+
+        try:
+            configure(config, args.window_stats, args.window_hop, args.window_grace)
+        except ValueError as exc:
+            print(f"wirestream: error: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
+    return config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
         kafka_cli = None  # type: ignore[assignment]
     if kafka_cli is not None:
         kafka_cli.add_commands(sub, _add_runtime, _add_common, _runtime_config)
+    try:
+        from enrich import cli as enrich_cli
+    except ImportError:
+        enrich_cli = None  # type: ignore[assignment]
+    if enrich_cli is not None:
+        enrich_cli.add_commands(sub, _add_common)
     return parser
 
 

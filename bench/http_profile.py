@@ -104,14 +104,14 @@ def decoder_only(flows: list[list]) -> tuple[float, int]:
     from tests.test_http_support import FakeCtx, apply, flow_info
 
     n = 0
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: the machine is shared
     for key, events in flows:
         ctx = FakeCtx(flow_info(key))
         dec = HttpDecoder(ctx, {})
         for e in events:
             apply(dec, ctx, e)
         n += len(events)
-    return time.perf_counter() - t, n
+    return time.process_time() - t, n
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ from typing import Any
 from decoders.api import CLIENT, Decoder, DecoderContext, ts_seconds
 from decoders.http_lines import line_state
 from decoders.http_msg import Msg, Txn
-from decoders.http_side import TUNNEL, WAIT, RequestSide, ResponseSide
+from decoders.http_side import BODY, TUNNEL, WAIT, RequestSide, ResponseSide
 
 ANOMALY_CAP = 16  # per anomaly name and flow: bad input is counted, not logged without end
 PROBE_LIMIT = 8192
@@ -113,12 +113,24 @@ class HttpDecoder(Decoder):
 
     # ---- plugin API
     def on_data(self, direction: int, data: bytes) -> None:
-        if self.closed or not data:
+        side = self.client if direction == CLIENT else self.server
+        n = len(data)
+        if side.mode == BODY and n < side.body_left and not side.body_keep and not self.deferred:
+            # Hot path, inside a Content-Length body (Side.data's BODY branch, inlined).
+            if not n:
+                return
+            self.clock = clock = self.clock + 1
+            start = side.end
+            side.end = side.boundary = side.base = start + n
+            side.body_left -= n
+            side.arr = [[start, self.ctx.ts_ns, clock]]
+            side.body_digest.feed(data)  # type: ignore[union-attr]
+            return
+        if self.closed or not n:
             return
         if self.deferred:
             self._flush_deferred()
         self.clock += 1
-        side = self.client if direction == CLIENT else self.server
         side.data(bytes(data), self.ctx.ts_ns, self.clock)
 
     def on_gap(self, direction: int, length: int) -> None:
@@ -161,12 +173,16 @@ class HttpDecoder(Decoder):
         raw: list[tuple[bytes, bytes]],
         count: int,
         lengths: list[bytes] | None = None,
+        clean: bool = False,
     ) -> None:
         """Limits and request-smuggling signals (RFC 9112 6.3). `lengths`: Content-Length
-        values as on the wire, when the parser may have folded duplicates."""
+        values as on the wire, when the parser may have folded duplicates. `clean`: the head
+        has at most one Content-Length and no Transfer-Encoding (fast parser)."""
         if count > self.cfg.max_headers:
             msg.tags.add("header_limit")
             self.anomaly("http_header_limit", f"{count} headers, {self.cfg.max_headers} kept")
+        if clean:
+            return
         if lengths is None:
             lengths = [v.strip() for n, v in raw if n.lower() == b"content-length"]
         chunked = any(n.lower() == b"transfer-encoding" for n, _ in raw)

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from reassembly import sha256 as _sha256
-from reassembly.sha256 import ResumableSha256
+from reassembly.sha256 import EMPTY_SHA256, ResumableSha256
 
 PIECE = 64 * 1024
 FLUSH = 64 * 1024  # identity body bytes collected before they are hashed in one call
@@ -148,7 +148,7 @@ class BodyDigest:
             return
         self.length += n
         if self._stages is None:
-            self._parts.append(bytes(data))
+            self._parts.append(data if type(data) is bytes else bytes(data))
             self._plen += n
             if self._plen >= FLUSH:
                 self._flush()
@@ -219,10 +219,10 @@ class BodyDigest:
     def raw_sha256(self) -> str:
         if self._stages is None:
             if self._sha is None:  # never flushed: hash the pieces at once
-                h = hashlib.sha256()
-                for p in self._parts:
-                    h.update(p)
-                return h.hexdigest()
+                parts = self._parts
+                if not parts:
+                    return EMPTY_SHA256
+                return hashlib.sha256(parts[0] if len(parts) == 1 else b"".join(parts)).hexdigest()
             self._flush()
         return self._sha.hexdigest()
 

@@ -13,79 +13,102 @@ from __future__ import annotations
 
 import re
 
-_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+from decoders.http_body import content_codings
+
+# The head is decoded once (latin-1: one character per byte) and parsed as text: the records
+# want text, and one decode is cheaper than two per header.
+_TCHAR = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 # Header line: h11's `token ":" OWS field-value OWS`, with field-value bytes restricted to
 # VCHAR / obs-text (h11 also takes other control bytes: those heads go to h11).
-_FIELD = rb"%s+:[ \t]*(?:[^\x00-\x20\x7f]+(?:[ \t]+[^\x00-\x20\x7f]+)*)?[ \t]*\r?\n" % _TCHAR
-_HEADER = re.compile(
-    rb"(%s+):[ \t]*([^\x00-\x20\x7f]+(?:[ \t]+[^\x00-\x20\x7f]+)*)?[ \t]*\r?\n" % _TCHAR
-)
+_VALUE = r"[^\x00-\x20\x7f]+(?:[ \t]+[^\x00-\x20\x7f]+)*"
+_FIELD = _TCHAR + r"+:[ \t]*(?:" + _VALUE + r")?[ \t]*\r?\n"
+_HEADER = re.compile("(" + _TCHAR + r"+):[ \t]*(" + _VALUE + r")?[ \t]*\r?\n")
 # Request line: METHOD SP target SP HTTP/1.x (h11: token, VCHAR+; the method length bound is
 # the one line_state() applies, so every head taken here passes it).
 _REQUEST = re.compile(
-    rb"(%s{1,32}) ([\x21-\x7e]+) HTTP/(1\.[01])\r?\n((?:%s)*)\r?\n" % (_TCHAR, _FIELD)
+    "(" + _TCHAR + r"{1,32}) ([\x21-\x7e]+) HTTP/(1\.[01])\r?\n((?:" + _FIELD + r")*)\r?\n"
 )
 # Status line of a final response: HTTP/1.x SP 2xx-9xx [SP reason] (h11's reason: SP, HTAB,
 # VCHAR, obs-text and control bytes other than NUL and whitespace; CR/LF excluded here).
 _RESPONSE = re.compile(
-    rb"HTTP/(1\.[01]) ([2-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\r?\n((?:%s)*)\r?\n"
-    % _FIELD
+    r"HTTP/(1\.[01]) ([2-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\r?\n"
+    r"((?:" + _FIELD + r")*)\r?\n"
 )
-_DIGITS = re.compile(rb"[0-9]{1,20}")
+_DIGITS = re.compile(r"[0-9]{1,20}")
 
-Head = tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]], int]
+# (first-line fields for the record, headers as [name, value] text pairs in wire order and
+# case, body length, content codings, request method as bytes / response status)
+Head = tuple[dict[str, str | int], list[list[str]], int, list[str] | None, bytes | int]
 
 
-def _framing(headers: list[tuple[bytes, bytes]], is_request: bool) -> tuple[int, int] | None:
-    """(Content-Length or -1 when absent, Host header count), None when h11 must decide."""
+def _framing(headers: list[list[str]], is_request: bool) -> tuple[int, int, bool] | None:
+    """(Content-Length or -1 when absent, Host header count, has Content-Encoding), None when
+    h11 must decide."""
     length = -1
     hosts = 0
+    coded = False
     for name, value in headers:
         n = name.lower()
-        if n == b"content-length":
+        if n == "content-length":
             if length >= 0 or _DIGITS.fullmatch(value) is None:
                 return None
             length = int(value)
-        elif n == b"host":
+        elif n == "host":
             hosts += 1
-        elif n == b"transfer-encoding" or (is_request and n == b"upgrade"):
+        elif n == "content-encoding":
+            coded = True
+        elif n == "transfer-encoding" or (is_request and n == "upgrade"):
             return None
-    return length, hosts
+    return length, hosts, coded
+
+
+def _codings(headers: list[list[str]]) -> list[str] | None:
+    return content_codings(
+        [
+            (b"content-encoding", v.encode("latin-1"))
+            for n, v in headers
+            if n.lower() == "content-encoding"
+        ]
+    )
 
 
 def request_head(head: bytes) -> Head | None:
-    """(method, target, version, raw headers, body length) of a complete request head (ending
-    with its blank line), or None when it is not in the clean subset."""
-    m = _REQUEST.fullmatch(head)
+    """The parts of a complete request head (ending with its blank line), or None when it is
+    not in the clean subset."""
+    m = _REQUEST.fullmatch(head.decode("latin-1"))
     if m is None:
         return None
     method, target, version, block = m.groups()
-    if method == b"CONNECT":
+    if method == "CONNECT":
         return None
-    headers = [(n, v or b"") for n, v in _HEADER.findall(block)]
+    headers = list(map(list, _HEADER.findall(block)))
     fr = _framing(headers, True)
     if fr is None:
         return None
-    length, hosts = fr
-    if hosts > 1 or (hosts == 0 and version == b"1.1"):
+    length, hosts, coded = fr
+    if hosts > 1 or (hosts == 0 and version == "1.1"):
         return None
-    return method, target, version, headers, max(length, 0)
+    first = {"method": method, "uri": target, "version": "HTTP/" + version}
+    codings = _codings(headers) if coded else None
+    return first, headers, max(length, 0), codings, method.encode("latin-1")
 
 
 def response_head(head: bytes) -> Head | None:
-    """(status, reason, version, raw headers, body length) of a complete final-response head
-    answering a plain (GET-like) request, or None when not in the clean subset."""
-    m = _RESPONSE.fullmatch(head)
+    """The parts of a complete final-response head answering a plain (GET-like) request, or
+    None when not in the clean subset."""
+    m = _RESPONSE.fullmatch(head.decode("latin-1"))
     if m is None:
         return None
     version, status, reason, block = m.groups()
-    headers = [(n, v or b"") for n, v in _HEADER.findall(block)]
+    headers = list(map(list, _HEADER.findall(block)))
     fr = _framing(headers, False)
     if fr is None:
         return None
-    length = fr[0]
-    if status in (b"204", b"304"):
+    length, _hosts, coded = fr
+    code = int(status)
+    if code in (204, 304):
         length = 0
     elif length < 0:  # read until close: h11's Http10Reader
         return None
-    return status, reason or b"", version, headers, length
+    first = {"status": code, "reason": reason or "", "version": "HTTP/" + version}
+    return first, headers, length, _codings(headers) if coded else None, code

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from decoders.http_body import BodyDigest, content_codings
+from decoders.http_body import BodyDigest
 
 UNKNOWN_BODY: dict[str, Any] = {"body_len": None, "body_sha256": None}
 
@@ -19,10 +19,6 @@ def framing_class(method: bytes, upgrade: bool = False) -> bytes:
     if method in (b"HEAD", b"CONNECT"):
         return method
     return UPGRADE if upgrade else b"GET"
-
-
-def header_pairs(raw: list[tuple[bytes, bytes]], cap: int) -> list[list[str]]:
-    return [[n.decode("latin-1"), v.decode("latin-1")] for n, v in raw[:cap]]
 
 
 class Msg:
@@ -66,9 +62,11 @@ class Msg:
         """Freeze the body fields; a message without digest (lenient head) has unknown body."""
         if self.complete:
             return
-        if self.digest is not None:
-            self.body = self.digest.fields()
-            self.tags.update(self.digest.tags())
+        d = self.digest
+        if d is not None:
+            self.body = d.fields()
+            if d.limit_hit or d.decode_error:
+                self.tags.update(d.tags())
             self.digest = None
         else:
             self.body = dict(UNKNOWN_BODY)
@@ -111,14 +109,26 @@ class Msg:
         return m
 
 
+def header_pairs(raw: list[tuple[bytes, bytes]]) -> list[list[str]]:
+    return [[n.decode("latin-1"), v.decode("latin-1")] for n, v in raw]
+
+
 def new_head_msg(
-    rid: int, is_request: bool, ts_ns: int, clock: int, first: dict[str, Any], raw: list, cap: int
+    rid: int,
+    is_request: bool,
+    ts_ns: int,
+    clock: int,
+    first: dict[str, Any],
+    headers: list[list[str]],
+    cap: int,
+    codings: list[str] | None,
 ) -> Msg:
-    """A message from its first-line fields and raw headers (wire order, wire case)."""
+    """A message from its first-line fields (a fresh dict, kept as the head), its headers as
+    text pairs (wire order, wire case; the first `cap` are kept) and its content codings."""
     m = Msg(rid, is_request, ts_ns, clock)
-    m.head = dict(first)
-    m.head["headers"] = header_pairs(raw, cap)
-    m.codings = content_codings(raw)
+    first["headers"] = headers if len(headers) <= cap else headers[:cap]
+    m.head = first
+    m.codings = codings
     return m
 
 
@@ -140,6 +150,9 @@ class Txn:
         self.info = info or []
 
     def all_tags(self) -> list[str]:
+        req, resp = self.req, self.resp
+        if req is not None and resp is not None and not (self.tags or req.tags or resp.tags):
+            return []
         tags = set(self.tags)
         if self.req is not None:
             tags |= self.req.tags

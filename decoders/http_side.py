@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any
 import h11
 from h11._readers import ChunkedReader, ContentLengthReader, Http10Reader
 
-from decoders.http_body import PIECE, BodyDigest
+from decoders.http_body import PIECE, BodyDigest, content_codings
 from decoders.http_fast import request_head, response_head
 from decoders.http_lines import is_message_line, line_state, parse_head_leniently
-from decoders.http_msg import UPGRADE, Msg, Txn, framing_class, new_head_msg
+from decoders.http_msg import UPGRADE, Msg, Txn, framing_class, header_pairs, new_head_msg
 
 if TYPE_CHECKING:
     from decoders.http import HttpDecoder
@@ -89,6 +89,7 @@ class Side:
         self.head_seen = False  # h11 produced the current message's head
         self.body_left = 0  # BODY: bytes of the Content-Length body still to come
         self.body_keep = False  # BODY: the body's bytes are kept for replay (digest not savable)
+        self.body_digest: BodyDigest | None = None  # BODY: the current message's digest
         self._reset_conn()
 
     # ---- hooks for the two roles
@@ -149,17 +150,29 @@ class Side:
             ck = c
         return ck if ck is not None else self.dec.clock
 
+    def arrival_at(self, pos: int) -> tuple[int, int]:
+        """(ts_at(pos), clock_at(pos)) in one pass."""
+        got = None
+        for a in self.arr:
+            if a[0] > pos:
+                break
+            got = a
+        return (got[1], got[2]) if got is not None else (self.dec.ctx.ts_ns, self.dec.clock)
+
     def _prune_arrivals(self, pos: int) -> None:
         arr = self.arr
-        k = 0
+        if len(arr) < 2 or arr[1][0] > pos:
+            return
+        k = 1
         while k + 1 < len(arr) and arr[k + 1][0] <= pos:
             k += 1
-        if k:
-            del arr[:k]
+        del arr[:k]
 
     def _set_boundary(self, pos: int) -> None:
         self.boundary = pos
-        self._prune_arrivals(pos)
+        arr = self.arr
+        if len(arr) > 1 and arr[1][0] <= pos:
+            self._prune_arrivals(pos)
         if self.gaps:
             self.gaps = [g for g in self.gaps if g[0] > pos]
         off = pos - self.base
@@ -183,7 +196,7 @@ class Side:
                 self.end = end = start + n
                 self.body_left -= n
                 self.arr = [[start, ts_ns, clock]]
-                self._cur_msg().digest.feed(data)  # type: ignore[union-attr]
+                self.body_digest.feed(data)  # type: ignore[union-attr]
                 if not self.body_keep:
                     self.boundary = self.base = end
                 elif not self.overflow:
@@ -242,6 +255,7 @@ class Side:
         assert msg is not None and msg.digest is not None and length > 0
         self.mode = BODY
         self.body_left = length
+        self.body_digest = msg.digest
         self.body_keep = not msg.digest.resumable
         self.conn = None  # (the response side keeps `framing`: a replay needs it)
         self.started = False
@@ -261,9 +275,8 @@ class Side:
         """BODY mode, general path: `data` continues the body and may end it."""
         n = len(data)
         k = min(n, self.body_left)
-        msg = self._cur_msg()
-        assert msg is not None and msg.digest is not None
-        msg.digest.feed(data if k == n else data[:k])
+        assert self.body_digest is not None
+        self.body_digest.feed(data if k == n else data[:k])
         self.body_left -= k
         if self.overflow:
             if self.body_left == 0:
@@ -281,6 +294,7 @@ class Side:
     def _body_done(self, pos: int) -> None:
         self.mode = MSG
         self.body_left = 0
+        self.body_digest = None
         if self.overflow:  # ended by an absorbed gap: nothing after it was delivered yet
             self.rec = bytearray()
             self.base = self.end
@@ -419,6 +433,8 @@ class Side:
     def _pump(self) -> None:
         while self.mode == MSG:
             if not self.started:
+                if self.boundary >= self.end:
+                    return
                 if self._fast_head():
                     continue
                 if not self._start_message():
@@ -505,12 +521,10 @@ class Side:
         `pos`: where the message ended when h11 did not parse it to the end (no connection)."""
         if pos is not None:
             self._set_boundary(pos)
-            self.line_ok = False
-            self.head_seen = False
+            self.line_ok = self.head_seen = self.started = False
             self.skip_hash = 0
             self._on_boundary()
             self._drop_conn()
-            self.started = False
             return
         conn = self.conn
         assert conn is not None
@@ -589,8 +603,9 @@ class Side:
             self.ts_at(self.boundary),
             clock,
             first,
-            head.headers,
+            header_pairs(head.headers),
             self.cfg.max_headers,
+            content_codings(head.headers),
         )
         msg.framing = framing_class(head.method)
         msg.tags |= tags | self.tags_next | {"lenient"}
@@ -740,7 +755,7 @@ class Side:
             msg = self._cur_msg()
             assert msg is not None
             left, digest = st["body"]
-            msg.digest = BodyDigest.load(digest, self.cfg.max_decoded)
+            msg.digest = self.body_digest = BodyDigest.load(digest, self.cfg.max_decoded)
             self.body_left = left
             self.body_keep = False
             self.head_seen = self.line_ok = True
@@ -839,10 +854,7 @@ class RequestSide(Side):
         if t is h11.Data:
             self._body_data(ev)
         elif t is h11.Request:
-            raw = list(ev.headers.raw_items())
-            if self.host_injected and raw and raw[0] == (b"Host", b""):
-                raw = raw[1:]
-            self._head(ev.method, ev.target, ev.http_version, raw, self._wire_lengths(raw))
+            self._h11_head(ev)
             self._take_body()
         elif t is h11.EndOfMessage:
             self._done()
@@ -851,50 +863,68 @@ class RequestSide(Side):
         parsed = request_head(head)
         if parsed is None:
             return False
-        method, target, version, raw, length = parsed
+        first, headers, length, codings, method = parsed
         self.line_ok = True
-        self._head(method, target, version, raw, None)
+        self._head(method, first, headers, None, None, codings)
         if length:
             self._enter_body(head_end, length)
         else:
             self._done(head_end)
         return True
 
+    def _h11_head(self, ev: h11.Request) -> None:
+        raw = list(ev.headers.raw_items())
+        if self.host_injected and raw and raw[0] == (b"Host", b""):
+            raw = raw[1:]
+        if self.dec.replaying and self.cur is not None:
+            self._head(ev.method, {}, [], raw, None, None)
+            return
+        first = {
+            "method": ev.method.decode("latin-1"),
+            "uri": ev.target.decode("latin-1"),
+            "version": "HTTP/" + ev.http_version.decode("latin-1"),
+        }
+        lengths = self._wire_lengths(raw)
+        self._head(ev.method, first, header_pairs(raw), raw, lengths, content_codings(raw))
+
     def _head(
         self,
         method: bytes,
-        target: bytes,
-        version: bytes,
-        raw: list[tuple[bytes, bytes]],
+        first: dict[str, Any],
+        headers: list[list[str]],
+        raw: list[tuple[bytes, bytes]] | None,
         lengths: list[bytes] | None,
+        codings: list[str] | None,
     ) -> None:
+        """A request head: record fields, text headers; `raw`: the headers as parsed by h11,
+        None from the fast parser (a clean head: one Content-Length at most, no
+        Transfer-Encoding, no Upgrade)."""
         dec = self.dec
         self.head_seen = True
         if dec.replaying and self.cur is not None:
             self.cur.open_body(self.cfg.max_decoded)
             return
-        first = {
-            "method": method.decode("latin-1"),
-            "uri": target.decode("latin-1"),
-            "version": "HTTP/" + version.decode("latin-1"),
-        }
         msg = new_head_msg(
             dec.next_rid(),
             True,
             self.ts_at(self.boundary),
             dec.clock,
             first,
-            raw,
+            headers,
             self.cfg.max_headers,
+            codings,
         )
-        upgrade = any(n.lower() == b"upgrade" for n, _ in raw)
+        upgrade = raw is not None and any(n.lower() == b"upgrade" for n, _ in raw)
         msg.framing = framing_class(method, upgrade)
         msg.switch = method == b"CONNECT" or upgrade
         msg.tags |= self.tags_next
         if self.host_injected:
             msg.tags.add("missing_host")
         self.tags_next.clear()
-        dec.check_headers(msg, raw, len(raw), lengths)
+        if raw is None:
+            dec.check_headers(msg, [], len(headers), None, True)
+        else:
+            dec.check_headers(msg, raw, len(raw), lengths)
         msg.open_body(self.cfg.max_decoded)
         self.cur = msg
         dec.push_request(msg)
@@ -1055,10 +1085,10 @@ class ResponseSide(Side):
         parsed = response_head(head)
         if parsed is None:
             return False
-        status, reason, version, raw, length = parsed
+        first, headers, length, codings, status = parsed
         self.framing = b"GET"  # the stand-in h11 would have parsed this head with
         self.line_ok = True
-        self._final_head(int(status), reason, version, raw, None)
+        self._final_head(status, first, headers, None, None, codings)
         if self.pending_pair is not None:
             # The paired request needs another framing: _final_head handed the message to a
             # fresh h11 connection with the right stand-in; h11 takes it from here.
@@ -1081,25 +1111,34 @@ class ResponseSide(Side):
 
     def _final(self, ev: h11.Response | h11.InformationalResponse) -> None:
         raw = list(ev.headers.raw_items())
-        self._final_head(ev.status_code, ev.reason, ev.http_version, raw, self._wire_lengths(raw))
+        first = {
+            "status": ev.status_code,
+            "reason": ev.reason.decode("latin-1"),
+            "version": "HTTP/" + ev.http_version.decode("latin-1"),
+        }
+        lengths = self._wire_lengths(raw)
+        headers = header_pairs(raw)
+        self._final_head(ev.status_code, first, headers, raw, lengths, content_codings(raw))
 
     def _final_head(
         self,
         status: int,
-        reason: bytes,
-        version: bytes,
-        raw: list[tuple[bytes, bytes]],
+        first: dict[str, Any],
+        headers: list[list[str]],
+        raw: list[tuple[bytes, bytes]] | None,
         lengths: list[bytes] | None,
+        codings: list[str] | None,
     ) -> None:
-        """A final response head. `lengths`: the Content-Length values as on the wire, None
-        when `raw` is the wire list itself."""
+        """A final response head: record fields, text headers; `raw`: the headers as parsed
+        by h11, None from the fast parser (a clean head); `lengths`: Content-Length values as
+        on the wire."""
         dec = self.dec
         if dec.replaying and self.cur is not None:
             self.head_seen = True
             assert self.cur.resp is not None
             self.cur.resp.open_body(self.cfg.max_decoded)
             return
-        ts, clock = self.first or (self.ts_at(self.boundary), self.clock_at(self.boundary))
+        ts, clock = self.first or self.arrival_at(self.boundary)
         if self.pending_pair is not None:
             req, ptags = self.pending_pair
             self.pending_pair = None
@@ -1115,17 +1154,16 @@ class ResponseSide(Side):
                 self.conn.receive_data(self._message_bytes())
                 return
         self.head_seen = True
-        first = {
-            "status": status,
-            "reason": reason.decode("latin-1"),
-            "version": "HTTP/" + version.decode("latin-1"),
-        }
-        resp = new_head_msg(dec.next_rid(), False, ts, clock, first, raw, self.cfg.max_headers)
+        cap = self.cfg.max_headers
+        resp = new_head_msg(dec.next_rid(), False, ts, clock, first, headers, cap, codings)
         resp.tags |= self.tags_next
         if self.lowercase:
             resp.tags.add("lenient")
         self.tags_next.clear()
-        dec.check_headers(resp, raw, len(raw), lengths)
+        if raw is None:
+            dec.check_headers(resp, [], len(headers), None, True)
+        else:
+            dec.check_headers(resp, raw, len(raw), lengths)
         txn = Txn(req, resp, ptags, self.info)
         self.info = []
         self.first = None

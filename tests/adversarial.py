@@ -58,10 +58,13 @@ class Scale:
     syn_flows: int = 20_000
     syn_max_flows: int = 1_000  # --max-flows for the test run (None: the default)
     frag_datagrams: int = 10_000
+    ack_gap_pairs: int = 2
 
 
 TEST = Scale()
-BENCH = Scale(ooo_flows=5_000, syn_flows=300_000, syn_max_flows=0, frag_datagrams=100_000)
+BENCH = Scale(
+    ooo_flows=5_000, syn_flows=300_000, syn_max_flows=0, frag_datagrams=100_000, ack_gap_pairs=20
+)
 
 
 class PcapWriter:
@@ -311,6 +314,26 @@ def slow_headers(w: PcapWriter, s: Scale) -> int:
     return normal_flow(w, c.ts_ns + 400 * SEC)
 
 
+ACK_GAP = (1 << 31) - 16  # the largest hole an ACK can declare (sequence space is unwrapped)
+
+
+def ack_gap_bomb(w: PcapWriter, s: Scale) -> int:
+    """Forged ACKs: the server acknowledges 2 GiB of upload never sent, then the client sends
+    one byte after the hole; repeated. Each hole is a gap of ACK_GAP bytes."""
+    c = Conversation("10.10.10.1", "10.10.10.2", 50000, 80, ts_ns=T0, step_ns=10_000)
+    c.handshake()
+    c.send(True, b"POST /upload HTTP/1.1\r\nHost: ack.test\r\nContent-Length: 99999999999999\r\n"
+           b"\r\nfirst bytes", ack=False)  # fmt: skip
+    for _ in range(s.ack_gap_pairs):
+        c.seq[True] += ACK_GAP
+        c._emit(False, ACK)
+        c._emit(True, ACK | PSH, b"y")
+        c.seq[True] += 1
+    c.send(False, b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n").close()
+    w.extend(c.frames)
+    return normal_flow(w, c.ts_ns + SEC)
+
+
 # Fragment attacks: a flood of datagrams that never complete (each reserving ~64 KB of
 # buffer: max_datagrams / max_bytes caps), one datagram in more fragments than allowed, and
 # an HTTP request whose IP fragments overlap with other bytes (first copy wins).
@@ -384,6 +407,7 @@ ATTACKS = (
     Attack("smuggling", smuggling, "request smuggling: CL.TE, CL.CL, obfuscated TE"),
     Attack("slow_headers", slow_headers, "slowloris: headers never finished"),
     Attack("fragment_flood", fragment_flood, "IP fragment flood + overlapping fragments"),
+    Attack("ack_gap_bomb", ack_gap_bomb, "forged ACKs declaring 2 GiB gaps"),
 )
 BY_NAME = {a.name: a for a in ATTACKS}
 
@@ -418,7 +442,9 @@ sys.exit(rc if rc >= 0 else 128 - rc)
 """
 
 
-def run_child(args: Sequence[str], timeout: float = 300.0) -> ChildRun:
+def run_child(
+    args: Sequence[str], timeout: float = 300.0, env: dict[str, str] | None = None
+) -> ChildRun:
     """Run `python runner.py ARGS` and measure its peak RSS.
 
     Through a small launcher process: a child's ru_maxrss starts at its parent's RSS at fork
@@ -438,6 +464,7 @@ def run_child(args: Sequence[str], timeout: float = 300.0) -> ChildRun:
                 stdout=out,
                 stderr=err,
                 cwd=ROOT,
+                env=env,
                 start_new_session=True,
             )
             try:
@@ -451,8 +478,19 @@ def run_child(args: Sequence[str], timeout: float = 300.0) -> ChildRun:
     return ChildRun(code, stdout, stderr, rss_kib / 1024, seconds)
 
 
-def replay_child(path: Path, extra: Sequence[str] = (), timeout: float = 300.0) -> ChildRun:
-    return run_child(["replay", str(path), "--log-format", "json", *extra], timeout)
+def replay_child(
+    path: Path, extra: Sequence[str] = (), timeout: float = 300.0, env: dict[str, str] | None = None
+) -> ChildRun:
+    return run_child(["replay", str(path), "--log-format", "json", *extra], timeout, env)
+
+
+def scratch_env() -> dict[str, str]:
+    """The environment with TMPDIR on a tmpfs when there is one: the replay's temporary
+    RocksDB state then costs no fsync (tmpfs pages are not in the process's RSS)."""
+    env = dict(os.environ)
+    if os.access("/dev/shm", os.W_OK):
+        env["TMPDIR"] = "/dev/shm"
+    return env
 
 
 def summarize(run: ChildRun) -> dict:

@@ -81,7 +81,7 @@ def test_probe_then_run_equals_replay(broker: brokers.Broker, tmp_path: Path) ->
     got = Counter(r.value for r in records)
     want = expected_records(paths, PARTITIONS)
     assert sum(want.values()) > 100
-    assert got == want
+    assert got == want, member.log()[-4000:]
     for r in records:
         decoded = json.loads(r.value)
         assert r.key == decoded["uid"].encode()

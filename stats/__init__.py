@@ -1,0 +1,5 @@
+"""Statistics computed inside the task runtime (TaskExtensions): event-time windows."""
+
+from stats.windows import WindowAggregator, WindowStats, configure
+
+__all__ = ["WindowAggregator", "WindowStats", "configure"]
