@@ -196,6 +196,8 @@ class ProcSampler(threading.Thread):
             fds = os.listdir(f"{base}/fd")
         except OSError:
             return None
+        if "VmRSS" not in status:  # exiting
+            return None
         sockets = 0
         for fd in fds:
             try:
@@ -330,6 +332,8 @@ def one_run(
                "--threads", str(a.threads), "--max-pending", str(a.threads * 4),
                "--idle", "3"]  # fmt: skip
         ready_word = "READY"
+    if a.backlog:  # saturation: the whole input is there before the stage starts
+        total, _, _ = load(bootstrap, src, 1_000_000, a.backlog / 1_000_000)
     log_path = Path(tempfile.mkstemp(prefix=f"enrich-bench-{variant}-", suffix=".log")[1])
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
@@ -345,7 +349,13 @@ def one_run(
         t.start()
     try:
         m0 = machine_ticks()
-        total, t0, t1 = load(bootstrap, src, rate, a.seconds)
+        if a.backlog:
+            t0 = time.monotonic()
+            while len(reader.arrivals) < total and time.monotonic() < t0 + 300:
+                time.sleep(0.1)
+            t1 = time.monotonic()
+        else:
+            total, t0, t1 = load(bootstrap, src, rate, a.seconds)
         m1 = machine_ticks()
         deadline = time.monotonic() + a.seconds + 30
         while len(reader.arrivals) < total and time.monotonic() < deadline:
@@ -369,7 +379,7 @@ def one_run(
         "records": total,
         "delivered": len(arrivals),
         "errors": reader.errors,
-        "throughput_per_s": round(in_window / (t1 - t0 - 1.0)),
+        "throughput_per_s": round(in_window / max(t1 - t0 - 1.0, 1e-3)),
         "overall_per_s": round(len(arrivals) / (last - t0)) if arrivals else 0,
         "p50_ms": round(1000 * pct(latencies, 0.50)),
         "p99_ms": round(1000 * pct(latencies, 0.99)),
@@ -378,6 +388,14 @@ def one_run(
         "cpu_pct": {name: o.between(t0, t1)["cpu_pct"] for name, o in others.items()},
         "machine_busy_pct": round(100 * os.cpu_count() * (m1[0] - m0[0]) / (m1[1] - m0[1])),
     }
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"enrich_stopped"' in line:  # the async stage's own counters
+            stopped = json.loads(line)
+            result["stage_counters"] = {k: stopped[k] for k in ("requests", "retries")}
+            result["stage_counters"].update({k: v for k, v in stopped.items() if ":" in k})
+    if a.backlog:
+        result["throughput_per_s"] = round(len(arrivals) / (t1 - t0))
+        result["threads_setting"] = a.threads if variant == "blocking" else a.in_flight
     result["saturated"] = (
         result["throughput_per_s"] < 0.95 * rate or result["p99_ms"] > 2000 or len(arrivals) < total
     )
@@ -393,6 +411,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=200, help="blocking variant's pool size")
     p.add_argument("--in-flight", type=int, default=1000, help="async variant's max in flight")
     p.add_argument("--variants", default="async,blocking")
+    p.add_argument("--backlog", type=int, default=0,
+                   help="instead of a paced load: N records produced before the stage starts; "
+                   "measures the most each stage can do")  # fmt: skip
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--service", nargs=2, metavar=("PORT", "DELAY"))
     p.add_argument("--blocking-stage", action="store_true")
@@ -416,7 +437,8 @@ def main() -> int:
         try:
             time.sleep(1.5)
             live = a.variants.split(",")
-            for rate in (int(r) for r in a.rates.split(",")):
+            rates = [0] if a.backlog else [int(r) for r in a.rates.split(",")]
+            for rate in rates:
                 for variant in list(live):  # interleaved: both see the same machine
                     pids = {"service": svc.pid, "broker": b.proc.pid, "bench": os.getpid()}
                     r = one_run(variant, rate, a, b.bootstrap, pids, port)

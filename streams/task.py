@@ -137,9 +137,10 @@ class Task:
     def punctuate(self, now_ns: int) -> int:
         """Wall-clock entry point: expire flows as if stream time were `now_ns`."""
         now_ns = max(now_ns, self.tracker.stream_time)
-        for ext in self.extensions:
+        expired = self.tracker.expire(now_ns)
+        for ext in self.extensions:  # after the flows: their last records count first
             ext.advance(now_ns)
-        return self.tracker.expire(now_ns)
+        return expired
 
     def close_all(self, reason: str = "end_of_input") -> None:
         self.tracker.close_all(reason)
