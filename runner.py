@@ -4,6 +4,7 @@ the Kafka mode. `python runner.py --help` or `wirestream --help`."""
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -24,14 +25,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> int:
+def _float_seconds(text: str, allow_zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
-    return int(value * SECOND)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds {bound}, got {text}")
+    return value
+
+
+def _seconds(text: str) -> int:
+    return int(_float_seconds(text, allow_zero=False) * SECOND)
+
+
+def _seconds_or_zero(text: str) -> int:
+    return int(_float_seconds(text, allow_zero=True) * SECOND)
 
 
 def _decoder_list(text: str) -> list[str] | None:
@@ -121,8 +131,8 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--reorder-window",
-        type=float,
-        default=1.0,
+        type=_seconds_or_zero,
+        default=SECOND,
         metavar="SECONDS",
         help="put packets back in timestamp order within this much capture time (captures "
         "from several CPU queues or taps list packets out of order); 0 = file order "
@@ -193,7 +203,7 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         decoders=args.decoders,
         decoder_options=options,
         partitions=getattr(args, "partitions", 1),
-        reorder_window_ns=int(max(args.reorder_window, 0.0) * SECOND),
+        reorder_window_ns=args.reorder_window,
         vlan_in_flow_key=not args.no_vlan_in_flow_key,
         stream_chunks=args.stream_chunks,
     )
@@ -276,11 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_replay(args: argparse.Namespace) -> int:
     import structlog
 
+    from decoders.registry import check_options
     from state.store import StoreError
     from streams.replay import Replay
 
     log = structlog.get_logger("wirestream")
     config = _runtime_config(args)
+    check_options(config.decoder_options)
     if args.output == "-":
         out = sys.stdout.buffer
         close = False

@@ -83,6 +83,9 @@ class Decoder(ABC):
     transports: ClassVar[frozenset[str]] = frozenset({"tcp"})
     # Server ports this decoder is attached to without waiting for a content match.
     ports: ClassVar[frozenset[int]] = frozenset()
+    # The options it takes (`-O name.option=value`) with their defaults; the CLI refuses
+    # other names and values of another type.
+    option_defaults: ClassVar[Mapping[str, Any]] = {}
 
     @classmethod
     def probe(cls, direction: int, data: bytes) -> bool | None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from importlib.metadata import EntryPoint, entry_points
+from typing import Any
 
 import structlog
 
@@ -54,3 +55,31 @@ def select(names: list[str] | None) -> list[type[Decoder]]:
             continue
         chosen.append(cls)
     return chosen
+
+
+def check_options(options: dict[str, dict[str, Any]]) -> None:
+    """Refuse options for decoders that do not exist, names a decoder does not take, and
+    values of the wrong type, naming the option (UnknownDecoderError)."""
+    registry = _entry_points()
+    for name, values in options.items():
+        if name not in registry:
+            known = ", ".join(sorted(registry)) or "none"
+            raise UnknownDecoderError(
+                f"-O {name}.…: no decoder named {name!r}; registered decoders: {known}"
+            )
+        defaults = registry[name].load().option_defaults
+        if not defaults:
+            continue  # a plugin that does not declare its options takes what it is given
+        for option, value in values.items():
+            if option not in defaults:
+                allowed = ", ".join(sorted(defaults)) or "none"
+                raise UnknownDecoderError(
+                    f"-O {name}.{option}: decoder {name!r} has no option {option!r} "
+                    f"(its options: {allowed})"
+                )
+            expected = type(defaults[option])
+            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+                raise UnknownDecoderError(
+                    f"-O {name}.{option}={value!r}: expected a {expected.__name__} "
+                    f"(default {defaults[option]!r})"
+                )

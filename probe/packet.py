@@ -45,3 +45,4 @@ class Packet:
     # Payload bytes the IP length announces but the capture lacks (snaplen, cut frames):
     # the segment really carried len(payload) + truncated bytes; reassembly sees a gap.
     truncated: int = 0
+    flags: int = 0  # packet record flags (probe.record.FLAG_*), e.g. fragment conflicts

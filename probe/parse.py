@@ -33,6 +33,7 @@ __all__ = [
     "LINKTYPE_LOOP",
     "LINKTYPE_NULL",
     "LINKTYPE_RAW",
+    "SUPPORTED_LINKTYPES",
     "Fragment",
     "ParseError",
     "parse_frame",
@@ -49,6 +50,18 @@ LINKTYPE_IPV6 = 229
 LINKTYPE_LINUX_SLL2 = 276
 # DLT_RAW had the values 12 (most BSDs, Linux) and 14 (OpenBSD) before LINKTYPE_RAW existed.
 _RAW_LINKTYPES = frozenset((LINKTYPE_RAW, 12, 14))
+SUPPORTED_LINKTYPES = frozenset(
+    {
+        LINKTYPE_NULL,
+        LINKTYPE_ETHERNET,
+        LINKTYPE_LOOP,
+        LINKTYPE_LINUX_SLL,
+        LINKTYPE_LINUX_SLL2,
+        LINKTYPE_IPV4,
+        LINKTYPE_IPV6,
+        *_RAW_LINKTYPES,
+    }
+)
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD

@@ -14,6 +14,7 @@ from typing import NamedTuple
 from probe.errors import RecordError
 
 __all__ = [
+    "FLAG_FRAGMENT_CONFLICT",
     "FLAG_REASSEMBLED",
     "HEADER",
     "RECORD_VERSION",
@@ -27,6 +28,8 @@ RECORD_VERSION = 1
 # The frame is an IP datagram reassembled from fragments: the first fragment's link-layer
 # header followed by the whole IP packet, orig_len = len(frame).
 FLAG_REASSEMBLED = 0x01
+# The reassembled datagram's fragments overlapped with different bytes (first copy kept).
+FLAG_FRAGMENT_CONFLICT = 0x02
 
 HEADER = struct.Struct(">BBHQI")
 _HEADER_LEN = HEADER.size  # 16

@@ -3,7 +3,8 @@
 Captures taken on several CPU queues or merged from several taps can list packets out of
 timestamp order; processing them in file order makes a late SYN look like a new
 connection and a late segment look like a retransmission. Frames are held until the
-largest timestamp seen is `window_ns` past theirs (or `max_frames` are held), then
+largest timestamp seen is `window_ns` past theirs (or `max_frames` frames or `max_bytes`
+bytes are held), then
 released oldest first; frames with equal timestamps keep their file order. A capture that
 is already in order passes through with one comparison per frame and no reordering.
 """
@@ -30,6 +31,7 @@ def reorder(
     window_ns: int,
     max_frames: int = 65536,
     stats: ReorderStats | None = None,
+    max_bytes: int = 64 << 20,
 ) -> Iterator[Frame]:
     """Yield `frames` in timestamp order within the window (0: file order, untouched)."""
     if window_ns <= 0:
@@ -40,25 +42,31 @@ def reorder(
     arrival = 0
     newest = None  # largest timestamp read
     released = None  # timestamp of the last frame released
+    held_bytes = 0
     failure: Exception | None = None
     try:
         for frame in frames:
             ts = frame[1]
             arrival += 1
+            held_bytes += len(frame[3])
             if newest is None or ts >= newest:
                 newest = ts
                 held.append((ts, arrival, frame))
             elif released is not None and ts < released:
                 stats.late += 1  # too late to put in order: keep it where it is
+                held_bytes -= len(frame[3])
                 yield frame
                 continue
             else:
                 stats.reordered += 1
                 insort(held, (ts, arrival, frame))  # rare: a late frame within the window
             horizon = newest - window_ns
-            while held and (held[0][0] <= horizon or len(held) > max_frames):
-                released = held[0][0]
-                yield held.popleft()[2]
+            while held and (
+                held[0][0] <= horizon or len(held) > max_frames or held_bytes > max_bytes
+            ):
+                released, _, oldest = held.popleft()
+                held_bytes -= len(oldest[3])
+                yield oldest
     except Exception as exc:  # a damaged capture: what was read before is never lost
         failure = exc
     while held:

@@ -16,7 +16,7 @@ from probe.errors import ParseError
 from probe.flowkey import flow_key
 from probe.packet import Packet
 from probe.parse import Fragment, parse_frame
-from probe.record import FLAG_REASSEMBLED, encode_record
+from probe.record import FLAG_FRAGMENT_CONFLICT, FLAG_REASSEMBLED, encode_record
 from probe.reorder import ReorderStats, reorder
 
 # Frames are put back in timestamp order within this much capture time (0: file order).
@@ -82,6 +82,8 @@ class PacketSource:
                 if done is None:
                     continue
                 linktype, frame, flags = done.linktype, done.frame, FLAG_REASSEMBLED
+                if done.anomalies:
+                    flags |= FLAG_FRAGMENT_CONFLICT
                 orig_len = len(frame)
                 try:
                     pkt = parse_frame(linktype, frame, done.ts_ns, orig_len)
@@ -91,6 +93,7 @@ class PacketSource:
                 if not isinstance(pkt, Packet):
                     bad["bad_reassembled_datagram"] += 1
                     continue
+                pkt.flags = flags
             if not vlan_in_key:
                 pkt.vlan = ()
             key, forward = flow_key(pkt)

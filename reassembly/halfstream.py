@@ -18,6 +18,9 @@ from reassembly.sha256 import ResumableSha256, hexdigest_of
 M32 = 0xFFFFFFFF
 HALF = 1 << 31
 
+# Gap bytes per direction that the stream hash counts as zeros before it gives up.
+MAX_HASHED_GAP_BYTES = 64 << 20
+
 OVERLAP_POLICIES = ("first", "last", "linux", "bsd", "windows", "solaris")
 
 
@@ -77,6 +80,7 @@ class HalfStream:
         "parked_offsets",
         "pending_zeros",
         "started",
+        "zero_budget",
     )
 
     def __init__(self, budget: ParkingBudget | None = None) -> None:
@@ -95,6 +99,9 @@ class HalfStream:
         self.missed = 0  # bytes declared lost (gaps)
         self.pending_zeros = 0  # gap bytes not yet hashed (trailing gaps are never hashed)
         self.hasher: ResumableSha256 | None = None  # created at the first byte
+        # Gap bytes the stream hash may still count as zeros; -1: over it, no hash (an
+        # attacker's 2 GiB gap must not cost seconds of CPU to hash).
+        self.zero_budget = MAX_HASHED_GAP_BYTES
 
     # -- sequence space --
     def set_base(self, seq: int) -> None:
@@ -131,6 +138,8 @@ class HalfStream:
             return ADD_RETRANSMIT
         if off <= nxt and (not self.parked_offsets or self.parked_offsets[0] >= end):
             self._deliver(data[nxt - off :] if off < nxt else data, deliver)  # the common case
+            if self.parked_offsets and self.parked_offsets[0] == end:
+                self.drain(deliver)  # the segment filled the hole before parked data exactly
             return ADD_NEW
         if off < nxt:
             data, off = data[nxt - off :], nxt
@@ -148,13 +157,21 @@ class HalfStream:
         return outcome
 
     def _deliver(self, data: bytes, deliver: Callable[[bytes], None]) -> None:
-        hasher = self.hasher
-        if hasher is None:
-            hasher = self.hasher = ResumableSha256()
-        if self.pending_zeros:
-            hasher.update_zeros(self.pending_zeros)
-            self.pending_zeros = 0
-        hasher.update(data)
+        if self.zero_budget >= 0:
+            hasher = self.hasher
+            if hasher is None:
+                hasher = self.hasher = ResumableSha256()
+            if self.pending_zeros:
+                if self.pending_zeros > self.zero_budget:
+                    self.zero_budget = -1
+                    self.hasher = None
+                else:
+                    self.zero_budget -= self.pending_zeros
+                    hasher.update_zeros(self.pending_zeros)
+                    hasher.update(data)
+                self.pending_zeros = 0
+            else:
+                hasher.update(data)
         self.next += len(data)
         self.bytes += len(data)
         deliver(data)
@@ -247,8 +264,11 @@ class HalfStream:
         if end > self.next:
             self.skip_to(end, gap)
 
-    def digest(self) -> str:
-        """sha256 of the delivered stream, gaps as zeros (trailing gaps not included)."""
+    def digest(self) -> str | None:
+        """sha256 of the delivered stream, gaps as zeros (trailing gaps not included);
+        None when the gaps exceeded MAX_HASHED_GAP_BYTES."""
+        if self.zero_budget < 0:
+            return None
         return hexdigest_of(self.hasher)
 
     # -- persistence --
@@ -266,6 +286,7 @@ class HalfStream:
             self.missed,
             self.pending_zeros,
             self.hasher.save() if self.hasher is not None else None,
+            self.zero_budget,
         ]
 
     @classmethod
@@ -284,6 +305,7 @@ class HalfStream:
             h.missed,
             h.pending_zeros,
             hasher,
+            h.zero_budget,
         ) = state
         h.parked = {o: bytes(d) for o, d in parked}
         h.parked_offsets = [o for o, _ in parked]

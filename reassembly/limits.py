@@ -25,6 +25,10 @@ class Limits:
     # first (default, like tshark's follow), last, or a target OS: linux, bsd, windows,
     # solaris (Suricata's target-based policies; see halfstream.new_wins).
     overlap_policy: str = "bsd"
+    # An ACK beyond the highest byte the peer was seen sending plus this is ignored
+    # (anomaly ack_above_data): a real window is smaller; a forged ACK would declare a
+    # huge gap.
+    max_ack_ahead: int = 64 << 20
     # Timeouts in stream time (largest capture time seen on the partition), like Zeek's.
     syn_only_timeout_ns: int = 30 * SECOND  # a SYN never answered (Zeek S0 after attempts)
     tcp_idle_timeout_ns: int = 300 * SECOND  # Zeek tcp_inactivity_timeout

@@ -35,7 +35,7 @@ RST_AHEAD = 1 << 24  # ... and how far beyond the highest byte seen (window, uns
 
 # Bits of `seen` per orientation.
 SEEN_SYN, SEEN_SYNACK, SEEN_FIN, SEEN_RST, SEEN_DATA = 1, 2, 4, 8, 16
-SEEN_BAD_RST, SEEN_DATA_AFTER_RST = 32, 64
+SEEN_BAD_RST, SEEN_DATA_AFTER_RST, SEEN_BAD_ACK = 32, 64, 128
 
 
 _LETTER_BITS = {letter: 2 * i for i, letter in enumerate("SHADFRTGI")}
@@ -152,7 +152,7 @@ class TcpFlow:
         if flags & RST and (not self._on_rst(pkt, side, half) or self.phase == PHASE_RESET):
             return  # an invalid RST is ignored whole; a valid one ends the packet's effect
         if flags & ACK:
-            self._on_ack(pkt, side, flags)
+            self._on_ack(pkt, side, flags, limits)
         if self.phase == PHASE_SYN and (self.seen[0] | self.seen[1]) & ~SEEN_SYN:
             self.phase = PHASE_ACTIVE
         if self.seen[0] & self.seen[1] & SEEN_FIN and self._both_finished():
@@ -223,10 +223,11 @@ class TcpFlow:
         return True
 
     def _gap(self, side: int, length: int) -> None:
+        self.roles_fixed = True
         self._mark("G", side)
         self.sink.on_gap(self.direction(side), length)
 
-    def _on_ack(self, pkt: Packet, side: int, flags: int) -> None:
+    def _on_ack(self, pkt: Packet, side: int, flags: int, limits: Limits) -> None:
         peer_side = 1 - side
         peer = self.halves[peer_side]
         if not pkt.payload and not flags & (SYN | FIN):
@@ -235,6 +236,14 @@ class TcpFlow:
             return
         ack_off = peer.offset(pkt.ack)
         if ack_off > peer.next:
+            if ack_off > peer.max_end + limits.max_ack_ahead:
+                # Acknowledges far more than was ever sent (RFC 793: an ACK of unsent data
+                # is ignored): a forged or broken ACK must not declare gigabytes lost.
+                if not self.seen[side] & SEEN_BAD_ACK:
+                    self.seen[side] |= SEEN_BAD_ACK
+                    self.sink.anomaly("ack_above_data", f"direction={self.direction(side)}")
+                return
+            self.roles_fixed = True  # a gap may be delivered: directions are final now
             peer.on_peer_ack(ack_off, *self.callbacks(peer_side))
         elif ack_off > peer.acked:
             peer.acked = ack_off

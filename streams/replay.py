@@ -22,6 +22,7 @@ from decoders.registry import select
 from probe.capture import open_capture
 from probe.errors import CaptureError
 from probe.flowkey import kafka_partition
+from probe.parse import SUPPORTED_LINKTYPES
 from probe.record import decode_record
 from state.store import StateStore
 from streams.config import RuntimeConfig, tune_gc
@@ -143,6 +144,11 @@ class Replay:
         except CaptureError as exc:
             self._capture_error(exc)
             return
+        unsupported = unsupported_linktype(capture)
+        if unsupported:
+            self._capture_error_text(unsupported)
+            capture.close()
+            return
         bar = self._progress_bar(path, capture)
         try:
             for kp in self.source.keyed(capture):
@@ -204,6 +210,18 @@ class Replay:
             log.warning("undecodable_packets", kind=kind, count=count)
         if self._own_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def unsupported_linktype(capture: Any) -> str | None:
+    """A one-line error when the capture's link type is one we cannot parse."""
+    if capture.linktype is None or capture.linktype in SUPPORTED_LINKTYPES:
+        return None
+    offset = 20 if capture.format == "pcap" else 0
+    supported = ", ".join(map(str, sorted(SUPPORTED_LINKTYPES)))
+    return (
+        f"{capture.path}: offset {offset}: unsupported link type {capture.linktype} "
+        f"(supported: {supported})"
+    )
 
 
 def replay_records(

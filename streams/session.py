@@ -215,7 +215,12 @@ class FlowSession:
         if cls is None:
             self.state = self.NONE
             return
-        self.decoder = cls(self, self.config.options.get(cls.name, {}))
+        try:
+            self.decoder = cls(self, self.config.options.get(cls.name, {}))
+        except Exception as exc:  # e.g. a bad option value: report, run without it
+            self.anomaly("decoder_error", f"{cls.name}: {type(exc).__name__}: {exc}"[:300])
+            self.state = self.NONE
+            return
         self.state = self.ATTACHED
         self.services.append(cls.name)
         for kind, direction, value in buffered:

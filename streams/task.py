@@ -18,7 +18,7 @@ from decoders.api import Decoder
 from probe.flowkey import flow_key
 from probe.packet import PROTO_TCP, Packet
 from probe.parse import ParseError, parse_frame
-from probe.record import RecordError, decode_record
+from probe.record import FLAG_FRAGMENT_CONFLICT, RecordError, decode_record
 from reassembly.tcpflow import TcpFlow
 from reassembly.tracker import Flow, FlowTracker
 from reassembly.udpflow import UdpFlow
@@ -89,6 +89,8 @@ class Task:
     def process_packet(self, pkt: Packet, key: bytes, forward: bool) -> None:
         self.packets += 1
         flow = self.tracker.process(pkt, key, forward)
+        if pkt.flags & FLAG_FRAGMENT_CONFLICT and flow is not None:
+            flow.sink.anomaly("fragment_overlap_different_data", "first copy kept")
         if self.extensions:
             for ext in self.extensions:
                 ext.on_packet(pkt, flow)
@@ -112,6 +114,7 @@ class Task:
         if not isinstance(pkt, Packet):  # a fragment: the probe should have reassembled it
             self.bad_packet("ip_fragment_not_reassembled")
             return
+        pkt.flags = rec.flags
         if not self.config.vlan_in_flow_key:
             pkt.vlan = ()
         key, forward = flow_key(pkt)

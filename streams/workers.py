@@ -65,9 +65,17 @@ def _worker_main(
     errors: list[str] = []
     commit_every = config.commit_every_packets
     mine = 0
+    from streams.replay import unsupported_linktype
+
     for path in paths:
         try:
-            for kp in source.keyed(open_capture(path)):
+            capture = open_capture(path)
+            unsupported = unsupported_linktype(capture)
+            if unsupported:
+                errors.append(unsupported)
+                capture.close()
+                continue
+            for kp in source.keyed(capture):
                 task = tasks[kafka_partition(kp.key, n)]
                 if task is None:
                     continue

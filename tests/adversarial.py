@@ -59,11 +59,17 @@ class Scale:
     syn_max_flows: int = 1_000  # --max-flows for the test run (None: the default)
     frag_datagrams: int = 10_000
     ack_gap_pairs: int = 2
+    jumbo_frames: int = 200
 
 
 TEST = Scale()
 BENCH = Scale(
-    ooo_flows=5_000, syn_flows=300_000, syn_max_flows=0, frag_datagrams=100_000, ack_gap_pairs=20
+    ooo_flows=5_000,
+    syn_flows=300_000,
+    syn_max_flows=0,
+    frag_datagrams=100_000,
+    ack_gap_pairs=20,
+    jumbo_frames=8_000,
 )
 
 
@@ -314,6 +320,18 @@ def slow_headers(w: PcapWriter, s: Scale) -> int:
     return normal_flow(w, c.ts_ns + 400 * SEC)
 
 
+def jumbo_burst(w: PcapWriter, s: Scale) -> int:
+    """A burst of 64 KB frames (what GRO/TSO captures hold) within the 1 s capture-order
+    window, in order, over 50 connections: the reorder buffer holds them all."""
+    payload = b"j" * 65000
+    ts = T0
+    for i in range(s.jumbo_frames):
+        flow, k = i % 50, i // 50
+        w.add(ts, _seg("10.11.0.1", "10.11.0.2", 40000 + flow, 80, 1 + k * 65000, payload))
+        ts += 10_000
+    return normal_flow(w, ts + SEC)
+
+
 ACK_GAP = (1 << 31) - 16  # the largest hole an ACK can declare (sequence space is unwrapped)
 
 
@@ -408,6 +426,7 @@ ATTACKS = (
     Attack("slow_headers", slow_headers, "slowloris: headers never finished"),
     Attack("fragment_flood", fragment_flood, "IP fragment flood + overlapping fragments"),
     Attack("ack_gap_bomb", ack_gap_bomb, "forged ACKs declaring 2 GiB gaps"),
+    Attack("jumbo_burst", jumbo_burst, "burst of 64 KB (GRO/TSO) frames within 1 s"),
 )
 BY_NAME = {a.name: a for a in ATTACKS}
 
@@ -427,7 +446,8 @@ class ChildRun:
     stdout: bytes
     stderr: bytes
     peak_rss_mib: float
-    seconds: float
+    seconds: float  # wall clock
+    cpu_seconds: float = 0.0  # user + system of the replay process
 
     def records(self) -> list[dict]:
         return [json.loads(line) for line in self.stdout.splitlines()]
@@ -436,8 +456,9 @@ class ChildRun:
 _LAUNCHER = """
 import resource, subprocess, sys
 rc = subprocess.call(sys.argv[2:])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 with open(sys.argv[1], "w") as f:
-    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+    f.write(f"{usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 sys.exit(rc if rc >= 0 else 128 - rc)
 """
 
@@ -473,9 +494,9 @@ def run_child(
                 os.killpg(proc.pid, 9)  # the launcher's own session: it and the replay
                 code = proc.wait()
             seconds = time.perf_counter() - started
-        rss_kib = int(Path(rss_file).read_text() or 0) if os.path.exists(rss_file) else 0
+        usage = Path(rss_file).read_text().split() if os.path.exists(rss_file) else ["0", "0"]
         stdout, stderr = Path(out_path).read_bytes(), Path(err_path).read_bytes()
-    return ChildRun(code, stdout, stderr, rss_kib / 1024, seconds)
+    return ChildRun(code, stdout, stderr, int(usage[0]) / 1024, seconds, float(usage[1]))
 
 
 def replay_child(
@@ -507,6 +528,7 @@ def summarize(run: ChildRun) -> dict:
         "exit": run.exit,
         "peak_rss_mib": round(run.peak_rss_mib),
         "seconds": round(run.seconds, 1),
+        "cpu_seconds": round(run.cpu_seconds, 1),
         "records": dict(sorted(kinds.items())),
         "anomalies": dict(sorted(anomalies.items())),
         "tags": dict(sorted(tags.items())),

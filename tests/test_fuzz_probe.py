@@ -440,3 +440,19 @@ def test_fuzz_harnesses_run_on_their_seeds():
         assert corpus, name
         for data in corpus[:40]:
             target(data)
+
+
+def test_reorder_window_holds_a_bounded_number_of_bytes():
+    frame = bytes(64 * 1024)  # one object, counted many times: no real memory used
+    held, peak = 0, 0
+
+    def source():
+        nonlocal held, peak
+        for i in range(4096):  # 256 MiB within one millisecond of capture time
+            held += len(frame)
+            peak = max(peak, held)
+            yield (1, 10**18 + i * 100, len(frame), frame)
+
+    for _ in reorder(source(), 10**9):
+        held -= len(frame)
+    assert peak <= 64 * 1024 * 1024

@@ -325,33 +325,27 @@ def test_fragment_flood_counters(tmp_path):
     assert replay.source.defrag.buffered <= replay.source.defrag.max_bytes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: probe/source.py drops Reassembled.anomalies: an IP-fragment overlap with "
-    "different data (evasion) leaves no anomaly record, and the CLI summary has no defrag "
-    "counters either, although probe/defrag.py says such datagrams are flagged",
-)
 def test_fragment_overlap_conflict_is_reported(replayed):
     r = replayed("fragment_flood")
     (txn,) = [h for h in r.of("http") if h["server"]["ip"] == "10.9.0.2"]
-    assert "fragment_overlap_conflict" in r.anomalies(txn["uid"])
+    assert "fragment_overlap_different_data" in r.anomalies(txn["uid"])
 
 
 def test_ack_gap_bomb_counts_the_gaps(replayed):
     r = replayed("ack_gap_bomb")
     (txn,) = r.http_by_uri("/upload")
     flow = r.flow(txn["uid"])
-    assert flow["client_to_server"]["missed_bytes"] == adv.TEST.ack_gap_pairs * adv.ACK_GAP
+    # ACKs far above anything the client sent are ignored (RFC 793) and reported; the holes
+    # before the bytes the client did send are still counted when the flow ends...
+    assert "ack_above_data" in r.anomalies(txn["uid"])
+    assert flow["client_to_server"]["missed_bytes"] >= adv.ACK_GAP
     assert "G" in flow["history"] and txn["response"]["status"] == 413
+    # ...without hashing gigabytes of zeros: the stream hash gives up instead.
+    assert flow["client_to_server"]["sha256"] is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: each forged 2 GiB gap costs ~1 s of CPU (the flow's sha256 hashes the gap "
-    "as zeros when the next byte comes): a few hundred bytes of capture stall a partition",
-)
 def test_ack_gap_bomb_is_cheap(replayed):
-    assert replayed("ack_gap_bomb").run.seconds < 1.0
+    assert replayed("ack_gap_bomb").run.cpu_seconds < 1.0
 
 
 def test_generator_cli_writes_every_capture(tmp_path: Path):

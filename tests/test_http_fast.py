@@ -83,7 +83,12 @@ def _h11_events(conn: h11.Connection, data: bytes) -> list:
 
 
 def _check_framing(conn: h11.Connection, length: int) -> None:
-    """h11, given exactly `length` body bytes, must end the message there."""
+    """h11, given exactly `length` body bytes, must end the message there (a huge length:
+    h11 must still want more after a few bytes, and its reader count the same length)."""
+    if length > 1 << 16:
+        assert _h11_events(conn, b"x" * 100) == [h11.Data(data=b"x" * 100)]
+        assert conn._reader._remaining == length - 100  # (h11 0.16 is pinned)
+        return
     events = _h11_events(conn, b"x" * length)
     assert type(events[-1]) is h11.EndOfMessage
     assert sum(len(e.data) for e in events if type(e) is h11.Data) == length
