@@ -168,11 +168,14 @@ class FlowTracker:
             else:
                 heapq.heappush(heap, (real, uid, key))
         due.sort(key=lambda item: (item[0], item[1]))  # independent of the heap's history
+        # Past stream time, only the wall clock can have moved us: say so (liveness closes
+        # are the one output a replay of the same capture does not reproduce).
+        timeout = "timeout" if now <= self.stream_time else "wallclock_timeout"
         for _, _, key, flow in due:
             if flow.phase == PHASE_RESET:
                 self._close(flow, "rst")
             elif flow.phase != PHASE_CLOSED:
-                self._close(flow, "timeout")
+                self._close(flow, timeout)
             self.expired += 1
             self._remove(key, flow)
         return len(due)

@@ -401,9 +401,9 @@ class KafkaRuntime:
             stream_time = task.tracker.stream_time
             closed = task.punctuate(stream_time + int(idle * 1e9))
             slot.last_punctuation = now
+            slot.dirty = True  # expired flows or released windows changed the task's state
             self.metrics.inc("wirestream_punctuations_total", partition=slot.partition)
             if closed:
-                slot.dirty = True
                 self.log.info(
                     "wall_clock_punctuation",
                     partition=slot.partition,

@@ -106,7 +106,8 @@ class Task:
             rec = decode_record(value)
             pkt = parse_frame(rec.linktype, rec.frame, rec.ts_ns, rec.orig_len)
         except (RecordError, ParseError) as exc:
-            self.bad_packet(getattr(exc, "kind", None) or type(exc).__name__)
+            kind = getattr(exc, "kind", None) or getattr(exc, "reason", None)
+            self.bad_packet(kind or type(exc).__name__)
             return
         if pkt is None:
             self.packets += 1

@@ -96,6 +96,17 @@ def wait_ready(bootstrap: str, proc: subprocess.Popen[bytes], timeout: float) ->
     raise RuntimeError(f"broker at {bootstrap} not ready after {timeout:.0f} s: {last}")
 
 
+def _die_with_parent() -> None:
+    """Runs in the broker's child process: ask Linux to SIGTERM it when the test process
+    dies, even by SIGKILL (OOM killer), so no broker outlives its session."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def start_broker(kind: str, workdir: Path) -> Broker:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -103,7 +114,12 @@ def start_broker(kind: str, workdir: Path) -> Broker:
     command = broker_command(kind, port, workdir / "data")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     broker = Broker(kind, f"127.0.0.1:{port}", proc, log_path)
     if kind == "tansu":

@@ -111,7 +111,7 @@ def test_expire_with_a_wall_clock_time_closes_quiet_flows() -> None:
     table.feed(tcp(True, 0, 0, SYN, ts_s=0))
     table.feed(tcp(False, 0, 1, SYN | ACK, ts_s=0.1))
     assert table.tracker.expire(now=table.tracker.stream_time + 60 * SECOND) == 1
-    assert table.finished and table.finished[0][1] == "timeout"
+    assert table.finished and table.finished[0][1] == "wallclock_timeout"
 
 
 def test_task_memcap_makes_the_parking_flow_give_up_its_holes() -> None:
