@@ -36,6 +36,13 @@ format: $(STAMP)
 ## make bench: long benchmarks (needs tshark/tcpflow for the comparisons; see bench/README.md)
 bench: $(STAMP)
 	$(BIN)/python bench/replay_bench.py
+	$(BIN)/python bench/floods.py
+	$(BIN)/python bench/kafka_bench.py
+
+## make fuzz: long fuzzing runs (hypothesis with many examples; atheris targets: see fuzz/)
+fuzz: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[fuzz]'
+	WIRESTREAM_FUZZ_EXAMPLES=5000 $(BIN)/python fuzz/run_fuzz.py hypothesis
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -71,27 +71,36 @@ def response_heads(draw: st.DrawFn) -> bytes:
 
 
 def _h11_events(conn: h11.Connection, data: bytes) -> list:
+    """Events h11 makes of `data` (never empty), up to the end of the message."""
+    assert data
     conn.receive_data(data)
-    events = []
-    while True:
+    events: list = []
+    while len(events) < 100:
         ev = conn.next_event()
-        if ev is h11.NEED_DATA or ev is h11.PAUSED:
-            return events
+        if ev is h11.NEED_DATA or ev is h11.PAUSED or type(ev) is h11.ConnectionClosed:
+            break
         events.append(ev)
         if type(ev) is h11.EndOfMessage:
-            return events
+            break
+    return events
 
 
-def _check_framing(conn: h11.Connection, length: int) -> None:
-    """h11, given exactly `length` body bytes, must end the message there (a huge length:
-    h11 must still want more after a few bytes, and its reader count the same length)."""
+def _check_framing(conn: h11.Connection, head: bytes, length: int) -> h11.Request:
+    """h11 reads `head` as a message with a body of exactly `length` bytes (a huge length:
+    h11 must still want more after a few bytes, its reader counting the same length)."""
+    events = _h11_events(conn, head)
+    if length == 0:
+        assert [type(e) for e in events][1:] == [h11.EndOfMessage]
+        return events[0]
+    assert len(events) == 1
     if length > 1 << 16:
         assert _h11_events(conn, b"x" * 100) == [h11.Data(data=b"x" * 100)]
         assert conn._reader._remaining == length - 100  # (h11 0.16 is pinned)
-        return
-    events = _h11_events(conn, b"x" * length)
-    assert type(events[-1]) is h11.EndOfMessage
-    assert sum(len(e.data) for e in events if type(e) is h11.Data) == length
+        return events[0]
+    body = _h11_events(conn, b"x" * length)
+    assert type(body[-1]) is h11.EndOfMessage
+    assert sum(len(e.data) for e in body if type(e) is h11.Data) == length
+    return events[0]
 
 
 def _raw(headers: list[list[str]]) -> list[tuple[bytes, bytes]]:
@@ -107,14 +116,13 @@ def test_request_heads_accepted_are_parsed_as_h11_does(head: bytes) -> None:
     first, headers, length, _codings, method = got
     assert line_state(True, head, 65536) is True  # the checks before h11 would pass too
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=65536)
-    (ev,) = _h11_events(conn, head)[:1]
+    ev = _check_framing(conn, head, length)
     assert type(ev) is h11.Request
     assert ev.method == method and first["method"] == ev.method.decode("latin-1")
     assert first["uri"] == ev.target.decode("latin-1")
     assert first["version"] == "HTTP/" + ev.http_version.decode("latin-1")
     assert _raw(headers) == list(ev.headers.raw_items())
     assert ev.method != b"CONNECT" and not any(n.lower() == b"upgrade" for n, _ in _raw(headers))
-    _check_framing(conn, length)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
@@ -128,13 +136,12 @@ def test_response_heads_accepted_are_parsed_as_h11_does(head: bytes) -> None:
     conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=65536)
     conn.send(h11.Request(method=b"GET", target=b"/", headers=[(b"host", b"x")]))
     conn.send(h11.EndOfMessage())
-    (ev,) = _h11_events(conn, head)[:1]
+    ev = _check_framing(conn, head, length)
     assert type(ev) is h11.Response
     assert ev.status_code == status == first["status"]
     assert first["reason"] == ev.reason.decode("latin-1")
     assert first["version"] == "HTTP/" + ev.http_version.decode("latin-1")
     assert _raw(headers) == list(ev.headers.raw_items())
-    _check_framing(conn, length)
 
 
 @pytest.mark.parametrize(
