@@ -36,6 +36,16 @@ def _float_seconds(text: str, allow_zero: bool) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
 def _seconds(text: str) -> int:
     return int(_float_seconds(text, allow_zero=False) * SECOND)
 
@@ -122,6 +132,14 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         f"a gap (default: {d.max_parked_bytes})",
     )
     p.add_argument(
+        "--depth",
+        type=_non_negative_int,
+        default=d.max_depth,
+        metavar="BYTES",
+        help="reassembly depth: deliver at most this many bytes of each direction to the "
+        "decoders (the rest is counted as beyond_depth); 0 = no limit (default: 0)",
+    )
+    p.add_argument(
         "--overlap-policy",
         choices=("first", "last", "bsd", "windows", "linux", "solaris"),
         default=d.overlap_policy,
@@ -192,6 +210,7 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         max_flows=args.max_flows,
         max_parked_bytes=args.max_parked_bytes,
         overlap_policy=args.overlap_policy,
+        max_depth=args.depth,
         tcp_idle_timeout_ns=args.tcp_idle_timeout,
         udp_idle_timeout_ns=args.udp_idle_timeout,
     )

@@ -2,20 +2,25 @@
 
 Each direction is parsed by its own side machine (decoders/http_side.py); this module pairs
 requests with responses, applies the limits, emits records and anomalies, and snapshots the
-whole state.
+whole state. For speed, clean heads are parsed without h11 (decoders/http_fast.py, the same
+fields h11 gives) and Content-Length bodies are sliced and hashed without it; h11 keeps every
+other case, so the records are the same either way.
 
 Options (all optional, in the decoder options mapping):
-  http_max_header_bytes  65536     a head (request/status line + headers) larger than this is a
+  max_header_bytes  65536     a head (request/status line + headers) larger than this is a
                                    parse error (tags parse_error, lenient, header_limit)
-  http_max_headers       500       headers kept per message; more: tag header_limit
-  http_max_pending       100       requests awaiting a response; beyond, the oldest is emitted
+  max_headers       500       headers kept per message; more: tag header_limit
+  max_pending       100       requests awaiting a response; beyond, the oldest is emitted
                                    with no_response + pending_limit and its response, when it
                                    comes, with no_request + pending_limit (as Zeek)
-  http_max_decompressed  64 MiB    decoded (Content-Encoding) bytes hashed per body; beyond: tag
+  max_decompressed  64 MiB    decoded (Content-Encoding) bytes hashed per body; beyond: tag
                                    decompression_limit
-  http_max_replay_bytes  8 MiB     bytes of a message in progress kept for snapshots; beyond, a
+  max_replay_bytes  8 MiB     bytes of a message in progress kept for snapshots; beyond, a
                                    restore resumes at the next message with tag restored_partial
-                                   (the only case where a restore changes the output)
+                                   (the only case where a restore changes the output). Identity
+                                   Content-Length bodies are not kept: their digest state is
+                                   saved; chunked, read-until-close and content-encoded bodies
+                                   are (an inflater's state cannot be saved).
 
 Pairing (responses come back in request order, HTTP/1.1 has no ids):
 - A response pairs with the oldest pending request, except across a loss, where position alone
@@ -71,19 +76,29 @@ class HttpConfig:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> HttpConfig:
         d = cls()
-        max_header = max(1024, int(options.get("http_max_header_bytes", d.max_header)))
+        max_header = max(1024, int(options.get("max_header_bytes", d.max_header)))
         return cls(
             max_header=max_header,
-            max_headers=max(1, int(options.get("http_max_headers", d.max_headers))),
-            max_pending=max(1, int(options.get("http_max_pending", d.max_pending))),
-            max_decoded=max(0, int(options.get("http_max_decompressed", d.max_decoded))),
-            max_replay=max(2 * max_header, int(options.get("http_max_replay_bytes", d.max_replay))),
+            max_headers=max(1, int(options.get("max_headers", d.max_headers))),
+            max_pending=max(1, int(options.get("max_pending", d.max_pending))),
+            max_decoded=max(0, int(options.get("max_decompressed", d.max_decoded))),
+            max_replay=max(2 * max_header, int(options.get("max_replay_bytes", d.max_replay))),
         )
+
+
+_DEFAULTS = HttpConfig()
 
 
 class HttpDecoder(Decoder):
     name = "http"
     ports = frozenset({80, 8080, 8000, 8008, 8888, 3128, 18080, 18081, 18082})
+    option_defaults = {
+        "max_header_bytes": _DEFAULTS.max_header,
+        "max_headers": _DEFAULTS.max_headers,
+        "max_pending": _DEFAULTS.max_pending,
+        "max_decompressed": _DEFAULTS.max_decoded,
+        "max_replay_bytes": _DEFAULTS.max_replay,
+    }
 
     @classmethod
     def probe(cls, direction: int, data: bytes) -> bool | None:

@@ -52,13 +52,28 @@ ADD_PARKED = 2
 ADD_INCONSISTENT = 3
 
 
-class ParkingBudget:
-    """Out-of-order bytes parked by all the half streams of one task (the task memcap)."""
+class ProcessParking:
+    """Out-of-order bytes parked by every task of this process (the safety cap)."""
 
     __slots__ = ("bytes",)
 
     def __init__(self) -> None:
         self.bytes = 0
+
+
+PROCESS_PARKING = ProcessParking()
+
+
+class ParkingBudget:
+    """What the half streams of one task share: the bytes they park (the task memcap, and
+    through `process` the process-wide cap) and the reassembly depth."""
+
+    __slots__ = ("bytes", "depth", "process")
+
+    def __init__(self, depth: int = 0, process: ProcessParking = PROCESS_PARKING) -> None:
+        self.bytes = 0
+        self.depth = depth  # stream bytes delivered per direction; 0 = no limit
+        self.process = process
 
 
 class HalfStream:
@@ -67,6 +82,7 @@ class HalfStream:
     __slots__ = (
         "acked",
         "base",
+        "beyond_depth",
         "budget",
         "bytes",
         "fin_off",
@@ -85,6 +101,7 @@ class HalfStream:
 
     def __init__(self, budget: ParkingBudget | None = None) -> None:
         self.budget = budget if budget is not None else ParkingBudget()
+        self.beyond_depth = 0  # stream bytes past the reassembly depth: not delivered
         self.started = False
         self.base = 0  # sequence number of stream offset 0
         self.next = 0  # next stream offset to deliver
@@ -157,6 +174,15 @@ class HalfStream:
         return outcome
 
     def _deliver(self, data: bytes, deliver: Callable[[bytes], None]) -> None:
+        depth = self.budget.depth
+        if depth and self.next + len(data) > depth:  # Suricata's stream depth
+            keep = max(0, depth - self.next)
+            self.beyond_depth += len(data) - keep
+            if not keep:
+                self.next += len(data)
+                return
+            self.next += len(data) - keep
+            data = data[:keep]
         if self.zero_budget >= 0:
             hasher = self.hasher
             if hasher is None:
@@ -209,6 +235,7 @@ class HalfStream:
             insort(offsets, lo)
             self.parked_bytes += hi - lo
             self.budget.bytes += hi - lo
+            self.budget.process.bytes += hi - lo
         if inconsistent:
             return ADD_INCONSISTENT
         return ADD_PARKED if pieces else ADD_RETRANSMIT
@@ -220,6 +247,7 @@ class HalfStream:
             seg = self.parked.pop(po)
             self.parked_bytes -= len(seg)
             self.budget.bytes -= len(seg)
+            self.budget.process.bytes -= len(seg)
             end = po + len(seg)
             if end > self.next:
                 self._deliver(seg[self.next - po :], deliver)
@@ -287,6 +315,7 @@ class HalfStream:
             self.pending_zeros,
             self.hasher.save() if self.hasher is not None else None,
             self.zero_budget,
+            self.beyond_depth,
         ]
 
     @classmethod
@@ -306,10 +335,12 @@ class HalfStream:
             h.pending_zeros,
             hasher,
             h.zero_budget,
+            h.beyond_depth,
         ) = state
         h.parked = {o: bytes(d) for o, d in parked}
         h.parked_offsets = [o for o, _ in parked]
         h.parked_bytes = sum(len(d) for _, d in parked)
         h.budget.bytes += h.parked_bytes
+        h.budget.process.bytes += h.parked_bytes
         h.hasher = ResumableSha256.load(hasher) if hasher is not None else None
         return h

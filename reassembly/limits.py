@@ -18,6 +18,9 @@ class Limits:
     # stream.reassembly.memcap but per partition so replay and Kafka cut the same flows):
     # beyond it the flow that parks gives up its first hole.
     max_parked_bytes_task: int = 64 << 20
+    # Safety cap over every task of the process (not deterministic across deployments:
+    # which flow gives up depends on what else the process runs; it only guards memory).
+    max_parked_bytes_process: int = 512 << 20
     # Per-direction reassembly depth (Suricata's stream depth): bytes after it are not
     # delivered (counted, flagged once). 0 = unlimited.
     max_depth: int = 0

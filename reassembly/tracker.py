@@ -53,7 +53,8 @@ class FlowTracker:
         self.removed: set[bytes] = set()  # flows gone since the last snapshot
         self.evicted = 0
         self.expired = 0
-        self.budget = ParkingBudget()  # out-of-order bytes parked by all flows of this task
+        # Out-of-order bytes parked by all flows of this task, and the reassembly depth.
+        self.budget = ParkingBudget(depth=limits.max_depth)
         self.memcap_hits = 0
         self.touches = 0  # packets processed; a flow's last touch orders it after a restore
         self.last_touch: dict[bytes, int] = {}
@@ -89,7 +90,10 @@ class FlowTracker:
             flows.move_to_end(key)
         phase = flow.phase
         flow.on_packet(pkt, side, self.limits)
-        if self.budget.bytes > self.limits.max_parked_bytes_task:
+        if (
+            self.budget.bytes > self.limits.max_parked_bytes_task
+            or self.budget.process.bytes > self.limits.max_parked_bytes_process
+        ):
             self._relieve(flow)
         if flow.phase != phase:
             # A new phase may have a shorter timeout: keep a heap entry at or before the
@@ -116,12 +120,21 @@ class FlowTracker:
         return flow
 
     def _relieve(self, flow: Flow) -> None:
-        """Task memcap exceeded: the flow that parked gives up holes until under the cap."""
+        """A parking cap is exceeded: the flow that parked gives up holes until under it."""
         self.memcap_hits += 1
-        self._anomaly(
-            flow, "task_memcap", f"max_parked_bytes_task={self.limits.max_parked_bytes_task}"
-        )
-        while self.budget.bytes > self.limits.max_parked_bytes_task:
+        lim = self.limits
+        if self.budget.bytes > lim.max_parked_bytes_task:
+            self._anomaly(flow, "task_memcap", f"max_parked_bytes_task={lim.max_parked_bytes_task}")
+        else:
+            self._anomaly(
+                flow,
+                "process_memcap",
+                f"max_parked_bytes_process={lim.max_parked_bytes_process}",
+            )
+        while (
+            self.budget.bytes > lim.max_parked_bytes_task
+            or self.budget.process.bytes > lim.max_parked_bytes_process
+        ):
             if not flow.give_up_first_hole():  # type: ignore[union-attr]
                 break
 

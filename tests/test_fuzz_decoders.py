@@ -251,11 +251,11 @@ seeded_streams = st.tuples(
 options_st = st.fixed_dictionaries(
     {},
     optional={
-        "http_max_header_bytes": st.sampled_from([1024, 4096, 65536]),
-        "http_max_headers": st.integers(1, 8),
-        "http_max_pending": st.integers(1, 4),
-        "http_max_decompressed": st.sampled_from([0, 10, 1000, 1 << 20]),
-        "http_max_replay_bytes": st.sampled_from([1, 4096, 1 << 20]),
+        "max_header_bytes": st.sampled_from([1024, 4096, 65536]),
+        "max_headers": st.integers(1, 8),
+        "max_pending": st.integers(1, 4),
+        "max_decompressed": st.sampled_from([0, 10, 1000, 1 << 20]),
+        "max_replay_bytes": st.sampled_from([1, 4096, 1 << 20]),
     },
 )
 
@@ -292,7 +292,7 @@ def check_output(out: list, options: dict) -> None:
     names = Counter(f["name"] for t, f in out if t == "anomaly")
     assert "decoder_error" not in names
     assert all(n <= ANOMALY_CAP for n in names.values()), names
-    limit = options.get("http_max_decompressed", 64 << 20)
+    limit = options.get("max_decompressed", 64 << 20)
     for t, f in out:
         if t == "http":
             for m in (f["request"], f["response"]):
@@ -320,7 +320,7 @@ def _run_all(transport: str, events: list[Event], options: dict, restore_at: int
             continue
         out = drive(cls, transport, events, options)
         check_output(out, options)
-        if cls is HttpDecoder and options.get("http_max_replay_bytes", 1 << 23) < 1 << 20:
+        if cls is HttpDecoder and options.get("max_replay_bytes", 1 << 23) < 1 << 20:
             continue  # a restore past max_replay resumes at the next message (documented)
         at = restore_at % (len(events) + 1)
         again = drive(cls, transport, events, options, at)

@@ -20,9 +20,9 @@ import pytest
 from tests import adversarial as adv
 
 RSS_LIMIT_MIB = 600
-DEFAULT_MAX_DECOMPRESSED = 64 * 1024 * 1024  # docs/http.md, http_max_decompressed
-DEFAULT_MAX_HEADERS = 500  # docs/http.md, http_max_headers
-DEFAULT_MAX_PENDING = 100  # docs/http.md, http_max_pending
+DEFAULT_MAX_DECOMPRESSED = 64 * 1024 * 1024  # docs/http.md, max_decompressed
+DEFAULT_MAX_HEADERS = 500  # docs/http.md, max_headers
+DEFAULT_MAX_PENDING = 100  # docs/http.md, max_pending
 ANOMALY_CAP = 16  # docs/http.md: at most 16 anomalies per name per flow
 
 
@@ -216,7 +216,7 @@ def test_gzip_bomb_inflates_only_up_to_the_limit(replayed):
 
 
 def test_gzip_bomb_limit_option(replayed):
-    r = replayed("gzip_bomb", "-O", "http.http_max_decompressed=1000")
+    r = replayed("gzip_bomb", "-O", "http.max_decompressed=1000")
     (txn,) = r.http_by_uri("/bomb0")
     assert txn["response"]["decoded_body_len"] == 1000
     assert txn["response"]["decoded_body_sha256"] == sha(bytes(1000))
@@ -229,7 +229,7 @@ def test_gzip_bomb_limit_option(replayed):
     "body is empty instead of its first max_decompressed bytes",
 )
 def test_stacked_gzip_bomb_limit_option(replayed):
-    r = replayed("gzip_bomb", "-O", "http.http_max_decompressed=1000")
+    r = replayed("gzip_bomb", "-O", "http.max_decompressed=1000")
     (txn,) = r.http_by_uri("/bomb1")
     assert txn["response"]["decoded_body_len"] == 1000
 

@@ -310,7 +310,7 @@ def test_gzip_bomb_is_bounded() -> None:
     assert len(bomb) < 100_000
     cap = 1024 * 1024
     body = resp(body=bomb, extra="Content-Encoding: gzip\r\n")
-    ctx = run([data(CLIENT, req()), data(SERVER, body)], {"http_max_decompressed": cap})
+    ctx = run([data(CLIENT, req()), data(SERVER, body)], {"max_decompressed": cap})
     r = ctx.http()[0]
     assert r["response"]["decoded_body_len"] == cap
     assert r["response"]["decoded_body_sha256"] == sha(bytes(cap))
@@ -429,7 +429,7 @@ def test_pipelined_within_limit_all_paired() -> None:
     n = 300
     reqs = b"".join(req("GET", f"/{i}") for i in range(n))
     resps = b"".join(resp(body=b"r%d" % i) for i in range(n))
-    ctx = run([data(CLIENT, reqs), data(SERVER, resps)], {"http_max_pending": 1000})
+    ctx = run([data(CLIENT, reqs), data(SERVER, resps)], {"max_pending": 1000})
     recs = ctx.http()
     assert len(recs) == n
     assert all(r["response"]["body_sha256"] == sha(b"r%d" % i) for i, r in enumerate(recs))

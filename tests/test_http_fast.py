@@ -14,60 +14,79 @@ from decoders.http_fast import request_head, response_head
 from decoders.http_lines import line_state
 from tests.test_http_support import canon, chunked, req, resp, run
 
-_EOL = st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r\r\n"])
-_NAMES = st.sampled_from(
-    [
-        b"Host",
-        b"host",
-        b"Content-Length",
-        b"content-length",
-        b"Transfer-Encoding",
-        b"Content-Encoding",
-        b"Upgrade",
-        b"Connection",
-        b"Accept",
-        b"X-Y",
-        b"Bad Name",
-        b"X:Y",
-        b"",
-    ]
+
+class _Pool:
+    """Usual values and odd ones: a head drawn `clean` takes only usual values (so that many
+    heads are in the fast subset), the others probe its edges."""
+
+    def __init__(self, usual: list[bytes], odd: list[bytes]) -> None:
+        self.usual = st.sampled_from(usual)
+        self.any = st.sampled_from(usual + odd)
+
+    def draw(self, draw: st.DrawFn, clean: bool) -> bytes:
+        return draw(self.usual if clean else self.any)
+
+
+_EOL = _Pool([b"\r\n", b"\n"], [b"\r\r\n", b"\n\r", b"\r"])
+_NAMES = _Pool(
+    [b"Accept", b"X-Y", b"Connection", b"Content-Type", b"Content-Length", b"Content-Encoding"],
+    [b"content-length", b"Transfer-Encoding", b"Upgrade", b"HOST", b"Bad Name", b"X:Y", b""],
 )
-_VALUES = st.one_of(
-    st.sampled_from(
-        [b"example.com", b"", b"0", b"12", b"007", b"5, 5", b"1 2", b"-1", b"1" * 21, b"chunked"]
-    ),
-    st.sampled_from([b"gzip", b"identity", b"br", b"a\tb", b"caf\xe9", b"a\x01b", b"a\x00b"]),
-    st.binary(max_size=12),
+_VALUES = _Pool(
+    [b"example.com", b"0", b"12", b"text/html; q=1", b"gzip", b"close", b"", b"caf\xe9", b"a\tb"],
+    [b"007", b"5, 5", b"1 2", b"-1", b"1" * 21, b"9" * 20, b"chunked", b"identity", b"br", b" x"],
 )
-_SEPS = st.sampled_from([b": ", b":", b":  ", b": \t", b" : ", b":\t"])
-_TAILS = st.sampled_from([b"", b"", b" ", b"\t", b"\r"])
+_CONTROL = st.sampled_from([b"a\x01b", b"a\x00b", b"a\rb"])
+_SEPS = _Pool([b": ", b":", b":  ", b": \t"], [b" : ", b":\t"])
+_TAILS = _Pool([b"", b" ", b"\t"], [b"\r", b"\x0b"])
 
 
 @st.composite
-def header_block(draw: st.DrawFn) -> bytes:
-    out = b""
+def header_block(draw: st.DrawFn, clean: bool, host: bool = False) -> bytes:
+    lines = []
+    eol = _EOL.draw(draw, clean)
     for _ in range(draw(st.integers(0, 5))):
-        out += draw(_NAMES) + draw(_SEPS) + draw(_VALUES) + draw(_TAILS) + draw(_EOL)
-        if draw(st.integers(0, 30)) == 0:
-            out += b" folded" + draw(_EOL)
-    return out + draw(_EOL)
+        name, sep, value = (
+            _NAMES.draw(draw, clean),
+            _SEPS.draw(draw, clean),
+            _VALUES.draw(draw, clean),
+        )
+        if not clean and draw(st.integers(0, 9)) == 0:
+            value = draw(_CONTROL)
+        lines.append(name + sep + value + _TAILS.draw(draw, clean) + eol)
+        if not clean and draw(st.integers(0, 9)) == 0:
+            lines.append(b" folded" + eol)
+    if host and (not clean or draw(st.integers(0, 9))):
+        value = draw(
+            st.sampled_from([b"example.com", b""] + ([] if clean else [b"a, b", b"a\x01"]))
+        )
+        lines.insert(draw(st.integers(0, len(lines))), b"Host: " + value + eol)
+    return b"".join(lines) + eol
 
 
 @st.composite
 def request_heads(draw: st.DrawFn) -> bytes:
-    method = draw(st.sampled_from([b"GET", b"POST", b"HEAD", b"CONNECT", b"get", b"M" * 33, b"X"]))
-    target = draw(st.sampled_from([b"/", b"/a?b", b"/a b", b"/caf\xe9", b"*", b"h:443", b""]))
-    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"http/1.1", b""]))
+    clean = draw(st.booleans())
+    method = _Pool([b"GET", b"POST", b"HEAD", b"X"], [b"CONNECT", b"get", b"M" * 33]).draw(
+        draw, clean
+    )
+    target = _Pool([b"/", b"/a?b", b"*"], [b"/a b", b"/caf\xe9", b""]).draw(draw, clean)
+    version = _Pool([b"HTTP/1.1", b"HTTP/1.0"], [b"HTTP/2.0", b"http/1.1", b""]).draw(draw, clean)
     line = method + b" " + target + (b" " + version if version else b"")
-    return line + draw(_EOL) + draw(header_block())
+    return line + _EOL.draw(draw, clean) + draw(header_block(clean, host=True))
 
 
 @st.composite
 def response_heads(draw: st.DrawFn) -> bytes:
-    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"http/1.1"]))
-    status = draw(st.sampled_from([b"200", b"204", b"304", b"404", b"100", b"101", b"000", b"20"]))
-    reason = draw(st.sampled_from([b" OK", b"", b" ", b" a\tb", b" caf\xe9", b" a\x01b", b"OK"]))
-    return version + b" " + status + reason + draw(_EOL) + draw(header_block())
+    clean = draw(st.booleans())
+    version = _Pool([b"HTTP/1.1", b"HTTP/1.0"], [b"HTTP/2.0", b"http/1.1"]).draw(draw, clean)
+    status = _Pool([b"200", b"204", b"304", b"404"], [b"100", b"101", b"000", b"20"]).draw(
+        draw, clean
+    )
+    reason = _Pool([b" OK", b"", b" Not\tFound", b" caf\xe9"], [b" ", b" a\x01b", b"OK"]).draw(
+        draw, clean
+    )
+    return version + b" " + status + reason + _EOL.draw(draw, clean) + draw(header_block(clean))
 
 
 def _h11_events(conn: h11.Connection, data: bytes) -> list:

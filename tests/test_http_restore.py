@@ -9,6 +9,7 @@ import random
 import msgpack
 import pytest
 
+from decoders import http_body
 from decoders.api import CLIENT, SERVER
 from decoders.http import HttpDecoder
 from tests.test_http_support import (
@@ -41,6 +42,14 @@ REAL = [
 ]
 
 
+@pytest.fixture(params=[True, False], ids=["resumable", "replayed"])
+def resumable(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run with identity bodies hashed resumably (their digest saved), and as where libcrypto
+    is missing (their bytes kept and replayed, like decoded bodies)."""
+    monkeypatch.setattr(http_body, "RESUMABLE", request.param)
+    return request.param
+
+
 def _check_every_boundary(events: list, options: dict | None = None, flow=None) -> int:
     base = canon(run(events, options, flow).out)
     for at in range(len(events) + 1):
@@ -50,7 +59,7 @@ def _check_every_boundary(events: list, options: dict | None = None, flow=None) 
 
 
 @pytest.mark.parametrize("name", REAL)
-def test_restore_anywhere_real_streams(name: str) -> None:
+def test_restore_anywhere_real_streams(name: str, resumable: bool) -> None:
     rng = random.Random(name)
     total = 0
     for key, events in tcp_flows(PCAPS / name).items():
@@ -100,7 +109,7 @@ def _states_stream() -> list:
     ]
 
 
-def test_restore_anywhere_through_all_states() -> None:
+def test_restore_anywhere_through_all_states(resumable: bool) -> None:
     events = _states_stream()
     out = run(events).out
     tags = {t for typ, f in out if typ == "http" for t in f["tags"]}
@@ -125,7 +134,7 @@ def test_restore_with_pending_limit_and_decompression() -> None:
         ),
         ("close", "fin", 3),
     ]
-    opts = {"http_max_pending": 3, "http_max_decompressed": 7000}
+    opts = {"max_pending": 3, "max_decompressed": 7000}
     rng = random.Random(5)
     _check_every_boundary(rechunk(events, rng, max_chunk=120), opts)
 
@@ -143,7 +152,7 @@ def test_replay_cap_restores_partially_and_says_so() -> None:
     """A chunked body is rebuilt by replaying its bytes: beyond the replay cap they are not
     kept, and a restore resumes at the next message, tagged."""
     big = bytes(range(256)) * 64  # 16 KiB body, replay cap 2 KiB
-    opts = {"http_max_header_bytes": 1024, "http_max_replay_bytes": 2048}
+    opts = {"max_header_bytes": 1024, "max_replay_bytes": 2048}
     wire = resp(extra="Transfer-Encoding: chunked\r\n") + chunked(big, 1000)
     events = [
         _d(CLIENT, req("GET", "/big") + req("GET", "/next"), 1),
@@ -184,11 +193,12 @@ def test_replay_cap_restores_partially_and_says_so() -> None:
 
 @pytest.mark.parametrize("size", [16 * 1024, 200 * 1024])
 def test_content_length_body_restores_exactly_without_its_bytes(size: int) -> None:
+    assert http_body.RESUMABLE  # libcrypto is there where the tests run
     """An identity Content-Length body is hashed with a resumable SHA-256: a snapshot holds
     its digest state, not its bytes, and a restore anywhere in it is exact, across gaps and
     past the replay cap."""
     body = random.Random(size).randbytes(size)
-    opts = {"http_max_header_bytes": 1024, "http_max_replay_bytes": 2048}
+    opts = {"max_header_bytes": 1024, "max_replay_bytes": 2048}
     upload = req("POST", "/up", body=body)
     download = resp(body=body)
     events = [_d(CLIENT, upload[:1500], 1)]
