@@ -122,7 +122,9 @@ def parse_head_leniently(
             head.version = b"HTTP/" + fm["version"]
         else:
             fm = _REQ_LOOSE.fullmatch(lines[0])
-            if fm is None or fm["method"] not in KNOWN_METHODS:
+            # An unknown method is still a request when the line names an HTTP version
+            # (e.g. "CCM_POST /HTTP/1.1": Zeek logs it as one).
+            if fm is None or (fm["method"] not in KNOWN_METHODS and b"HTTP/" not in lines[0]):
                 return None, span
             head.version = fm["version"] or b""
             if not head.version and (fm["target"] or b"").startswith(b"HTTP/"):
