@@ -62,7 +62,7 @@ def reorder(
                 insort(held, (ts, arrival, frame))  # rare: a late frame within the window
             horizon = newest - window_ns
             while held and (
-                held[0][0] <= horizon or len(held) > max_frames or held_bytes > max_bytes
+                held[0][0] <= horizon or len(held) > max_frames or held_bytes >= max_bytes
             ):
                 released, _, oldest = held.popleft()
                 held_bytes -= len(oldest[3])

@@ -432,7 +432,7 @@ def test_rebalance_hands_partitions_over(noida_broker: brokers.Broker, tmp_path:
     brokers.create_topic(bootstrap, src, 4)
     inputs, ids = keyed_workload(1200, 40, seed=4)
     produce(bootstrap, src, inputs)
-    with AssetService(delay=0.03) as svc:
+    with AssetService(delay=0.05) as svc:
         logs = [tmp_path / "a.log", tmp_path / "b.log"]
         args = ("--exit-when-idle", "3", "--max-in-flight", "10", "--commit-interval", "0.3",
                 "--max-pending", "40")  # fmt: skip
