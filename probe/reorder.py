@@ -31,7 +31,7 @@ def reorder(
     window_ns: int,
     max_frames: int = 65536,
     stats: ReorderStats | None = None,
-    max_bytes: int = 64 << 20,
+    max_bytes: int = 16 << 20,
 ) -> Iterator[Frame]:
     """Yield `frames` in timestamp order within the window (0: file order, untouched)."""
     if window_ns <= 0:

@@ -8,9 +8,11 @@ Suricata's default for unknown targets); a later copy with different bytes is re
 
 from __future__ import annotations
 
+import struct
 from bisect import bisect_left, insort
 from collections.abc import Callable
 from typing import Any
+from zlib import crc32
 
 from reassembly.limits import Limits
 from reassembly.sha256 import ResumableSha256, hexdigest_of
@@ -50,6 +52,11 @@ ADD_NEW = 0
 ADD_RETRANSMIT = 1
 ADD_PARKED = 2
 ADD_INCONSISTENT = 3
+ADD_REXMIT_INCONSISTENT = 4
+
+RECENT_SEGMENTS = 8
+_RECENT = struct.Struct(">QII")
+_RECENT_BYTES = RECENT_SEGMENTS * _RECENT.size
 
 
 class ProcessParking:
@@ -95,6 +102,7 @@ class HalfStream:
         "parked_bytes",
         "parked_offsets",
         "pending_zeros",
+        "recent",
         "started",
         "zero_budget",
     )
@@ -102,6 +110,10 @@ class HalfStream:
     def __init__(self, budget: ParkingBudget | None = None) -> None:
         self.budget = budget if budget is not None else ParkingBudget()
         self.beyond_depth = 0  # stream bytes past the reassembly depth: not delivered
+        # (offset, length, crc32) of the last RECENT_SEGMENTS segments delivered whole, packed:
+        # a retransmission of one of them with other bytes is an inconsistency (Zeek's
+        # rexmit_inconsistency) at 16 bytes per segment instead of keeping the bytes.
+        self.recent = b""
         self.started = False
         self.base = 0  # sequence number of stream offset 0
         self.next = 0  # next stream offset to deliver
@@ -152,9 +164,16 @@ class HalfStream:
             self.max_end = end
         nxt = self.next
         if end <= nxt:
-            return ADD_RETRANSMIT
-        if off <= nxt and (not self.parked_offsets or self.parked_offsets[0] >= end):
-            self._deliver(data[nxt - off :] if off < nxt else data, deliver)  # the common case
+            return self._retransmitted(off, data)
+        if off == nxt and (not self.parked_offsets or self.parked_offsets[0] >= end):
+            self._deliver(data, deliver)  # the common case: the next segment, whole
+            recent = self.recent + _RECENT.pack(off, len(data), crc32(data))
+            self.recent = recent[-_RECENT_BYTES:] if len(recent) > _RECENT_BYTES else recent
+            if self.parked_offsets and self.parked_offsets[0] == end:
+                self.drain(deliver)  # the segment filled the hole before parked data exactly
+            return ADD_NEW
+        if off < nxt and (not self.parked_offsets or self.parked_offsets[0] >= end):
+            self._deliver(data[nxt - off :], deliver)
             if self.parked_offsets and self.parked_offsets[0] == end:
                 self.drain(deliver)  # the segment filled the hole before parked data exactly
             return ADD_NEW
@@ -172,6 +191,16 @@ class HalfStream:
             self.skip_to(self.parked_offsets[0], gap)
             self.drain(deliver)
         return outcome
+
+    def _retransmitted(self, off: int, data: bytes) -> int:
+        """A segment wholly before the delivery point: a retransmission, checked against
+        the segments remembered with the same offset and length."""
+        recent = self.recent
+        for i in range(0, len(recent), _RECENT.size):
+            r_off, r_len, r_crc = _RECENT.unpack_from(recent, i)
+            if r_off == off and r_len == len(data):
+                return ADD_REXMIT_INCONSISTENT if crc32(data) != r_crc else ADD_RETRANSMIT
+        return ADD_RETRANSMIT
 
     def _deliver(self, data: bytes, deliver: Callable[[bytes], None]) -> None:
         depth = self.budget.depth
@@ -316,6 +345,7 @@ class HalfStream:
             self.hasher.save() if self.hasher is not None else None,
             self.zero_budget,
             self.beyond_depth,
+            self.recent,
         ]
 
     @classmethod
@@ -336,7 +366,9 @@ class HalfStream:
             hasher,
             h.zero_budget,
             h.beyond_depth,
+            recent,
         ) = state
+        h.recent = bytes(recent)
         h.parked = {o: bytes(d) for o, d in parked}
         h.parked_offsets = [o for o, _ in parked]
         h.parked_bytes = sum(len(d) for _, d in parked)

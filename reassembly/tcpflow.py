@@ -15,6 +15,7 @@ from reassembly.halfstream import (
     ADD_INCONSISTENT,
     ADD_NEW,
     ADD_RETRANSMIT,
+    ADD_REXMIT_INCONSISTENT,
     HalfStream,
     ParkingBudget,
 )
@@ -206,6 +207,10 @@ class TcpFlow:
         elif outcome == ADD_INCONSISTENT:
             self._mark("I", side)
             self.sink.anomaly("overlap_different_data", f"direction={self.direction(side)}")
+        elif outcome == ADD_REXMIT_INCONSISTENT:
+            self._mark("T", side)
+            self._mark("I", side)
+            self.sink.anomaly("rexmit_inconsistency", f"direction={self.direction(side)}")
 
     def parked_bytes(self) -> int:
         return self.halves[0].parked_bytes + self.halves[1].parked_bytes

@@ -340,3 +340,16 @@ def test_halfstream_offsets_unwrap_near_the_delivery_point() -> None:
     assert half.offset(5) == 15
     half.next = 2**32 + 100  # after more than 4 GiB delivered
     assert half.offset((2**32 - 10 + 2**32 + 100) & 0xFFFFFFFF) == 2**32 + 100
+
+
+def test_a_retransmission_with_other_bytes_than_delivered_is_reported() -> None:
+    limits = Limits()
+    flow, rec = new_flow()
+    handshake(flow, 0, 0, limits)
+    flow.on_packet(*seg(True, 1, 1, ACK, b"GET /index.html"), limits)
+    flow.on_packet(*seg(True, 1, 1, ACK, b"GET /index.html"), limits)  # same bytes: fine
+    assert rec.anomalies == []
+    flow.on_packet(*seg(True, 1, 1, ACK, b"GET /evil.htmlx"), limits)  # Zeek: rexmit_inconsistency
+    assert rec.anomalies == ["rexmit_inconsistency"]
+    assert bytes(rec.data[CLIENT]) == b"GET /index.html"  # what was delivered stands
+    assert "I" in flow.history()
