@@ -4,54 +4,23 @@ the Kafka mode. `python runner.py --help` or `wirestream --help`."""
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from reassembly.limits import SECOND, Limits
+from streams.argtypes import non_negative_int, positive_int, seconds
 
 EXIT_OK, EXIT_INPUT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _float_seconds(text: str, allow_zero: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds {bound}, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
 def _seconds(text: str) -> int:
-    return int(_float_seconds(text, allow_zero=False) * SECOND)
+    return int(seconds(text) * SECOND)
 
 
 def _seconds_or_zero(text: str) -> int:
-    return int(_float_seconds(text, allow_zero=True) * SECOND)
+    return int(seconds(text, allow_zero=True) * SECOND)
 
 
 def _decoder_list(text: str) -> list[str] | None:
@@ -119,21 +88,21 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-flows",
-        type=_positive_int,
+        type=positive_int,
         default=d.max_flows,
         help=f"flows tracked per partition; beyond, the least recently active is evicted "
         f"(default: {d.max_flows})",
     )
     p.add_argument(
         "--max-parked-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=d.max_parked_bytes,
         help=f"out-of-order bytes parked per direction before the first hole is declared "
         f"a gap (default: {d.max_parked_bytes})",
     )
     p.add_argument(
         "--depth",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=d.max_depth,
         metavar="BYTES",
         help="reassembly depth: deliver at most this many bytes of each direction to the "
@@ -262,14 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "--partitions",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="virtual partitions: flows are assigned with Kafka's partitioner, each with "
         "its own stream time and limits, as a group on an N-partition topic (default: 1)",
     )
     rp.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="worker processes sharing the partitions (use all cores); needs "
         "--partitions >= workers; output is then grouped by partition (default: 1)",

@@ -8,35 +8,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from streams.argtypes import positive_int, positive_seconds, seconds_or_zero
+
 DEFAULT_INPUT = "wirestream.http"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
-def _seconds(text: str, zero_ok: bool = False) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if value < 0 or (value == 0 and not zero_ok):
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
-    return value
-
-
-def _seconds_or_zero(text: str) -> float:
-    return _seconds(text, zero_ok=True)
-
-
 def _count(text: str) -> int:
-    value = _positive_int(text) if text != "0" else 0
+    value = positive_int(text) if text != "0" else 0
     return value
 
 
@@ -77,19 +55,19 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     )
     p.add_argument(
         "--max-in-flight",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         help="concurrent HTTP requests (default: 100)",
     )
     p.add_argument(
         "--max-pending",
-        type=_positive_int,
+        type=positive_int,
         default=2000,
         help="records read but not yet produced; beyond, consumption pauses (default: 2000)",
     )
     p.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=2.0,
         metavar="SECONDS",
         help="per-request timeout, connect to last byte (default: 2)",
@@ -102,21 +80,21 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     )
     p.add_argument(
         "--backoff",
-        type=_seconds,
+        type=positive_seconds,
         default=0.1,
         metavar="SECONDS",
         help="first retry backoff, doubled each retry, full jitter (default: 0.1)",
     )
     p.add_argument(
         "--backoff-max",
-        type=_seconds,
+        type=positive_seconds,
         default=2.0,
         metavar="SECONDS",
         help="longest backoff (default: 2)",
     )
     p.add_argument(
         "--cache-ttl",
-        type=_seconds_or_zero,
+        type=seconds_or_zero,
         default=300.0,
         metavar="SECONDS",
         help="keep answers (JSON, or a final 4xx) this long per URL; 0 = no cache (default: 300)",
@@ -126,27 +104,27 @@ def add_commands(sub: Any, add_common: Callable[[argparse.ArgumentParser], None]
     )
     p.add_argument(
         "--commit-interval",
-        type=_seconds,
+        type=positive_seconds,
         default=1.0,
         metavar="SECONDS",
         help="commit input offsets this often (default: 1)",
     )
     p.add_argument(
         "--exit-when-idle",
-        type=_seconds,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help="exit 0 after this long without input, once everything is produced and committed",
     )
     p.add_argument(
         "--session-timeout-ms",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         help="consumer group session timeout (default: 10000)",
     )
     p.add_argument(
         "--heartbeat-interval-ms",
-        type=_positive_int,
+        type=positive_int,
         default=3_000,
         help="consumer group heartbeat interval (default: 3000)",
     )

@@ -11,6 +11,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from streams.argtypes import positive_int, positive_seconds
 from streams.kafka_config import ConfigError, Option, layerable, resolve
 from streams.kafka_settings import (
     AT_LEAST_ONCE,
@@ -29,16 +30,6 @@ _COMMON = {"log_format", "log_level", "config"}
 OPTIONS: dict[str, dict[str, Option]] = {}
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
-
-
 def _replication(text: str) -> int:
     try:
         value = int(text)
@@ -49,18 +40,8 @@ def _replication(text: str) -> int:
     return value
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
-    return value
-
-
 def _port(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number, got {value}")
     return value
@@ -127,7 +108,7 @@ def add_commands(
     )
     pp.add_argument(
         "--partitions",
-        type=_positive_int,
+        type=positive_int,
         default=8,
         help="partitions of the topic when it is created; an existing topic keeps its own "
         "(default: 8)",
@@ -146,7 +127,7 @@ def add_commands(
     )
     pp.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=256 << 10,
         help=f"producer batch.size in bytes (default: {256 << 10})",
     )
@@ -197,14 +178,14 @@ def add_commands(
     )
     rp.add_argument(
         "--commit-interval",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=1.0,
         metavar="SECONDS",
         help="commit (changelog, offsets, local checkpoint) this often (default: 1)",
     )
     rp.add_argument(
         "--exit-when-idle",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=None,
         metavar="SECONDS",
         help="after this long without input on any assigned partition, close every flow "
@@ -212,7 +193,7 @@ def add_commands(
     )
     rp.add_argument(
         "--punctuate-idle",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=30.0,
         metavar="SECONDS",
         help="a partition without input this long has its flow timeouts advanced by the "
@@ -220,13 +201,13 @@ def add_commands(
     )
     rp.add_argument(
         "--session-timeout-ms",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         help="consumer group session timeout (default: 10000)",
     )
     rp.add_argument(
         "--heartbeat-interval-ms",
-        type=_positive_int,
+        type=positive_int,
         default=3_000,
         help="consumer group heartbeat interval (default: 3000)",
     )
@@ -238,14 +219,14 @@ def add_commands(
     )
     rp.add_argument(
         "--restore-timeout",
-        type=_positive_seconds,
+        type=positive_seconds,
         default=120.0,
         metavar="SECONDS",
         help="give up restoring a store after this long without progress (default: 120)",
     )
     rp.add_argument(
         "--max-poll-records",
-        type=_positive_int,
+        type=positive_int,
         default=2_000,
         help="records per poll (default: 2000)",
     )
