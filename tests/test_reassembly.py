@@ -353,3 +353,31 @@ def test_a_retransmission_with_other_bytes_than_delivered_is_reported() -> None:
     assert rec.anomalies == ["rexmit_inconsistency"]
     assert bytes(rec.data[CLIENT]) == b"GET /index.html"  # what was delivered stands
     assert "I" in flow.history()
+
+
+def test_simultaneous_open_delivers_both_directions() -> None:
+    limits = Limits()
+    flow, rec = new_flow()
+    flow.on_packet(*seg(True, 100, 0, SYN), limits)
+    flow.on_packet(*seg(False, 900, 0, SYN), limits)  # both sides open at once
+    flow.on_packet(*seg(True, 100, 901, SYN | ACK), limits)
+    flow.on_packet(*seg(False, 900, 101, SYN | ACK), limits)
+    flow.on_packet(*seg(True, 101, 901, ACK, b"hello"), limits)
+    flow.on_packet(*seg(False, 901, 106, ACK, b"world"), limits)
+    assert bytes(rec.data[CLIENT]) == b"hello" and bytes(rec.data[SERVER]) == b"world"
+    assert flow.client_side == 0  # the first SYN's sender
+
+
+def test_syn_and_fin_retransmissions_change_nothing() -> None:
+    limits = Limits()
+    flow, rec = new_flow()
+    flow.on_packet(*seg(True, 100, 0, SYN), limits)
+    flow.on_packet(*seg(True, 100, 0, SYN), limits)  # SYN retransmitted
+    flow.on_packet(*seg(False, 900, 101, SYN | ACK), limits)
+    flow.on_packet(*seg(False, 900, 101, SYN | ACK), limits)  # SYN-ACK retransmitted
+    flow.on_packet(*seg(True, 101, 901, ACK, b"data"), limits)
+    flow.on_packet(*seg(True, 105, 901, FIN | ACK), limits)
+    flow.on_packet(*seg(True, 105, 901, FIN | ACK), limits)  # FIN retransmitted
+    flow.on_packet(*seg(False, 901, 106, FIN | ACK), limits)
+    assert bytes(rec.data[CLIENT]) == b"data" and rec.closed == "fin"
+    assert flow.conn_state() == "SF" and flow.halves[0].missed == 0
