@@ -145,6 +145,14 @@ class HttpDecoder(Decoder):
             return
         if self.deferred:
             self._flush_deferred()
+        if side.mode == TUNNEL:
+            # After CONNECT 2xx / 101 the flow speaks another protocol: hand it back to
+            # detection (e.g. TLS inside the tunnel), with these bytes first.
+            hand_off = getattr(self.ctx, "hand_off", None)
+            if hand_off is not None:
+                self.closed = True
+                hand_off([(direction, bytes(data))])
+                return
         self.clock += 1
         side.data(bytes(data), self.ctx.ts_ns, self.clock)
 

@@ -155,15 +155,7 @@ _FRAG_OVERLAP = (
     "tshark keeps the last copy, our defragmenter keeps the first by design (as BSD, Windows "
     "and Zeek do: '../winnt/system32/cmd.exe'); a per-target fragment policy is not offered"
 )
-_CONNECT = (
-    "CONNECT tunnels are deferred: after 'CONNECT abc:443' / 200 we stop parsing HTTP, but this "
-    "tunnel carries plain HTTP (GET / -> 200) that tshark and suricata-verify see"
-)
-
 KNOWN_DIFFERENCES: dict[str, dict[str, str]] = {
-    "zeek__http__connect-with-header.pcap": {
-        "tls": "TLS inside a CONNECT tunnel: CONNECT tunnels are deferred to a later issue",
-    },
     "zeek__ipv4__fragmented-4.pcap": {
         "streams": _FRAG_OVERLAP,
         "requests": _FRAG_OVERLAP + "; the resulting HTTP/0.9-style line is a request for us, "
@@ -177,11 +169,6 @@ KNOWN_DIFFERENCES: dict[str, dict[str, str]] = {
     "sv__tcp-rst-unacked-stream-07-http__input.pcap": {
         "requests": "'GET / HTTP/1.0' is intact but the headers have a 16-byte hole: we report "
         "the request tagged gap/truncated, tshark reports a request only with complete headers",
-    },
-    "sv__http-connect__http-connect-fragmented__input.pcap": {
-        "requests": _CONNECT,
-        "responses": _CONNECT,
-        "sv_http": _CONNECT,
     },
     "zeek__http__http-lower-case-nonstandard-port.pcap": {
         "responses": "the status line is 'http/1.1 200 OK' (lower case): tshark does not take it "
