@@ -434,7 +434,8 @@ def test_rebalance_hands_partitions_over(noida_broker: brokers.Broker, tmp_path:
     produce(bootstrap, src, inputs)
     with AssetService(delay=0.05) as svc:
         logs = [tmp_path / "a.log", tmp_path / "b.log"]
-        args = ("--exit-when-idle", "3", "--max-in-flight", "10", "--commit-interval", "0.3",
+        # 1200 lookups of 50 ms, 4 at a time: ~15 s of work, so B surely joins mid-stream.
+        args = ("--exit-when-idle", "3", "--max-in-flight", "4", "--commit-interval", "0.3",
                 "--max-pending", "40")  # fmt: skip
         procs = []
         try:
