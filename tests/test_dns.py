@@ -9,7 +9,6 @@ import json
 import random
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import dpkt
 import msgpack
@@ -28,6 +27,8 @@ from streams.config import RuntimeConfig
 from streams.replay import replay_records
 from streams.serde import dumps_record
 from streams.task import Task
+from tests import decoder_harness as harness
+from tests.decoder_harness import Event, apply
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = PCAPS / "oracles"
@@ -245,30 +246,11 @@ def response(
 
 UDP = FlowInfo("Cudp", "udp", Endpoint("10.0.0.1", 40000), Endpoint("10.0.0.53", 53))
 TCP = FlowInfo("Ctcp", "tcp", Endpoint("10.0.0.1", 40000), Endpoint("10.0.0.53", 53))
-Event = tuple
 
 
-class FakeCtx:
+class FakeCtx(harness.FakeCtx):
     def __init__(self, flow: FlowInfo, out: list | None = None) -> None:
-        self.flow = flow
-        self.out: list[tuple[str, dict]] = [] if out is None else out
-        self.ts_ns = 0
-
-    def emit(self, record_type: str, fields: dict[str, Any]) -> None:
-        self.out.append((record_type, fields))
-
-    def anomaly(self, name: str, detail: str = "") -> None:
-        self.out.append(("anomaly", {"name": name, "detail": detail}))
-
-
-def apply(dec: Any, ctx: FakeCtx, e: Event) -> None:
-    ctx.ts_ns = e[-1]
-    if e[0] == "data":
-        dec.on_data(e[1], e[2])
-    elif e[0] == "gap":
-        dec.on_gap(e[1], e[2])
-    else:
-        dec.on_close(e[1])
+        super().__init__(flow, out, ts_ns=0)
 
 
 def run(events: list[Event], flow: FlowInfo = UDP, restore_every: bool = False) -> list:

@@ -14,7 +14,6 @@ does (the restore contract of docs/plugins.md).
 from __future__ import annotations
 
 import gzip
-import os
 import random
 import zlib
 from collections import Counter
@@ -23,7 +22,7 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
@@ -36,24 +35,14 @@ from probe.errors import CaptureError
 from probe.source import PacketSource
 from reassembly.limits import Limits
 from reassembly.tracker import FlowTracker
+from tests.fuzzing import fuzz
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted((ROOT / "fixtures" / "pcaps").glob("*.pcap*"))
-FUZZ_EXAMPLES = int(os.environ.get("WIRESTREAM_FUZZ_EXAMPLES", "0"))
 DECODERS = (HttpDecoder, TlsDecoder, DnsDecoder)
 ANOMALY_CAP = 16
 
 Event = tuple  # ("data", direction, bytes) | ("gap", direction, length)
-
-
-def fuzz(examples: int) -> settings:
-    return settings(
-        max_examples=FUZZ_EXAMPLES or examples,
-        derandomize=not FUZZ_EXAMPLES,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-    )
 
 
 class FakeCtx:

@@ -9,13 +9,12 @@ examples per test with a random seed.
 
 from __future__ import annotations
 
-import os
 import struct
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from probe.capture import MAX_CAPLEN, open_capture
@@ -28,22 +27,10 @@ from probe.record import decode_record, encode_record
 from probe.reorder import reorder
 from probe.source import PacketSource
 from tests import pcapgen as g
+from tests.fuzzing import fuzz
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted((ROOT / "fixtures" / "pcaps").glob("*.pcap*"))
-FUZZ_EXAMPLES = int(os.environ.get("WIRESTREAM_FUZZ_EXAMPLES", "0"))
-
-
-def fuzz(examples: int) -> settings:
-    """`examples` in the normal run (derandomized: the same inputs every time); under
-    WIRESTREAM_FUZZ_EXAMPLES, that many with a random seed."""
-    return settings(
-        max_examples=FUZZ_EXAMPLES or examples,
-        derandomize=not FUZZ_EXAMPLES,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-    )
 
 
 def _load_frames() -> list[tuple[int, bytes]]:

@@ -11,11 +11,10 @@ copy of a byte the same), every delivered byte is the byte sent at that sequence
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import replace
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from probe.flowkey import flow_key
@@ -25,21 +24,11 @@ from reassembly.limits import Limits
 from reassembly.tcpflow import PHASE_CLOSED, TcpFlow
 from reassembly.tracker import FlowTracker
 from reassembly.udpflow import UdpFlow
+from tests.fuzzing import fuzz
 
-FUZZ_EXAMPLES = int(os.environ.get("WIRESTREAM_FUZZ_EXAMPLES", "0"))
 M32 = 0xFFFFFFFF
 IPS = (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
 PORTS = (40000, 80)
-
-
-def fuzz(examples: int) -> settings:
-    return settings(
-        max_examples=FUZZ_EXAMPLES or examples,
-        derandomize=not FUZZ_EXAMPLES,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        database=None,
-    )
 
 
 class Recorder:

@@ -16,36 +16,12 @@ import msgpack
 
 from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
 from decoders.http import HttpDecoder
+from tests.decoder_harness import Event, FakeCtx, apply
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 if not (PCAPS / "oracles").exists():
     PCAPS = Path("/work/shared/pcaps/public")
 ORACLES = PCAPS / "oracles"
-
-Event = tuple  # ("data", dir, bytes, ts_ns) | ("gap", dir, n, ts_ns) | ("close", reason, ts_ns)
-
-
-class FakeCtx:
-    """DecoderContext for tests: collects records in order; ts_ns is set by the driver."""
-
-    def __init__(self, flow: FlowInfo | None = None, out: list | None = None) -> None:
-        self.flow = flow or FlowInfo(
-            "Ctest", "tcp", Endpoint("10.0.0.1", 40000), Endpoint("10.0.0.2", 80)
-        )
-        self.ts_ns = 1_700_000_000_000_000_000
-        self.out: list[tuple[str, dict[str, Any]]] = [] if out is None else out
-
-    def emit(self, record_type: str, fields: dict[str, Any]) -> None:
-        self.out.append((record_type, fields))
-
-    def anomaly(self, name: str, detail: str = "") -> None:
-        self.out.append(("anomaly", {"name": name, "detail": detail}))
-
-    def http(self) -> list[dict[str, Any]]:
-        return [f for t, f in self.out if t == "http"]
-
-    def anomalies(self) -> list[str]:
-        return [f["name"] for t, f in self.out if t == "anomaly"]
 
 
 def canon(out: list) -> list[str]:
@@ -206,16 +182,6 @@ def rechunk(events: list[Event], rng: random.Random, max_chunk: int = 700) -> li
             out.append(("data", e[1], data[i : i + n], e[3]))
             i += n
     return out
-
-
-def apply(dec: HttpDecoder, ctx: FakeCtx, e: Event) -> None:
-    ctx.ts_ns = e[-1]
-    if e[0] == "data":
-        dec.on_data(e[1], e[2])
-    elif e[0] == "gap":
-        dec.on_gap(e[1], e[2])
-    else:
-        dec.on_close(e[1])
 
 
 def run(events: list[Event], options: dict | None = None, flow: FlowInfo | None = None) -> FakeCtx:

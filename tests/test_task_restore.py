@@ -34,12 +34,14 @@ def keyed_packets(name: str) -> list:
     return list(PacketSource().keyed(open_capture(FIXTURES / name)))
 
 
-def run(packets: list, store_dir: Path, restart_at: set[int]) -> list[bytes]:
+def run(
+    packets: list, store_dir: Path, restart_at: set[int], config: RuntimeConfig | None = None
+) -> list[bytes]:
     """Run packets through a task; at each index in `restart_at`, commit, drop the task
     and continue with a fresh one restored from the store (a crash after a commit)."""
     out: list[bytes] = []
     decoders = select(DECODERS)
-    config = RuntimeConfig()
+    config = config or RuntimeConfig()
 
     def emit(_type: str, _key: str, record: dict) -> None:
         out.append(dumps_record(record))

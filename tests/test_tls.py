@@ -28,6 +28,8 @@ from streams.config import RuntimeConfig
 from streams.replay import replay_records
 from streams.serde import dumps_record
 from streams.task import Task
+from tests import decoder_harness as harness
+from tests.decoder_harness import Event, apply
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = PCAPS / "oracles"
@@ -404,30 +406,11 @@ def test_server_hello_fields_and_hrr():
 
 # ------------------------------------------------------------------ decoder runs
 FLOW = FlowInfo("Ctest", "tcp", Endpoint("10.0.0.1", 40000), Endpoint("10.0.0.2", 443))
-Event = tuple
 
 
-class FakeCtx:
+class FakeCtx(harness.FakeCtx):
     def __init__(self, flow: FlowInfo = FLOW, out: list | None = None) -> None:
-        self.flow = flow
-        self.out: list[tuple[str, dict]] = [] if out is None else out
-        self.ts_ns = 0
-
-    def emit(self, record_type: str, fields: dict[str, Any]) -> None:
-        self.out.append((record_type, fields))
-
-    def anomaly(self, name: str, detail: str = "") -> None:
-        self.out.append(("anomaly", {"name": name, "detail": detail}))
-
-
-def apply(dec: Any, ctx: FakeCtx, e: Event) -> None:
-    ctx.ts_ns = e[-1]
-    if e[0] == "data":
-        dec.on_data(e[1], e[2])
-    elif e[0] == "gap":
-        dec.on_gap(e[1], e[2])
-    else:
-        dec.on_close(e[1])
+        super().__init__(flow, out, ts_ns=0)
 
 
 def run(events: list[Event], cls: Any = TlsDecoder, flow: FlowInfo = FLOW, restore_every=False):

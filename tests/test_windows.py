@@ -13,17 +13,15 @@ from typing import Any
 
 import pytest
 
-from decoders.registry import select
 from probe.capture import open_capture
 from probe.source import PacketSource
-from state.store import StateStore
 from stats.windows import WindowAggregator, configure
 from streams.config import RuntimeConfig
 from streams.replay import replay_records
 from streams.serde import dumps_record
-from streams.task import Task
 from tests import pcapgen
 from tests.flowgen import Conversation
+from tests.test_task_restore import run as run_task
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 BASE = 1_700_000_000_000_000_000
@@ -342,31 +340,6 @@ def test_entry_budget_keeps_the_totals(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- restore
-
-
-def run_task(
-    packets: list, store_dir: Path, restart_at: set[int], config: RuntimeConfig
-) -> list[bytes]:
-    out: list[bytes] = []
-    decoders = select(None)
-
-    def emit(_type: str, _key: str, record: dict) -> None:
-        out.append(dumps_record(record))
-
-    store = StateStore(str(store_dir))
-    task = Task(0, config, decoders, emit, store)
-    for i, kp in enumerate(packets):
-        if i in restart_at:
-            task.commit()
-            store.close()
-            store = StateStore(str(store_dir))
-            task = Task(0, config, decoders, emit, store)
-            task.restore()
-        task.process_record(kp.record())
-    task.close_all("end_of_input")
-    task.commit()
-    store.close()
-    return out
 
 
 @pytest.mark.parametrize(("hop", "grace"), [(None, 0.3), (0.25, 0.0)])
