@@ -3,7 +3,7 @@ by port as a fallback. Sans-IO: fed the first bytes of each direction, returns a
 
 from __future__ import annotations
 
-from decoders.api import Decoder
+from decoders.api import CLIENT, SERVER, Decoder
 
 PROBE_LIMIT = 4096  # bytes per direction looked at before falling back to ports
 
@@ -53,8 +53,6 @@ class Detector:
 
 def role_hint(candidates: list[type[Decoder]], data: bytes) -> int | None:
     """Which role the sender of `data` plays according to the decoders' probes."""
-    from decoders.api import CLIENT, SERVER
-
     as_client = any(cls.probe(CLIENT, data) for cls in candidates)
     as_server = any(cls.probe(SERVER, data) for cls in candidates)
     if as_client and not as_server:

@@ -207,26 +207,16 @@ class FlowTracker:
         changed = ((key, self.flows[key]) for key in sorted(dirty) if key in self.flows)
         return changed, removed
 
+    # The table's own state, saved beside its flows (one list, so save and load agree).
+    _META_FIELDS = ("stream_time", "_next_expiry", "evicted", "expired", "touches", "memcap_hits")
+
     def meta_snapshot(self) -> list[Any]:
-        return [
-            self.stream_time,
-            self._next_expiry,
-            self.evicted,
-            self.expired,
-            self.touches,
-            self.memcap_hits,
-        ]
+        return [getattr(self, name) for name in self._META_FIELDS]
 
     def restore(self, meta: list[Any], flows: list[tuple[bytes, Flow, int]]) -> None:
         """Rebuild the table from saved flows; `flows` carry their activity order."""
-        (
-            self.stream_time,
-            self._next_expiry,
-            self.evicted,
-            self.expired,
-            self.touches,
-            self.memcap_hits,
-        ) = meta
+        for name, value in zip(self._META_FIELDS, meta, strict=True):
+            setattr(self, name, value)
         for key, flow, order in sorted(flows, key=lambda item: item[2]):
             self.flows[key] = flow
             self.last_touch[key] = order

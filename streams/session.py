@@ -309,7 +309,7 @@ def flow_record(flow: Flow, session: FlowSession) -> dict[str, Any]:
             "packets": half.packets,
             "bytes": half.bytes,
             "missed_bytes": half.missed,
-            "beyond_depth": getattr(half, "beyond_depth", 0),
+            "beyond_depth": half.beyond_depth,
             "sha256": half.digest(),
         }
 
