@@ -33,8 +33,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## make bench: long benchmarks (needs tshark/tcpflow for the comparisons; see bench/README.md)
+## make bench: long benchmarks (needs tshark/tcpflow for the comparisons; see bench/README.md):
+## replay vs tshark/tcpflow + scaling (writes docs/benchmarks.md and .png), floods, Kafka mode
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/replay_bench.py
 	$(BIN)/python bench/floods.py
 	$(BIN)/python bench/kafka_bench.py

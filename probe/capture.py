@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
+from itertools import chain
 from typing import BinaryIO
 
 from probe.errors import CaptureError
@@ -24,7 +25,12 @@ MAX_CAPLEN = 256 * 1024
 _MAX_BLOCK = 16 * 1024 * 1024
 _CHUNK = 1 << 20
 
-Record = tuple[int, int, int, bytes]
+Record = tuple[int, int, int, bytes]  # (linktype, ts_ns, orig_len, frame)
+# Records in columns: linktypes, timestamps, original lengths, frames (one read block).
+Batch = tuple[list[int], list[int], list[int], list[bytes]]
+# The same with each frame as buffers[i][starts[i]:stops[i]] (no copy of the frames).
+RawBatch = tuple[list[int], list[int], list[int], list[bytes], list[int], list[int]]
+_NG_BATCH = 1024  # pcapng records per batch
 
 # magic bytes as they appear in the file -> (struct byte order, ns per fraction unit, extra
 # record header bytes). 0xa1b2cd34 is Alexey Kuznetzov's "modified" pcap (8 extra bytes).
@@ -53,10 +59,11 @@ def open_capture(path: str | os.PathLike[str]) -> Capture:
 
 
 class Capture:
-    """One capture file, iterated once as (linktype, ts_ns, orig_len, frame).
+    """One capture file, iterated once as (linktype, ts_ns, orig_len, frame), or as column
+    batches (`batches()`).
 
     `linktype` is the file's link type (pcapng: the first interface's; each record carries
-    its own). `bytes_read` is the file offset after the last record yielded (progress),
+    its own). `bytes_read` is the file offset after the last batch read (progress),
     `size` the file size. Iteration raises CaptureError at the first damaged record, after
     yielding every record before it.
     """
@@ -111,9 +118,21 @@ class Capture:
             raise CaptureError(self.path, 0, f"not a pcap or pcapng file (magic 0x{magic.hex()})")
 
     def __iter__(self) -> Iterator[Record]:
+        return chain.from_iterable(zip(*batch, strict=True) for batch in self.batches())
+
+    def batches(self) -> Iterator[Batch]:
+        """The records as column batches (linktypes, ts_ns, orig_lens, frames), one per read
+        block: the replay hot path walks plain lists instead of a generator per record."""
+        for lts, tss, ols, bufs, starts, stops in self.raw_batches():
+            yield lts, tss, ols, [b[i:j] for b, i, j in zip(bufs, starts, stops, strict=True)]
+
+    def raw_batches(self) -> Iterator[RawBatch]:
+        """Like `batches`, with each frame as (buffer, start, stop) columns instead of its
+        own bytes: frames stay where they were read (a 1 MiB block, shared), so a parser
+        can take the headers and the payload it needs without copying the frame first."""
         if self._pcapng is not None:
-            return self._iter_pcapng()
-        return self._iter_pcap()
+            return self._pcapng_batches()
+        return self._pcap_batches()
 
     def close(self) -> None:
         self._file.close()
@@ -124,61 +143,103 @@ class Capture:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _iter_pcap(self) -> Iterator[Record]:
-        """Bulk reader: parse records out of 1 MiB blocks, no read() per record."""
+    def _pcap_batches(self) -> Iterator[RawBatch]:
+        """Bulk reader: parse records out of 1 MiB blocks, no read() per record. A record
+        that straddles two blocks is completed on its own, so blocks are never copied."""
         path = self.path
         linktype = self.linktype
         mul = self._ts_mul
         rhl = 16 + self._extra
         unpack_from = struct.Struct(self._bo + "IIII").unpack_from
         read = self._file.read
-        buf = b""
-        pos = 0
         base = 24  # file offset of buf[0]
-        while True:
-            chunk = read(_CHUNK)
-            if not chunk:
-                break
-            buf = buf[pos:] + chunk if pos < len(buf) else chunk
-            base += pos
+        while buf := read(_CHUNK):
+            tss: list[int] = []
+            origs: list[int] = []
+            starts: list[int] = []
+            stops: list[int] = []
+            add_ts, add_orig, add_start, add_stop = (
+                tss.append,
+                origs.append,
+                starts.append,
+                stops.append,
+            )
+            error: CaptureError | None = None
             pos = 0
             end = len(buf)
             while pos + rhl <= end:
                 sec, frac, caplen, orig_len = unpack_from(buf, pos)
                 if caplen == 0 or caplen > MAX_CAPLEN:
-                    raise CaptureError(path, base + pos, f"bad record length {caplen}")
+                    error = CaptureError(path, base + pos, f"bad record length {caplen}")
+                    break
                 data_end = pos + rhl + caplen
                 if data_end > end:
                     break
-                yield (
-                    linktype,
-                    sec * 1_000_000_000 + frac * mul,
-                    orig_len,
-                    buf[pos + rhl : data_end],
-                )
+                add_ts(sec * 1_000_000_000 + frac * mul)
+                add_orig(orig_len)
+                add_start(pos + rhl)
+                add_stop(data_end)
                 pos = data_end
-                self.bytes_read = base + pos
-        left = len(buf) - pos
-        if left:
-            if left < rhl:
-                msg = f"truncated record header ({left} of {rhl} bytes)"
-            else:
-                caplen = unpack_from(buf, pos)[2]
-                msg = f"truncated record (caplen {caplen}, {left - rhl} bytes left)"
-            raise CaptureError(path, base + pos, msg)
+            bufs = [buf] * len(tss)
+            if error is None and pos < end:  # a record continues in the next block
+                rec = buf[pos:]
+                if len(rec) < rhl:
+                    rec += read(rhl - len(rec))
+                if len(rec) < rhl:
+                    msg = f"truncated record header ({len(rec)} of {rhl} bytes)"
+                    error = CaptureError(path, base + pos, msg)
+                else:
+                    sec, frac, caplen, orig_len = unpack_from(rec)
+                    if caplen == 0 or caplen > MAX_CAPLEN:
+                        error = CaptureError(path, base + pos, f"bad record length {caplen}")
+                    else:
+                        rec += read(rhl + caplen - len(rec))
+                        if len(rec) < rhl + caplen:
+                            msg = f"truncated record (caplen {caplen}, {len(rec) - rhl} bytes left)"
+                            error = CaptureError(path, base + pos, msg)
+                        else:
+                            add_ts(sec * 1_000_000_000 + frac * mul)
+                            add_orig(orig_len)
+                            add_start(rhl)
+                            add_stop(len(rec))
+                            bufs.append(rec)
+                            pos += len(rec)
+                            end = pos
+            if error is None:
+                base += end
+            self.bytes_read = base if error is None else base + pos
+            if tss:
+                yield [linktype] * len(tss), tss, origs, bufs, starts, stops  # type: ignore[list-item]
+            if error is not None:
+                raise error
 
-    def _iter_pcapng(self) -> Iterator[Record]:
+    def _pcapng_batches(self) -> Iterator[RawBatch]:
         reader = self._pcapng
         assert reader is not None
         read_block = reader.read_block
-        while True:
-            rec = read_block()
-            if rec is not None:
-                self.bytes_read = reader.offset
-                yield rec
-            elif reader.eof:
-                self.bytes_read = reader.offset
-                return
+        while not reader.eof:
+            lts: list[int] = []
+            tss: list[int] = []
+            origs: list[int] = []
+            frames: list[bytes] = []
+            error: CaptureError | None = None
+            try:
+                while len(frames) < _NG_BATCH:
+                    rec = read_block()
+                    if rec is not None:
+                        lts.append(rec[0])
+                        tss.append(rec[1])
+                        origs.append(rec[2])
+                        frames.append(rec[3])
+                    elif reader.eof:
+                        break
+            except CaptureError as exc:
+                error = exc
+            self.bytes_read = reader.offset
+            if frames:
+                yield lts, tss, origs, frames, [0] * len(frames), [len(f) for f in frames]
+            if error is not None:
+                raise error
 
 
 class _Interface:

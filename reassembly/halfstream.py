@@ -12,7 +12,8 @@ import struct
 from bisect import bisect_left, insort
 from collections.abc import Callable
 from typing import Any
-from zlib import crc32
+
+from crc32c import crc32c  # hardware CRC-32C: ~3x zlib's crc32 on a segment
 
 from reassembly.limits import Limits
 from reassembly.sha256 import ResumableSha256, hexdigest_of
@@ -110,7 +111,7 @@ class HalfStream:
     def __init__(self, budget: ParkingBudget | None = None) -> None:
         self.budget = budget if budget is not None else ParkingBudget()
         self.beyond_depth = 0  # stream bytes past the reassembly depth: not delivered
-        # (offset, length, crc32) of the last RECENT_SEGMENTS segments delivered whole, packed:
+        # (offset, length, crc32c) of the last RECENT_SEGMENTS segments delivered whole, packed:
         # a retransmission of one of them with other bytes is an inconsistency (Zeek's
         # rexmit_inconsistency) at 16 bytes per segment instead of keeping the bytes.
         self.recent = b""
@@ -165,11 +166,20 @@ class HalfStream:
         nxt = self.next
         if end <= nxt:
             return self._retransmitted(off, data)
-        if off == nxt and (not self.parked_offsets or self.parked_offsets[0] >= end):
-            self._deliver(data, deliver)  # the common case: the next segment, whole
-            recent = self.recent + _RECENT.pack(off, len(data), crc32(data))
-            self.recent = recent[-_RECENT_BYTES:] if len(recent) > _RECENT_BYTES else recent
-            if self.parked_offsets and self.parked_offsets[0] == end:
+        offsets = self.parked_offsets
+        if off == nxt and (not offsets or offsets[0] >= end):  # the next segment, whole
+            hasher = self.hasher
+            if hasher is not None and not self.pending_zeros and not self.budget.depth:
+                hasher.update(data)  # _deliver's common case, inlined
+                self.next = end
+                self.bytes += end - off
+                deliver(data)
+            else:
+                self._deliver(data, deliver)
+            self.recent = (self.recent + _RECENT.pack(off, end - off, crc32c(data)))[
+                -_RECENT_BYTES:
+            ]
+            if offsets and offsets[0] == end:
                 self.drain(deliver)  # the segment filled the hole before parked data exactly
             return ADD_NEW
         if off < nxt and (not self.parked_offsets or self.parked_offsets[0] >= end):
@@ -195,11 +205,9 @@ class HalfStream:
     def _retransmitted(self, off: int, data: bytes) -> int:
         """A segment wholly before the delivery point: a retransmission, checked against
         the segments remembered with the same offset and length."""
-        recent = self.recent
-        for i in range(0, len(recent), _RECENT.size):
-            r_off, r_len, r_crc = _RECENT.unpack_from(recent, i)
+        for r_off, r_len, r_crc in _RECENT.iter_unpack(self.recent):
             if r_off == off and r_len == len(data):
-                return ADD_REXMIT_INCONSISTENT if crc32(data) != r_crc else ADD_RETRANSMIT
+                return ADD_REXMIT_INCONSISTENT if crc32c(data) != r_crc else ADD_RETRANSMIT
         return ADD_RETRANSMIT
 
     def _deliver(self, data: bytes, deliver: Callable[[bytes], None]) -> None:

@@ -26,6 +26,7 @@ def _load_libcrypto() -> ctypes.CDLL | None:
         lib = ctypes.CDLL(name)
         lib.SHA256_Init.argtypes = [ctypes.c_void_p]
         lib.SHA256_Update.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
+        lib.SHA256_Update.restype = None  # (returns 1): no result conversion per call
         lib.SHA256_Final.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
     except (OSError, AttributeError):
         return None
@@ -33,6 +34,7 @@ def _load_libcrypto() -> ctypes.CDLL | None:
 
 
 _LIB = _load_libcrypto()
+_UPDATE = _LIB.SHA256_Update if _LIB is not None else None
 
 _K = (
     0x428A2F98, 0x71374491, 0xB5C0FBCF, 0xE9B5DBA5, 0x3956C25B, 0x59F111F1, 0x923F82A4, 0xAB1C5ED5,
@@ -85,11 +87,12 @@ def hexdigest_of(hasher: ResumableSha256 | None) -> str:
 class ResumableSha256:
     """hashlib-like SHA-256 (update/hexdigest) with `save()` / `load()` of its running state."""
 
-    __slots__ = ("_ctx", "_h", "_length", "_tail")
+    __slots__ = ("_addr", "_ctx", "_h", "_length", "_tail")
 
     def __init__(self) -> None:
         if _LIB is not None:
             self._ctx = ctypes.create_string_buffer(_CTX_SIZE)
+            self._addr = ctypes.addressof(self._ctx)  # passed as an int: a cheaper call
             _LIB.SHA256_Init(self._ctx)
         else:
             self._ctx = None
@@ -97,7 +100,7 @@ class ResumableSha256:
 
     def update(self, data: bytes) -> None:
         if self._ctx is not None:
-            _LIB.SHA256_Update(self._ctx, data, len(data))  # type: ignore[union-attr]
+            _UPDATE(self._addr, data, len(data))  # type: ignore[misc]
             return
         self._length += len(data)
         buf = self._tail + bytes(data)
@@ -146,6 +149,7 @@ class ResumableSha256:
             bits = length * 8
             raw = _CTX.pack(*h, bits & _M, bits >> 32, tail.ljust(64, b"\0"), len(tail), 32)
             obj._ctx = ctypes.create_string_buffer(raw, _CTX_SIZE)
+            obj._addr = ctypes.addressof(obj._ctx)
         else:
             obj._h, obj._length, obj._tail = tuple(h), length, tail
         return obj

@@ -8,6 +8,7 @@ server port and the other is not, or the content of the first payload says other
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from probe.packet import ACK, FIN, RST, SYN, Packet
@@ -16,6 +17,8 @@ from reassembly.halfstream import (
     ADD_NEW,
     ADD_RETRANSMIT,
     ADD_REXMIT_INCONSISTENT,
+    HALF,
+    M32,
     HalfStream,
     ParkingBudget,
 )
@@ -40,6 +43,9 @@ SEEN_BAD_RST, SEEN_DATA_AFTER_RST, SEEN_BAD_ACK = 32, 64, 128
 
 
 _LETTER_BITS = {letter: 2 * i for i, letter in enumerate("SHADFRTGI")}
+# History bits of 'D' and 'A' per orientation, for the fast path's "already marked?" test.
+_DATA_BITS = (1 << _LETTER_BITS["D"], 1 << (_LETTER_BITS["D"] + 1))
+_ACK_BITS = (1 << _LETTER_BITS["A"], 1 << (_LETTER_BITS["A"] + 1))
 
 
 class TcpFlow:
@@ -111,28 +117,74 @@ class TcpFlow:
 
     def callbacks(self, side: int) -> tuple[Any, Any]:
         """(deliver, gap) for one orientation, built once (not per packet)."""
-        cbs = self._callbacks
-        if cbs is None:
-            sink = self.sink
+        return (self._callbacks or self._make_callbacks())[side]
 
-            def make(s: int) -> tuple[Any, Any]:
-                direction = self.direction(s)
-                return (
-                    lambda data: sink.on_data(direction, data),
-                    lambda length: self._gap(s, length),
-                )
+    def _make_callbacks(self) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+        on_data = self.sink.on_data
 
-            cbs = self._callbacks = (make(0), make(1))
-        return cbs[side]
+        def make(s: int) -> tuple[Any, Any]:
+            return (
+                partial(on_data, self.direction(s)),
+                lambda length: self._gap(s, length),
+            )
+
+        cbs = self._callbacks = (make(0), make(1))
+        return cbs
 
     # -- packets --
     def on_packet(self, pkt: Packet, side: int, limits: Limits) -> None:
         self.ts_last = pkt.ts_ns
         half = self.halves[side]
         half.packets += 1
-        if self.phase == PHASE_CLOSED:
+        phase = self.phase
+        if phase == PHASE_CLOSED:
             return
         flags = pkt.tcp_flags
+        if (
+            flags & (SYN | FIN | RST)
+            or phase != PHASE_ACTIVE
+            or not self.roles_fixed
+            or not half.started
+            or self.client_side < 0
+        ):
+            self._on_packet_full(pkt, side, half, flags, limits)
+            return
+        # The common case, inlined: an established connection, no SYN, FIN or RST (the
+        # same steps as _on_packet_full, with the branches that cannot apply left out).
+        payload = pkt.payload
+        if payload:
+            self.seen[side] |= SEEN_DATA
+            deliver, gap = (self._callbacks or self._make_callbacks())[side]
+            nxt = half.next
+            d = ((pkt.seq - half.base) - nxt) & M32
+            if d >= HALF:
+                d -= 1 << 32
+            outcome = half.add(nxt + d, payload, deliver, gap, limits)
+            if outcome == ADD_NEW:
+                if not self.hist_seen & _DATA_BITS[side]:
+                    self._mark("D", side)
+            else:
+                self._payload_outcome(side, outcome)
+        if flags & ACK:
+            if not payload and not self.hist_seen & _ACK_BITS[side]:
+                self._mark("A", side)
+            peer = self.halves[1 - side]
+            if peer.started:
+                nxt = peer.next
+                d = ((pkt.ack - peer.base) - nxt) & M32
+                if d >= HALF:
+                    d -= 1 << 32
+                if d > 0:
+                    self._ack_ahead(side, nxt + d, limits)
+                elif nxt + d > peer.acked:
+                    peer.acked = nxt + d
+        seen = self.seen
+        if seen[0] & seen[1] & SEEN_FIN and self._both_finished():
+            self.close("fin")
+
+    def _on_packet_full(
+        self, pkt: Packet, side: int, half: HalfStream, flags: int, limits: Limits
+    ) -> None:
         seq = pkt.seq
         if self.client_side < 0:
             self._orient_first(pkt, side)
@@ -202,7 +254,12 @@ class TcpFlow:
         outcome = half.add(half.offset(seq), payload, deliver, gap, limits)
         if outcome == ADD_NEW:
             self._mark("D", side)
-        elif outcome == ADD_RETRANSMIT:
+        else:
+            self._payload_outcome(side, outcome)
+
+    def _payload_outcome(self, side: int, outcome: int) -> None:
+        """History letters and anomalies of a segment that was not simply new data."""
+        if outcome == ADD_RETRANSMIT:
             self._mark("T", side)
         elif outcome == ADD_INCONSISTENT:
             self._mark("I", side)
@@ -241,17 +298,24 @@ class TcpFlow:
             return
         ack_off = peer.offset(pkt.ack)
         if ack_off > peer.next:
-            if ack_off > peer.max_end + limits.max_ack_ahead:
-                # Acknowledges far more than was ever sent (RFC 793: an ACK of unsent data
-                # is ignored): a forged or broken ACK must not declare gigabytes lost.
-                if not self.seen[side] & SEEN_BAD_ACK:
-                    self.seen[side] |= SEEN_BAD_ACK
-                    self.sink.anomaly("ack_above_data", f"direction={self.direction(side)}")
-                return
-            self.roles_fixed = True  # a gap may be delivered: directions are final now
-            peer.on_peer_ack(ack_off, *self.callbacks(peer_side))
+            self._ack_ahead(side, ack_off, limits)
         elif ack_off > peer.acked:
             peer.acked = ack_off
+
+    def _ack_ahead(self, side: int, ack_off: int, limits: Limits) -> None:
+        """The peer of `side` is acknowledged beyond what was delivered of it: a gap, unless
+        the ACK is implausible."""
+        peer_side = 1 - side
+        peer = self.halves[peer_side]
+        if ack_off > peer.max_end + limits.max_ack_ahead:
+            # Acknowledges far more than was ever sent (RFC 793: an ACK of unsent data
+            # is ignored): a forged or broken ACK must not declare gigabytes lost.
+            if not self.seen[side] & SEEN_BAD_ACK:
+                self.seen[side] |= SEEN_BAD_ACK
+                self.sink.anomaly("ack_above_data", f"direction={self.direction(side)}")
+            return
+        self.roles_fixed = True  # a gap may be delivered: directions are final now
+        peer.on_peer_ack(ack_off, *self.callbacks(peer_side))
 
     def _on_rst(self, pkt: Packet, side: int, half: HalfStream) -> bool:
         """Accept an RST only if it is plausible for the receiver (RFC 5961 in spirit): in

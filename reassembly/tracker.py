@@ -55,6 +55,8 @@ class FlowTracker:
         self.expired = 0
         # Out-of-order bytes parked by all flows of this task, and the reassembly depth.
         self.budget = ParkingBudget(depth=limits.max_depth)
+        self._task_cap = limits.max_parked_bytes_task  # (limits are frozen)
+        self._process_cap = limits.max_parked_bytes_process
         self.memcap_hits = 0
         self.touches = 0  # packets processed; a flow's last touch orders it after a restore
         self.last_touch: dict[bytes, int] = {}
@@ -72,35 +74,29 @@ class FlowTracker:
         proto = pkt.proto
         if proto != PROTO_TCP and proto != PROTO_UDP:
             return None
-        side = 0 if forward else 1
         flows = self.flows
         flow = flows.get(key)
-        if (
-            flow is not None
-            and flow.phase >= PHASE_CLOSED
-            and proto == PROTO_TCP
-            and pkt.tcp_flags & (SYN | ACK) == SYN
+        if flow is None:
+            flow = self._create(pkt, key)
+        elif (
+            flow.phase >= PHASE_CLOSED and proto == PROTO_TCP and pkt.tcp_flags & (SYN | ACK) == SYN
         ):  # port reuse: a new connection on a closed 5-tuple
             self._close(flow, "rst")  # no-op unless it was still lingering after a reset
             self._remove(key, flow)
-            flow = None
-        if flow is None:
             flow = self._create(pkt, key)
         else:
             flows.move_to_end(key)
         phase = flow.phase
-        flow.on_packet(pkt, side, self.limits)
-        if (
-            self.budget.bytes > self.limits.max_parked_bytes_task
-            or self.budget.process.bytes > self.limits.max_parked_bytes_process
-        ):
+        flow.on_packet(pkt, 0 if forward else 1, self.limits)
+        budget = self.budget
+        if budget.bytes > self._task_cap or budget.process.bytes > self._process_cap:
             self._relieve(flow)
         if flow.phase != phase:
             # A new phase may have a shorter timeout: keep a heap entry at or before the
             # real deadline, so expiry happens at the first scan past it (restore-exact).
             heapq.heappush(self._deadlines, (self._deadline(flow), flow.uid, key))
-        self.touches += 1
-        self.last_touch[key] = self.touches
+        self.touches = touches = self.touches + 1
+        self.last_touch[key] = touches
         self.dirty.add(key)
         return flow
 

@@ -9,7 +9,7 @@ per-packet path never touches RocksDB; `restore()` rebuilds the task from the st
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import msgpack
@@ -19,6 +19,7 @@ from probe.flowkey import flow_key
 from probe.packet import PROTO_TCP, Packet
 from probe.parse import ParseError, parse_frame
 from probe.record import FLAG_FRAGMENT_CONFLICT, RecordError, decode_record
+from probe.source import KeyedPacket
 from reassembly.tcpflow import TcpFlow
 from reassembly.tracker import Flow, FlowTracker
 from reassembly.udpflow import UdpFlow
@@ -94,6 +95,19 @@ class Task:
         if self.extensions:
             for ext in self.extensions:
                 ext.on_packet(pkt, flow)
+
+    def process_batch(self, batch: Sequence[KeyedPacket]) -> None:
+        """`process_packet` for each keyed packet of a batch, in order (replay's hot path)."""
+        if self.extensions:
+            for kp in batch:
+                self.process_packet(kp.packet, kp.key, kp.forward)
+            return
+        self.packets += len(batch)
+        process = self.tracker.process
+        for kp in batch:
+            flow = process(kp[2], kp[0], kp[1])
+            if kp[4] & FLAG_FRAGMENT_CONFLICT and flow is not None:
+                flow.sink.anomaly("fragment_overlap_different_data", "first copy kept")
 
     def _emit_and_observe(self, record_type: str, key: str, record: dict[str, Any]) -> None:
         self._emit(record_type, key, record)

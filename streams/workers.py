@@ -36,7 +36,6 @@ def _worker_main(
     from decoders.registry import select
     from probe.capture import open_capture
     from probe.errors import CaptureError
-    from probe.flowkey import kafka_partition
     from state.store import StateStore
     from streams.config import tune_gc
     from streams.serde import dumps_record
@@ -65,7 +64,13 @@ def _worker_main(
     errors: list[str] = []
     commit_every = config.commit_every_packets
     mine = 0
-    from streams.replay import unsupported_linktype
+    next_commit = commit_every
+    from streams.replay import PartitionCache, unsupported_linktype
+
+    partition_of = PartitionCache(n)
+
+    def keep(key: bytes) -> bool:
+        return tasks[partition_of(key)] is not None
 
     for path in paths:
         try:
@@ -75,16 +80,16 @@ def _worker_main(
                 errors.append(unsupported)
                 capture.close()
                 continue
-            for kp in source.keyed(capture):
-                task = tasks[kafka_partition(kp.key, n)]
-                if task is None:
-                    continue
-                task.process_packet(kp.packet, kp.key, kp.forward)
-                mine += 1
-                if mine % commit_every == 0:
-                    for t in tasks:
-                        if t is not None:
-                            t.commit()
+            with capture:
+                for batch in source.keyed_batches(capture.raw_batches(), keep):
+                    for kp in batch:
+                        tasks[partition_of(kp[0])].process_packet(kp[2], kp[0], kp[1])  # type: ignore[union-attr]
+                    mine += len(batch)
+                    if mine >= next_commit:  # outputs never depend on when commits happen
+                        next_commit = mine + commit_every
+                        for t in tasks:
+                            if t is not None:
+                                t.commit()
         except CaptureError as exc:
             errors.append(str(exc))
     bad: Counter[str] = Counter(source.bad)
