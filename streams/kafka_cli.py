@@ -15,10 +15,12 @@ from streams.argtypes import positive_int, positive_seconds
 from streams.kafka_config import ConfigError, Option, layerable, resolve
 from streams.kafka_settings import (
     AT_LEAST_ONCE,
+    CONNECT_TIMEOUT,
     DEFAULT_INPUT_TOPIC,
     DEFAULT_PREFIX,
     DEFAULT_STATE_DIR,
     GUARANTEES,
+    RECONNECT_TIMEOUT,
     ProbeSettings,
     RunSettings,
 )
@@ -47,6 +49,100 @@ def _port(text: str) -> int:
     return value
 
 
+def _port_or_zero(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    return _port(text)
+
+
+def _add_features(rp: argparse.ArgumentParser) -> None:
+    """Options of streams/kafka_features.py: flow statistics, queries, substreams, cleanup."""
+    from streams.feature_settings import DEFAULT_CLEANUP_DELAY, FeatureSettings
+
+    d = FeatureSettings()
+    rp.add_argument(
+        "--flow-stats",
+        action="store_true",
+        default=False,
+        help="keep per-flow packet/byte statistics as a table (store flowstats-<p>, changelog "
+        "<application-id>-flowstats-changelog); implied by --query-port and --flow-stats-topic",
+    )
+    rp.add_argument(
+        "--flow-stats-topic",
+        action="store_true",
+        default=False,
+        help="also produce the table's changes to <prefix>flowstats (upsert stream keyed by "
+        "uid, tombstone when an entry expires)",
+    )
+    rp.add_argument(
+        "--flow-stats-retention",
+        type=positive_seconds,
+        default=d.flow_stats_retention,
+        metavar="SECONDS",
+        help="keep closed flows in the table this long in stream time (capture time) "
+        f"(default: {d.flow_stats_retention:g})",
+    )
+    rp.add_argument(
+        "--flow-stats-max-closed",
+        type=positive_int,
+        default=d.flow_stats_max_closed,
+        help=f"closed flows kept per partition at most, oldest go first "
+        f"(default: {d.flow_stats_max_closed})",
+    )
+    rp.add_argument(
+        "--query-port",
+        type=_port_or_zero,
+        default=None,
+        help="serve the read-only query API (flows by uid or 5-tuple, top flows, key owner) "
+        "on this port; 0 = any free port (logged as query_server_started) (default: off)",
+    )
+    rp.add_argument(
+        "--query-host",
+        metavar="HOST",
+        default=None,
+        help="host name other members use to reach this member's query API (announced to "
+        "the group, like Kafka Streams' application.server) (default: this host's name)",
+    )
+    rp.add_argument(
+        "--query-bind",
+        metavar="ADDR",
+        default=d.query_bind,
+        help=f"address the query API listens on (default: {d.query_bind})",
+    )
+    rp.add_argument(
+        "--substreams",
+        action="store_true",
+        default=False,
+        help="also copy each input record (same key and value) to <prefix>packets.tcp, "
+        ".udp or .other by its IP protocol",
+    )
+    rp.add_argument(
+        "--state-cleanup-delay",
+        type=positive_seconds,
+        default=DEFAULT_CLEANUP_DELAY,
+        metavar="SECONDS",
+        help="delete local state of partitions this member no longer owns after this long "
+        f"without activity (Kafka Streams' state.cleanup.delay.ms) (default: "
+        f"{DEFAULT_CLEANUP_DELAY:g})",
+    )
+
+
+def _features(args: argparse.Namespace) -> Any:
+    from streams.feature_settings import FeatureSettings
+
+    return FeatureSettings(
+        flow_stats=args.flow_stats,
+        flow_stats_topic=args.flow_stats_topic,
+        flow_stats_retention=args.flow_stats_retention,
+        flow_stats_max_closed=args.flow_stats_max_closed,
+        substreams=args.substreams,
+        query_port=args.query_port,
+        query_host=args.query_host,
+        query_bind=args.query_bind,
+        state_cleanup_delay=args.state_cleanup_delay,
+    )
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--config",
@@ -69,6 +165,22 @@ def _add_broker(p: argparse.ArgumentParser) -> None:
         type=_replication,
         default=-1,
         help="replication factor of topics this command creates (default: -1, the broker's)",
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=positive_seconds,
+        default=CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help="at start, keep trying to reach the brokers this long (with backoff), then "
+        f"exit 3 with an error (default: {CONNECT_TIMEOUT:.0f})",
+    )
+    p.add_argument(
+        "--reconnect-timeout",
+        type=positive_seconds,
+        default=RECONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help="after losing the brokers, keep retrying (with backoff) this long before "
+        f"giving up with exit 3 (default: {RECONNECT_TIMEOUT:.0f})",
     )
 
 
@@ -230,6 +342,7 @@ def add_commands(
         default=2_000,
         help="records per poll (default: 2000)",
     )
+    _add_features(rp)
     add_runtime(rp)
     run_options = layerable(rp, _COMMON)
     _add_config(rp)
@@ -266,6 +379,8 @@ def cmd_probe(
         pace=args.pace,
         linger_ms=args.linger_ms,
         batch_size=args.batch_size,
+        connect_timeout=args.connect_timeout,
+        reconnect_timeout=args.reconnect_timeout,
     )
     probe = Probe(settings)
     if args.interface:
@@ -302,5 +417,7 @@ def cmd_run(
         metrics_port=args.metrics_port,
         restore_timeout=args.restore_timeout,
         max_poll_records=args.max_poll_records,
+        connect_timeout=args.connect_timeout,
+        reconnect_timeout=args.reconnect_timeout,
     )
-    return KafkaRuntime(settings, runtime_config(args)).run()
+    return KafkaRuntime(settings, runtime_config(args), features=_features(args)).run()

@@ -6,6 +6,13 @@ default partitioner on the key (probe.flowkey.kafka_partition, computed here rat
 by the client; it gives the same partition as kafka-python's and the Java client's
 partitioner, checked in tests). The record timestamp is left to the producer (time of
 producing): broker retention acts on it, the capture time lives in the record.
+
+Broker faults: the brokers are tried for `--connect-timeout` at start (streams/kafka_retry.py).
+Once producing, the idempotent producer retries every record for `--reconnect-timeout`
+(delivery timeout; `send` also blocks that long at most when its buffer is full), so a
+broker restart within that time loses nothing and duplicates nothing. If a record still
+fails, the probe stops reading, waits for what is in flight, and exits 3 with one line
+saying how many records it produced, how many were acknowledged, and where it stopped.
 """
 
 from __future__ import annotations
@@ -24,12 +31,20 @@ from probe.errors import CaptureError
 from probe.flowkey import kafka_partition
 from probe.source import PacketSource
 from streams.kafka_live import LiveCapture, LiveCaptureError
+from streams.kafka_retry import (
+    RECONNECT_BACKOFF_MAX_MS,
+    BrokerUnavailable,
+    connect,
+    discard_producer,
+    peak_rss_mib,
+)
 from streams.kafka_settings import MAX_REQUEST_BYTES, ProbeSettings
 from streams.kafka_topics import TopicError, admin_client, ensure_topic
 
 log = structlog.get_logger("wirestream.probe")
 
 EXIT_OK, EXIT_INPUT_ERROR, EXIT_BROKER_ERROR = 0, 1, 3
+FLUSH_GRACE_SECONDS = 10.0
 
 Frame = tuple[int, int, int, bytes]
 
@@ -59,6 +74,10 @@ class Probe:
         self.record_bytes = 0
         self.errors: list[str] = []
         self._send_error: BaseException | None = None
+        # Producer callbacks, all on its one sender thread.
+        self.acked = 0
+        self.failed = 0
+        self.current: str | None = None  # the capture being read
         self._stop = False
         self.partitions = settings.partitions
         self.producer: KafkaProducer | None = None
@@ -69,13 +88,22 @@ class Probe:
     def _stopping(self) -> bool:
         return self._stop
 
+    def _acked(self, _metadata: Any) -> None:
+        self.acked += 1
+
     def _failed(self, exc: BaseException) -> None:
+        self.failed += 1
         if self._send_error is None:
             self._send_error = exc
 
     def _connect(self) -> None:
         s = self.settings
-        admin = admin_client(s.bootstrap_servers)
+        admin = connect(
+            lambda ms: admin_client(s.bootstrap_servers, bootstrap_timeout_ms=ms),
+            s.bootstrap_servers,
+            s.connect_timeout,
+            log,
+        )
         try:
             count, created = ensure_topic(admin, s.topic, s.partitions, s.replication_factor)
         finally:
@@ -91,13 +119,21 @@ class Probe:
                 note="records are partitioned over the existing partitions",
             )
         self.partitions = count
+        retry_ms = int(s.reconnect_timeout * 1000)
+        request_ms = max(1000, min(30_000, retry_ms // 2))
         self.producer = KafkaProducer(
             bootstrap_servers=s.bootstrap_servers,
             client_id="wirestream-probe",
             acks="all",
+            enable_idempotence=True,  # retries after a broker restart add no duplicates
             linger_ms=s.linger_ms,
             batch_size=s.batch_size,
             max_request_size=MAX_REQUEST_BYTES,
+            bootstrap_timeout_ms=int(s.connect_timeout * 1000),
+            request_timeout_ms=request_ms,
+            delivery_timeout_ms=max(retry_ms, request_ms + s.linger_ms),
+            max_block_ms=retry_ms,
+            reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
         )
 
     def _produce(self, frames: Iterable[Frame], stoppable: bool = False) -> None:
@@ -107,18 +143,23 @@ class Probe:
         topic = self.settings.topic
         n = self.partitions
         failed = self._failed
+        acked = self._acked
         count = 0
         size = 0
-        for kp in self.source.keyed(frames):
-            value = kp.record()
-            key = kp.key
-            send(topic, value=value, key=key, partition=kafka_partition(key, n)).add_errback(failed)
-            count += 1
-            size += len(value)
-            if self._send_error is not None or (stoppable and self._stop):
-                break
-        self.records += count
-        self.record_bytes += size
+        try:
+            for kp in self.source.keyed(frames):
+                value = kp.record()
+                key = kp.key
+                future = send(topic, value=value, key=key, partition=kafka_partition(key, n))
+                future.add_callback(acked)
+                future.add_errback(failed)
+                count += 1
+                size += len(value)
+                if self._send_error is not None or (stoppable and self._stop):
+                    break
+        finally:  # also when `send` raised: the counts say how much was handed over
+            self.records += count
+            self.record_bytes += size
 
     def run_files(self, paths: Sequence[str]) -> int:
         started = time.perf_counter()
@@ -130,6 +171,7 @@ class Probe:
             for path in paths:
                 if self._stop:
                     break
+                self.current = path
                 try:
                     capture = open_capture(path)
                 except CaptureError as exc:
@@ -145,9 +187,8 @@ class Probe:
                 finally:
                     capture.close()
             return self._finish(started)
-        except (KafkaError, TopicError) as exc:
-            log.error("broker_error", error=str(exc)[:300])
-            return EXIT_BROKER_ERROR
+        except (KafkaError, TopicError, BrokerUnavailable) as exc:
+            return self._broker_failed(exc, started)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -167,11 +208,11 @@ class Probe:
             log.info(
                 "live_capture_started", interface=interface, bpf=bpf, topic=self.settings.topic
             )
+            self.current = f"interface {interface}"
             self._produce(capture)
             return self._finish(started)
-        except (KafkaError, TopicError) as exc:
-            log.error("broker_error", error=str(exc)[:300])
-            return EXIT_BROKER_ERROR
+        except (KafkaError, TopicError, BrokerUnavailable) as exc:
+            return self._broker_failed(exc, started)
         finally:
             capture.close()
             for sig, handler in previous.items():
@@ -184,8 +225,59 @@ class Probe:
     def _finish(self, started: float) -> int:
         producer = self.producer
         assert producer is not None
-        producer.flush()
+        try:
+            # Every record acknowledged or failed by the delivery timeout; the bound is for
+            # batches kafka-python 3.0 sometimes never expires after a broker went away.
+            producer.flush(timeout=self.settings.reconnect_timeout + FLUSH_GRACE_SECONDS)
+        except KafkaError as exc:
+            return self._broker_failed(exc, started, flush=False)
         producer.close()
+        self._summary(started)
+        if self._send_error is not None:
+            self._lost(self._send_error)
+            return EXIT_BROKER_ERROR
+        return EXIT_INPUT_ERROR if self.errors else EXIT_OK
+
+    def _broker_failed(self, exc: BaseException, started: float, flush: bool = True) -> int:
+        """A broker error outside the producer's callbacks (connect, topic, `send` blocked
+        past the timeout, a flush that never ends): settle what is in flight, then one
+        error line with the counts."""
+        producer, self.producer = self.producer, None
+        if producer is None:  # never connected: nothing was read
+            log.error("broker_error", error=str(exc)[:400])
+            return EXIT_BROKER_ERROR
+        try:
+            if flush:
+                producer.flush(timeout=self.settings.reconnect_timeout + FLUSH_GRACE_SECONDS)
+        except KafkaError:
+            pass  # what is still unresolved is counted below as not acknowledged
+        finally:
+            discard_producer(producer)
+        self._summary(started)
+        self._lost(exc)
+        return EXIT_BROKER_ERROR
+
+    def _lost(self, exc: BaseException) -> None:
+        """Unacknowledged records may still have reached the topic (a broker that stops can
+        drop the acknowledgement with the connection): they are "not acknowledged", not
+        "lost"; rerunning the capture would duplicate the acknowledged ones."""
+        s = self.settings
+        acked = self.acked
+        log.error(
+            "broker_lost",
+            error=f"records could not be delivered to {s.topic} at {s.bootstrap_servers} "
+            f"within --reconnect-timeout {s.reconnect_timeout:g} s ({str(exc)[:200]}): "
+            f"{self.records} records produced, {acked} acknowledged, "
+            f"{self.records - acked} not acknowledged (they may or may not be in the topic); "
+            f"stopped in {self.current} after {self.source.frames} frames",
+            records=self.records,
+            acknowledged=acked,
+            unacknowledged=self.records - acked,
+            stopped_in=self.current,
+            frames_read=self.source.frames,
+        )
+
+    def _summary(self, started: float) -> None:
         seconds = time.perf_counter() - started
         src = self.source
         undecodable = dict(sorted(src.bad.items()))
@@ -195,6 +287,7 @@ class Probe:
             partitions=self.partitions,
             frames=src.frames,
             records=self.records,
+            unacknowledged=self.records - self.acked,
             record_bytes=self.record_bytes,
             non_ip_frames=src.non_ip,
             undecodable_frames=sum(undecodable.values()),
@@ -202,8 +295,5 @@ class Probe:
             seconds=round(seconds, 3),
             records_per_s=round(self.records / seconds) if seconds else 0,
             capture_errors=len(self.errors),
+            peak_rss_mib=peak_rss_mib(),
         )
-        if self._send_error is not None:
-            log.error("produce_failed", error=str(self._send_error)[:300])
-            return EXIT_BROKER_ERROR
-        return EXIT_INPUT_ERROR if self.errors else EXIT_OK

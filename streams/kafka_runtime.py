@@ -14,6 +14,14 @@ A crash before 2 leaves changelog records whose input offset was never committed
 skips them and the input is processed again (same records, same ids). A crash between 2
 and 3 leaves the local store behind: restore reads the changelog tail.
 
+Broker faults (streams/kafka_retry.py): the brokers are tried for `connect_timeout` at start.
+While running, a broker error (poll, produce, commit, transaction, restore) rewinds the
+member to the last committed offsets: every slot is dropped without committing (open
+transactions aborted, the shared producer replaced) and re-initialised from the changelog
+after the next poll, after a backoff. Output since the last commit is produced again,
+byte-identical (at-least-once) or only once (exactly-once: the first try was aborted).
+The member gives up (exit 3) when the errors have lasted `reconnect_timeout`.
+
 Rebalance: assignments are initialised on the main thread (open store, restore from the
 local checkpoint to the changelog's end, rebuild flows, seek to the committed offset);
 revocations commit and close the stores inside the listener, which kafka-python runs on
@@ -22,6 +30,7 @@ its IO thread (hence the async listener: the offset commit is awaited there).
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import shutil
@@ -33,18 +42,38 @@ from typing import Any
 import structlog
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerFencedError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from kafka.structs import MemberState, OffsetAndMetadata
 
 from decoders.registry import select
 from state.changelog import EMPTY, ChangelogRestorer, Checkpoint
 from state.store import StateStore, StoreError
 from streams.config import RuntimeConfig
-from streams.kafka_assignor import StateAwareAssignor
+from streams.feature_settings import FeatureSettings
+from streams.kafka_features import Features
 from streams.kafka_metrics import Metrics, serve
 from streams.kafka_restore import RestoreError, RestoreJob, restore
+from streams.kafka_retry import (
+    EXIT_BROKER,
+    RECONNECT_BACKOFF_MAX_MS,
+    BrokerUnavailable,
+    Outage,
+    connect,
+    discard_producer,
+    finish_transaction,
+    peak_rss_mib,
+)
 from streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
 from streams.kafka_slot import PartitionSlot
+from streams.kafka_statedir import StateDirError, StateDirLock, claim
 from streams.kafka_topics import (
     TopicError,
     admin_client,
@@ -65,7 +94,26 @@ END_OF_INPUT_ATTEMPTS = 10
 END_OF_INPUT_RETRY_SECONDS = 1.0
 STABLE = MemberState.STABLE
 REVOKE_FLUSH_SECONDS = 30.0  # revocation runs on the consumer's IO thread: keep it bounded
-EXIT_OK, EXIT_ERROR = 0, 1
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+# Bounds on calls that wait for the brokers (kafka-python waits forever for some).
+BROKER_WAIT_SECONDS = 30.0
+# A transaction step normally takes milliseconds; kafka-python 3.0 never finishes one that
+# spans a broker restart, so after this long the partition's producer is replaced.
+TXN_WAIT_SECONDS = 5.0
+ABORT_WAIT_SECONDS = 2.0  # an abort is a courtesy: the next owner's init aborts it anyway
+# Errors that mean "the brokers are failing" rather than "this member is wrong": rewind to
+# the last commit, back off, retry.
+BROKER_ERRORS = (KafkaError, TopicError, RestoreError)
+# A commit refused because the group is rebalancing: no outage; the partitions are
+# revoked and committed again (or lost) in the rebalance that follows.
+REBALANCE_ERRORS = (
+    CommitFailedError,
+    IllegalGenerationError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
+# ... or because another member owns the partition now (exactly-once).
+OWNERSHIP_ERRORS = (*REBALANCE_ERRORS, ProducerFencedError)
 
 
 def _fast_crc() -> bool:
@@ -99,7 +147,11 @@ class FatalError(Exception):
 
 class KafkaRuntime:
     def __init__(
-        self, settings: RunSettings, config: RuntimeConfig, metrics: Metrics | None = None
+        self,
+        settings: RunSettings,
+        config: RuntimeConfig,
+        metrics: Metrics | None = None,
+        features: FeatureSettings | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -126,13 +178,33 @@ class KafkaRuntime:
         self.producer: KafkaProducer | None = None  # at-least-once: shared by all slots
         self._restore_consumer: KafkaConsumer | None = None
         self._metrics_server: Any = None
+        self.features = Features(self, features)  # flow stats, queries, substreams, cleanup
+        self.outage = Outage(settings.bootstrap_servers, settings.reconnect_timeout, self.log)
+        self._state_lock: StateDirLock | None = None
+        self._initialising: dict[int, PartitionSlot] = {}  # slots of an unfinished init
+        # At-least-once: errbacks carry the generation of the producer they were sent with,
+        # so that records failing in a discarded producer do not fail its successor.
+        self._producer_generation = 0
+        self.send_failed = functools.partial(self._send_failed, 0)  # type: ignore[method-assign]
 
     # ------------------------------------------------------------------ setup
     def _common(self) -> dict[str, Any]:
-        return {"bootstrap_servers": self.settings.bootstrap_servers}
+        return {
+            "bootstrap_servers": self.settings.bootstrap_servers,
+            "bootstrap_timeout_ms": int(self.settings.connect_timeout * 1000),
+            "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+        }
 
     def _producer(self, **extra: Any) -> KafkaProducer:
+        # Records are retried for reconnect_timeout (a broker restart loses nothing); a
+        # send or init_transactions blocks BROKER_WAIT_SECONDS at most (buffer full,
+        # metadata or coordinator missing), then the member rewinds and backs off.
+        retry_ms = int(self.settings.reconnect_timeout * 1000)
+        wait_ms = int(BROKER_WAIT_SECONDS * 1000)
         return KafkaProducer(
+            request_timeout_ms=min(wait_ms, max(1000, retry_ms // 2)),
+            delivery_timeout_ms=max(retry_ms, wait_ms + 100),
+            max_block_ms=wait_ms,
             client_id=f"wirestream-{self.member}",
             acks="all",
             linger_ms=5,
@@ -144,7 +216,12 @@ class KafkaRuntime:
 
     def _setup_topics(self) -> None:
         s = self.settings
-        self.admin = admin_client(s.bootstrap_servers)
+        self.admin = connect(
+            lambda ms: admin_client(s.bootstrap_servers, bootstrap_timeout_ms=ms),
+            s.bootstrap_servers,
+            s.connect_timeout,
+            self.log,
+        )
         n = partition_count(self.admin, s.input_topic)
         if n is None:
             raise TopicError(
@@ -178,8 +255,10 @@ class KafkaRuntime:
             known = self._outputs[record_type] = (name, count)
         return known
 
-    def _scan_local_state(self) -> None:
-        """Checkpoints of the stores on disk (announced to the group leader)."""
+    def _scan_local_state(self, strict: bool = False) -> None:
+        """Checkpoints of the stores on disk (announced to the group leader). `strict`: a
+        store locked by another process is an error (we hold the directory's lock, so no
+        member of ours can be holding it)."""
         if not os.path.isdir(self.state_root):
             return
         prefix = f"{STORE_NAME}-"
@@ -191,6 +270,8 @@ class KafkaRuntime:
                 with StateStore(os.path.join(self.state_root, name)) as store:
                     cp = Checkpoint.decode(store.checkpoint())
             except StoreError as exc:
+                if strict and "lock" in str(exc).lower():
+                    raise
                 self.log.warning("local_store_unreadable", partition=partition, error=str(exc))
                 continue
             if cp is not None:
@@ -210,7 +291,7 @@ class KafkaRuntime:
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
             max_poll_records=s.max_poll_records,
-            partition_assignment_strategy=[StateAwareAssignor(self._local_state)],
+            partition_assignment_strategy=[self.features.assignor(self._local_state)],
             check_crcs=CHECK_CRCS,
             **self._common(),
         )
@@ -241,12 +322,20 @@ class KafkaRuntime:
         }
         code = EXIT_ERROR
         try:
+            self._claim_state_dir()
+        except (StateDirError, StoreError) as exc:
+            self.log.error("state_dir_unusable", error=str(exc), state_dir=self.state_root)
+            self._restore_signals(previous)
+            if self._state_lock is not None:
+                self._state_lock.release()
+            return EXIT_USAGE
+        try:
             self._setup_topics()
-            self._scan_local_state()
+            self.features.start()
             if s.metrics_port is not None:
                 self._metrics_server = serve(self.metrics, s.metrics_port)
             if not s.exactly_once:
-                self.producer = self._producer()
+                self._new_shared_producer()
             self.consumer = self._consumer()
             self.consumer.subscribe([s.input_topic], listener=_Listener(self))
             self.log.info(
@@ -264,14 +353,30 @@ class KafkaRuntime:
                     "batches are off (pure-Python CRC costs ~80% of consumer CPU)",
                 )
             code = self._loop()
+        except BrokerUnavailable as exc:
+            self.log.error("member_failed", error=str(exc), kind="broker_unavailable")
+            self._abandon()
+            code = EXIT_BROKER
         except (TopicError, StoreError, FatalError, RestoreError, KafkaError) as exc:
             self.log.error("member_failed", error=str(exc), kind=type(exc).__name__)
             self._abandon()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self._restore_signals(previous)
             self._close_clients()
+            if self._state_lock is not None:
+                self._state_lock.release()
         return code
+
+    @staticmethod
+    def _restore_signals(previous: dict[Any, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _claim_state_dir(self) -> None:
+        """Before any broker call: the state directory must be writable and ours alone,
+        and so must every store in it (a RocksDB lock held by some other process)."""
+        self._state_lock = claim(self.settings.state_dir, self.settings.application_id)
+        self._scan_local_state(strict=True)
 
     def _loop(self) -> int:
         s = self.settings
@@ -284,38 +389,47 @@ class KafkaRuntime:
         while not self._stop:
             try:
                 batch = consumer.poll(timeout_ms=100)
-            except KafkaError as exc:
-                self.log.warning("poll_failed", error=str(exc))
-                batch = {}
-            if self._to_init:
-                batch = self._init_pending(batch)
-            if batch:
-                self._process(batch)
-            self._check_send_error()
-            now = time.monotonic()
-            if now - last_commit >= s.commit_interval:
-                self.commit()
-                last_commit = now
-            if now - last_punctuation_check >= punctuate_every:
-                self._punctuate(now)
-                last_punctuation_check = now
-            if s.exit_when_idle is not None and consumer.group_metadata().state != STABLE:
-                self._last_activity = now  # joining or rebalancing is not idleness
-            if (
-                s.exit_when_idle is not None
-                and now - self._last_activity >= s.exit_when_idle
-                and not self._to_init
-            ):
-                if self._end_of_input():
-                    return EXIT_OK
-                # Usually a rebalance started by a member that finished first: poll to
-                # take part in it (the restored state keeps what was closed), then retry.
-                end_attempts += 1
-                if end_attempts >= END_OF_INPUT_ATTEMPTS:
-                    return EXIT_ERROR
-                self._last_activity = now - s.exit_when_idle + END_OF_INPUT_RETRY_SECONDS
+                if self._to_init:
+                    batch = self._init_pending(batch)
+                if batch:
+                    self._process(batch)
+                self._check_send_error()
+                now = time.monotonic()
+                if now - last_commit >= s.commit_interval:
+                    self.commit()
+                    last_commit = now
+                if now - last_punctuation_check >= punctuate_every:
+                    self._punctuate(now)
+                    last_punctuation_check = now
+                self.features.tick(now)
+                if s.exit_when_idle is not None and consumer.group_metadata().state != STABLE:
+                    self._last_activity = now  # joining or rebalancing is not idleness
+                if (
+                    s.exit_when_idle is not None
+                    and now - self._last_activity >= s.exit_when_idle
+                    and not self._to_init
+                ):
+                    if self._end_of_input():
+                        return EXIT_OK
+                    # Usually a rebalance started by a member that finished first: poll to
+                    # take part in it (the restored state keeps what was closed), then retry.
+                    end_attempts += 1
+                    if end_attempts >= END_OF_INPUT_ATTEMPTS and self.outage.since is None:
+                        return EXIT_ERROR
+                    self._last_activity = now - s.exit_when_idle + END_OF_INPUT_RETRY_SECONDS
+            except BROKER_ERRORS as exc:
+                self._broker_trouble(exc)
+            except FatalError as exc:
+                if self.settings.exactly_once or self._send_error is None:
+                    raise
+                self._broker_trouble(exc)  # a record of the shared producer failed
         self.log.info("stopping")
-        if not self.commit():
+        try:
+            committed = self.commit()
+        except (*BROKER_ERRORS, FatalError) as exc:
+            self.log.warning("final_commit_error", error=str(exc)[:300])
+            committed = False
+        if not committed:
             self.log.warning("final_commit_failed", note="the next owner repeats the tail")
         self._close_slots(list(self.slots))
         return EXIT_OK
@@ -328,7 +442,7 @@ class KafkaRuntime:
             if slot is None or slot.task is None:
                 self._to_init.add(tp.partition)  # e.g. after a failed transaction
                 continue
-            process = slot.task.process_record
+            process = slot.processor()
             for msg in records:
                 slot.current = msg
                 value = msg.value
@@ -337,6 +451,8 @@ class KafkaRuntime:
                     continue
                 try:
                     process(value)
+                except KafkaError:
+                    raise  # a produce that failed (broker gone): not this record's fault
                 except Exception as exc:  # a bug must cost one record, not the member
                     self._processing_error(slot, msg, exc)
             slot.current = None
@@ -379,10 +495,55 @@ class KafkaRuntime:
                 note="logged once per reason; see wirestream_deadletter_records_total",
             )
 
-    def send_failed(self, exc: BaseException) -> None:
-        """Producer callback (its IO thread): a record could not be delivered."""
+    def _send_failed(self, generation: int, exc: BaseException) -> None:
+        """Producer callback (its IO thread): a record could not be delivered. Exactly-once:
+        the transaction it belongs to fails to commit and is redone, nothing to do here."""
+        if self.settings.exactly_once or generation != self._producer_generation:
+            return
         if self._send_error is None:
             self._send_error = exc
+
+    def _new_shared_producer(self) -> None:
+        """At-least-once: the member's producer (again after a rewind)."""
+        self._producer_generation += 1
+        self.send_failed = functools.partial(self._send_failed, self._producer_generation)  # type: ignore[method-assign]
+        self._send_error = None
+        self.producer = self._producer()
+
+    def _broker_trouble(self, exc: BaseException) -> None:
+        """A broker error on the main thread: rewind to the last commit, back off (raises
+        BrokerUnavailable once the errors have lasted reconnect_timeout)."""
+        self.metrics.inc("wirestream_broker_errors_total")
+        delay = self.outage.failed(exc, type(exc).__name__)
+        self._rewind()
+        deadline = time.monotonic() + delay
+        while not self._stop and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        self._last_activity = time.monotonic()  # time without brokers is not idleness
+
+    def _rewind(self) -> None:
+        """Back to the last committed offsets: every slot dropped without committing (its
+        producer discarded; an open transaction is aborted when the partition's
+        transactional id is initialised again), the shared producer replaced, the assigned
+        partitions initialised again (restored from the changelog) after the next poll."""
+        self.metrics.inc("wirestream_rewinds_total")
+        parts = sorted(self.slots)
+        for p in parts:
+            slot = self.slots.get(p)
+            if slot is not None:
+                try:
+                    # No abort: the brokers may be away; initialising the transactional id
+                    # again aborts what is open.
+                    self._drop_slot(slot, abort=False)
+                except Exception as exc:  # the store must close; go on with the others
+                    self.log.info("close_failed", partition=p, error=str(exc)[:200])
+        self._to_init.update(parts)
+        if not self.settings.exactly_once and self.producer is not None:
+            producer, self.producer = self.producer, None
+            self._producer_generation += 1  # its pending records' errbacks are stale now
+            discard_producer(producer)
+            self._send_error = None
+        self.log.info("rewound", partitions=parts)
 
     def _check_send_error(self) -> None:
         if self._send_error is not None:
@@ -436,12 +597,15 @@ class KafkaRuntime:
         consumer = self.consumer
         assert consumer is not None
         try:
-            consumer.commit(offsets)
+            consumer.commit(offsets, timeout_ms=int(BROKER_WAIT_SECONDS * 1000))
         except KafkaError as exc:
             self._commit_failed(slots, exc)
+            if not isinstance(exc, REBALANCE_ERRORS):
+                raise  # brokers failing: the loop rewinds (the commit may have happened)
             return False
         for slot in slots:
             self._checkpoint(slot)
+        self.outage.recovered()
         return True
 
     def _produce_changelog(
@@ -453,7 +617,7 @@ class KafkaRuntime:
         records = 0
         for slot in slots:
             records += slot.write_changelog()
-        producer.flush(timeout=timeout)
+        producer.flush(timeout=BROKER_WAIT_SECONDS if timeout is None else timeout)
         self._check_send_error()
         for slot in slots:
             slot.changelog_written()
@@ -482,17 +646,19 @@ class KafkaRuntime:
         producer = slot.producer
         try:
             records = slot.write_changelog()
-            producer.send_offsets_to_transaction(
-                {slot.tp: OffsetAndMetadata(slot.next_offset, "", -1)}, metadata
-            )
-            producer.commit_transaction()
+            offsets = {slot.tp: OffsetAndMetadata(slot.next_offset, "", -1)}
+            finish_transaction(producer, "offsets", TXN_WAIT_SECONDS, offsets, metadata)
+            finish_transaction(producer, "commit", TXN_WAIT_SECONDS)
             slot.in_transaction = False
             slot.changelog_written()
         except KafkaError as exc:
             self._commit_failed([slot], exc)
-            self._drop_slot(slot, abort=True)
+            # After a timeout the brokers are not answering: an abort would only wait too.
+            self._drop_slot(slot, abort=not isinstance(exc, KafkaTimeoutError))
             if reinit:
                 self._to_init.add(slot.partition)  # restored again after the next poll
+                if not isinstance(exc, OWNERSHIP_ERRORS):
+                    raise  # brokers failing: replace every producer before they come back
             return False
         self.metrics.inc("wirestream_changelog_records_total", records)
         self._checkpoint(slot)
@@ -508,13 +674,7 @@ class KafkaRuntime:
             for record_type, n in slot.outputs.items():
                 m.inc("wirestream_output_records_total", n, type=record_type)
             slot.outputs.clear()
-            if slot.task is not None:
-                m.set("wirestream_open_flows", len(slot.task.tracker), partition=slot.partition)
-                m.set(
-                    "wirestream_stream_time_seconds",
-                    slot.task.tracker.stream_time / 1e9,
-                    partition=slot.partition,
-                )
+            m.observe_slot(slot)  # lag, open flows, parked bytes, limits hit, ...
 
     # ------------------------------------------------------------------ assignment
     def _init_pending(self, batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, Any]:
@@ -526,7 +686,18 @@ class KafkaRuntime:
         assigned = {tp.partition for tp in consumer.assignment()}
         parts = sorted(p for p in wanted if p in assigned and p not in self.slots)
         if parts:
-            self._init_partitions(parts)
+            self._initialising = {}
+            try:
+                self._init_partitions(parts)
+            except BaseException:
+                # Release what the failed attempt opened (RocksDB locks, producers); the
+                # partitions are initialised again after the next poll.
+                for p, slot in self._initialising.items():
+                    if self.slots.get(p) is not slot:
+                        self._drop_slot(slot, abort=True, registered=False)
+                self._to_init.update(p for p in parts if p not in self.slots)
+                raise
+            self.outage.recovered()
         return {tp: recs for tp, recs in batch.items() if tp.partition not in wanted}
 
     def _init_partitions(self, parts: list[int]) -> None:
@@ -535,6 +706,7 @@ class KafkaRuntime:
         s = self.settings
         started = time.monotonic()
         slots: dict[int, PartitionSlot] = {}
+        self._initialising = slots
         for p in parts:
             if s.exactly_once:
                 # Initialising the partition's transactional id fences the previous owner
@@ -542,19 +714,22 @@ class KafkaRuntime:
                 producer = self._producer(transactional_id=self._transactional_id(p))
                 producer.init_transactions()
             else:
+                if self.producer is None:  # replaced after a broker error
+                    self._new_shared_producer()
                 assert self.producer is not None
                 producer = self.producer
             slots[p] = PartitionSlot(self, p, producer)
         jobs: list[RestoreJob] = []
         committed: dict[int, int | None] = {}
         for p, slot in slots.items():
-            committed[p] = consumer.committed(slot.tp)
+            committed[p] = consumer.committed(slot.tp, timeout_ms=int(BROKER_WAIT_SECONDS * 1000))
             store, start = self._open_checked(p, committed[p] or 0)
             slot.store = store
             restorer = ChangelogRestorer(store, start, committed[p] or 0)
             jobs.append(RestoreJob(p, restorer, start))
         restorer = self._restorer()
         _without_gc(lambda: restore(restorer, self.changelog, jobs, s.restore_timeout))
+        self.features.restore(slots, committed)
         for job in jobs:
             p = job.partition
             slot = slots[p]
@@ -698,21 +873,20 @@ class KafkaRuntime:
         self._to_init.update(partitions)
         self._last_activity = time.monotonic()
 
-    def _drop_slot(self, slot: PartitionSlot, abort: bool) -> None:
+    def _drop_slot(self, slot: PartitionSlot, abort: bool, registered: bool = True) -> None:
         """Close a slot; EOS: end its producer (aborting an open transaction if asked)."""
-        self.slots.pop(slot.partition, None)
+        if registered:
+            self.slots.pop(slot.partition, None)
         slot.close()
         if self.settings.exactly_once:
             if abort and slot.in_transaction:
                 try:
-                    slot.producer.abort_transaction()
-                except Exception as exc:  # fenced or broken: the broker aborts it anyway
+                    finish_transaction(slot.producer, "abort", ABORT_WAIT_SECONDS)
+                except Exception as exc:  # fenced or broken: the next owner's init aborts it
                     self.log.info("abort_failed", partition=slot.partition, error=str(exc)[:200])
             slot.in_transaction = False
-            try:
-                slot.producer.close(timeout=5)
-            except Exception as exc:
-                self.log.info("producer_close_failed", error=str(exc)[:200])
+            # Without an abort, nothing of the producer's is worth waiting for.
+            discard_producer(slot.producer, timeout=5.0 if abort else 0.0)
 
     def _close_slots(self, partitions: list[int]) -> None:
         for p in partitions:
@@ -768,12 +942,15 @@ class KafkaRuntime:
                 self.log.info("client_close_failed", error=str(exc)[:200])
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
+        self.features.stop()
         self.log.info(
             "member_stopped",
             input_records=int(self.metrics.total("wirestream_input_records_total")),
             restored_records=int(self.metrics.total("wirestream_restored_records_total")),
             deadletters=int(self.metrics.total("wirestream_deadletter_records_total")),
             commits=int(self.metrics.total("wirestream_commits_total")),
+            broker_errors=int(self.metrics.total("wirestream_broker_errors_total")),
+            peak_rss_mib=peak_rss_mib(),
         )
 
 

@@ -16,6 +16,10 @@ DEFAULT_STATE_DIR = os.path.join(tempfile.gettempdir(), "wirestream")
 # Records up to this size are accepted by our producers (flow snapshots in the changelog
 # carry parked out-of-order data: up to max_parked_bytes per direction).
 MAX_REQUEST_BYTES = 16 << 20
+# Broker faults (streams/kafka_retry.py): how long to keep trying to reach the brokers at
+# start, and how long a running command keeps retrying after losing them.
+CONNECT_TIMEOUT = 30.0
+RECONNECT_TIMEOUT = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,8 @@ class RunSettings:
     metrics_port: int | None = None
     restore_timeout: float = 120.0
     max_poll_records: int = 2_000
+    connect_timeout: float = CONNECT_TIMEOUT
+    reconnect_timeout: float = RECONNECT_TIMEOUT
 
     @property
     def exactly_once(self) -> bool:
@@ -50,3 +56,5 @@ class ProbeSettings:
     pace: bool = False
     linger_ms: int = 10
     batch_size: int = 256 << 10
+    connect_timeout: float = CONNECT_TIMEOUT
+    reconnect_timeout: float = RECONNECT_TIMEOUT

@@ -4,6 +4,11 @@ The slot turns what the task emits into Kafka records, sends undecodable input t
 dead-letter topic, and writes the task's changes to the changelog at commit time (the
 records also go into the store's write-back cache; RocksDB is written only by
 `checkpoint()`, after the input offsets are committed).
+
+With the features of streams/kafka_features.py it also keeps the partition's flow
+statistics table (its delta goes to the flowstats store and changelog at each commit, and
+to the query view once committed) and copies input records to the per-protocol
+substreams.
 """
 
 from __future__ import annotations
@@ -19,13 +24,17 @@ from probe.flowkey import kafka_partition
 from probe.record import decode_record
 from state.changelog import Checkpoint, offset_headers
 from state.store import StateStore
+from streams.flowstats import Delta, FlowStatsTable, FlowStatsView, encode_entry, entry_json
 from streams.serde import dumps_record
 
 if TYPE_CHECKING:
     from kafka.producer.future import FutureRecordMetadata
 
+    from streams.kafka_features import Features
     from streams.kafka_runtime import KafkaRuntime
     from streams.task import Task
+
+_FLOW_DIRECTIONS = ("client_to_server", "server_to_client")
 
 
 class PartitionSlot:
@@ -44,7 +53,23 @@ class PartitionSlot:
         self.last_punctuation = 0.0
         self.current: Any = None  # the input record being processed (for dead letters)
         self.outputs: Counter[str] = Counter()
+        self.anomalies: Counter[str] = Counter()  # by name, since the last metrics update
+        self.limit_hits: Counter[str] = Counter()
+        self.deadlettered = 0
+        self.substream_counts: Counter[str] = Counter()  # by topic, since the last update
+        self._processor: tuple[Any, Any] | None = None  # (task, function)
         self._changelog_future: FutureRecordMetadata | None = None
+        # Flow statistics (set by Features.restore when the table is kept).
+        self.stats: FlowStatsTable | None = None
+        self.stats_store: StateStore | None = None
+        self.stats_view: FlowStatsView | None = None
+        self.stats_changelog_next = 0
+        self._stats_future: FutureRecordMetadata | None = None
+        self._stats_unpublished: Delta = {}
+
+    @property
+    def features(self) -> Features | None:
+        return getattr(self.rt, "features", None)
 
     # -- the task's outputs --
     def emit(self, record_type: str, key: str, record: dict[str, Any]) -> None:
@@ -55,6 +80,54 @@ class PartitionSlot:
         )
         future.add_errback(self.rt.send_failed)
         self.outputs[record_type] += 1
+        if record_type == "flow":
+            if self.stats is not None:
+                self.stats.flow_finished(record)
+            for direction in _FLOW_DIRECTIONS:
+                if record[direction]["beyond_depth"]:
+                    self.limit_hits["depth"] += 1
+                    break
+        elif record_type == "anomaly":
+            self.anomalies[record["name"]] += 1
+
+    # -- input --
+    def processor(self) -> Any:
+        """What processes one input value: the task, and with substreams a copy of the
+        record to `<prefix>packets.<proto>` (same key and value) unless it was
+        dead-lettered."""
+        task = self.task
+        assert task is not None
+        if self._processor is not None and self._processor[0] is task:
+            return self._processor[1]
+        process = task.process_record
+        features = self.features
+        topics = features.substreams if features is not None else None
+        if not topics:
+            self._processor = (task, process)
+            return process
+        send = self.producer.send
+        errback = self.rt.send_failed
+        counts = self.substream_counts
+        same = self.rt.input_partitions
+
+        def process_and_split(value: bytes) -> None:
+            dead = self.deadlettered
+            process(value)
+            msg = self.current
+            if self.deadlettered != dead or msg is None:
+                return
+            key = msg.key
+            proto = key[2] if key is not None and len(key) >= 4 and key[0] == 1 else None
+            topic, partitions = topics.get(proto) or topics[None]
+            if partitions == same:
+                partition = msg.partition  # co-partitioned with the input
+            else:
+                partition = kafka_partition(key or b"", partitions)
+            send(topic, key=key, value=value, partition=partition).add_errback(errback)
+            counts[topic] += 1
+
+        self._processor = (task, process_and_split)
+        return process_and_split
 
     def bad_packet(self, kind: str) -> None:
         """Task hook: the record being processed cannot be decoded."""
@@ -86,14 +159,16 @@ class PartitionSlot:
             partition=msg.partition % partitions,
         )
         future.add_errback(self.rt.send_failed)
+        self.deadlettered += 1
         self.rt.dead_lettered(self, reason)
 
     # -- commit phases --
     def write_changelog(self) -> int:
         """Send the task's changes to the changelog (and the store's cache); returns how many."""
         assert self.task is not None and self.store is not None
-        changes = self.task.changes()
         headers = offset_headers(self.next_offset)
+        stats_records = self._write_stats(headers) if self.stats is not None else 0
+        changes = self.task.changes()  # after the statistics: this resets the dirty set
         topic = self.rt.changelog
         send = self.producer.send
         store = self.store
@@ -107,18 +182,62 @@ class PartitionSlot:
         if future is not None:
             future.add_errback(self.rt.send_failed)
             self._changelog_future = future
-        return len(changes)
+        return len(changes) + stats_records
+
+    def _write_stats(self, headers: list[tuple[str, bytes]]) -> int:
+        """The statistics delta of this commit: to its changelog and store cache, and to
+        the upsert topic if enabled; published to the query view after the checkpoint."""
+        assert self.task is not None and self.stats is not None and self.stats_store is not None
+        tracker = self.task.tracker
+        flows = tracker.flows
+        touched = [flows[k] for k in tracker.dirty if k in flows]
+        delta = self.stats.collect(touched, tracker.stream_time)
+        if not delta:
+            return 0
+        features = self.features
+        assert features is not None and features.stats_changelog is not None
+        topic = features.stats_changelog
+        upsert = features.stats_topic
+        send = self.producer.send
+        store = self.stats_store
+        future = None
+        for uid, entry in delta.items():
+            key = uid.encode()
+            value = None if entry is None else encode_entry(entry)
+            future = send(topic, key=key, value=value, partition=self.partition, headers=headers)
+            if value is None:
+                store.delete(key)
+            else:
+                store.put(key, value)
+            if upsert is not None:
+                record = None if entry is None else dumps_record(entry_json(uid, entry))
+                name, count = upsert
+                send(name, key=key, value=record, partition=kafka_partition(key, count))
+        if future is not None:
+            future.add_errback(self.rt.send_failed)
+            self._stats_future = future
+        self._stats_unpublished.update(delta)
+        self.rt.metrics.inc("wirestream_flowstats_records_total", len(delta))
+        return len(delta)
 
     def changelog_written(self, timeout: float = 30.0) -> None:
         """After the producer flushed: where the changelog now ends (for the checkpoint)."""
         future, self._changelog_future = self._changelog_future, None
         if future is not None:
             self.changelog_next = future.get(timeout=timeout).offset + 1
+        future, self._stats_future = self._stats_future, None
+        if future is not None:
+            self.stats_changelog_next = future.get(timeout=timeout).offset + 1
 
     def checkpoint(self) -> None:
         """The input offsets are committed: write the store batch with its checkpoint."""
         assert self.store is not None
         self.store.flush(Checkpoint(self.changelog_next, self.next_offset).encode())
+        if self.stats_store is not None:
+            self.stats_store.flush(Checkpoint(self.stats_changelog_next, self.next_offset).encode())
+            if self.stats_view is not None:
+                self.stats_view.apply(self._stats_unpublished)  # now committed: queryable
+            self._stats_unpublished = {}
         self.dirty = False
 
     def close(self) -> None:
@@ -127,4 +246,13 @@ class PartitionSlot:
             # Pending writes are dropped: local state never runs ahead of committed input.
             self.store.close()
             self.store = None
+        if self.stats_store is not None:
+            self.stats_store.close()
+            self.stats_store = None
+        self.stats = self.stats_view = None
+        self._stats_unpublished = {}
         self.task = None
+        self._processor = None
+        features = self.features
+        if features is not None:
+            features.released(self.partition)

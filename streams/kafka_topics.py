@@ -31,6 +31,7 @@ class TopicError(Exception):
 
 
 def admin_client(bootstrap_servers: str, **config: Any) -> KafkaAdminClient:
+    config.setdefault("reconnect_backoff_max_ms", 2000)  # kafka-python's 30 s is too lazy
     return KafkaAdminClient(
         bootstrap_servers=bootstrap_servers, client_id="wirestream-admin", **config
     )

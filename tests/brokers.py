@@ -418,3 +418,63 @@ def write_capture(path: Path, frames: Sequence[tuple[int, bytes]]) -> Path:
     except ImportError:
         import pcapgen
     return pcapgen.write_pcap(path, frames, nanosecond=True)
+
+
+# --------------------------------------------------------------------------- broker faults
+
+
+def stop_for_restart(broker: Broker, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
+    """Stop the broker process (SIGTERM: a clean shutdown; SIGKILL: a crash), keeping its
+    port and data directory for `restart_broker`."""
+    proc = broker.proc
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        proc.wait(timeout=timeout)
+
+
+def restart_broker(broker: Broker) -> None:
+    """Start the broker again on the same port with the same data directory (noida-db
+    keeps its topics, offsets and transactions there; Tansu keeps nothing)."""
+    workdir = broker.log_path.parent
+    port = int(broker.bootstrap.rsplit(":", 1)[1])
+    command = broker_command(broker.kind, port, workdir / "data")
+    with open(broker.log_path, "ab") as log:
+        broker.proc = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+        )
+    try:
+        wait_ready(broker.bootstrap, broker.proc, READY_TIMEOUT)
+    except Exception as exc:
+        stop_broker(broker)
+        raise RuntimeError(f"{broker.kind} did not restart: {exc}\n{broker.log_tail()}") from exc
+
+
+def wait_persisted(broker: Broker, quiet: float = 2.5, timeout: float = 60.0) -> None:
+    """noida-db acknowledges writes before they reach its data file, which it rewrites
+    (one JSON snapshot) about a second after changes; stopped meanwhile, even by SIGTERM,
+    it comes back without the last seconds of acknowledged records and offsets. Wait until
+    the snapshot has not changed for `quiet` seconds: callers pause the clients first
+    (SIGSTOP), so that nothing acknowledged is lost by the broker itself."""
+    if broker.kind != "noida":
+        return
+    snapshot = broker.log_path.parent / "data" / "kafka.json"
+    deadline = time.monotonic() + timeout
+    last: tuple[float, int] | None = None
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        try:
+            st = snapshot.stat()
+            now_state: tuple[float, int] | None = (st.st_mtime, st.st_size)
+        except FileNotFoundError:
+            now_state = None
+        if now_state != last:
+            last, since = now_state, time.monotonic()
+        elif now_state is not None and time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{snapshot} still changing after {timeout:.0f} s")
