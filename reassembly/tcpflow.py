@@ -151,20 +151,11 @@ class TcpFlow:
             return
         # The common case, inlined: an established connection, no SYN, FIN or RST (the
         # same steps as _on_packet_full, with the branches that cannot apply left out).
+        # The ACK first: it tells what the sender had received of the peer before it sent
+        # this payload, so a gap it reveals in the peer's stream comes before the payload
+        # (a request whose segment acknowledges a lost response follows that loss; Zeek
+        # also processes the ACK before the data).
         payload = pkt.payload
-        if payload:
-            self.seen[side] |= SEEN_DATA
-            deliver, gap = (self._callbacks or self._make_callbacks())[side]
-            nxt = half.next
-            d = ((pkt.seq - half.base) - nxt) & M32
-            if d >= HALF:
-                d -= 1 << 32
-            outcome = half.add(nxt + d, payload, deliver, gap, limits)
-            if outcome == ADD_NEW:
-                if not self.hist_seen & _DATA_BITS[side]:
-                    self._mark("D", side)
-            else:
-                self._payload_outcome(side, outcome)
         if flags & ACK:
             if not payload and not self.hist_seen & _ACK_BITS[side]:
                 self._mark("A", side)
@@ -178,6 +169,19 @@ class TcpFlow:
                     self._ack_ahead(side, nxt + d, limits)
                 elif nxt + d > peer.acked:
                     peer.acked = nxt + d
+        if payload:
+            self.seen[side] |= SEEN_DATA
+            deliver, gap = (self._callbacks or self._make_callbacks())[side]
+            nxt = half.next
+            d = ((pkt.seq - half.base) - nxt) & M32
+            if d >= HALF:
+                d -= 1 << 32
+            outcome = half.add(nxt + d, payload, deliver, gap, limits)
+            if outcome == ADD_NEW:
+                if not self.hist_seen & _DATA_BITS[side]:
+                    self._mark("D", side)
+            else:
+                self._payload_outcome(side, outcome)
         seen = self.seen
         if seen[0] & seen[1] & SEEN_FIN and self._both_finished():
             self.close("fin")
@@ -194,6 +198,8 @@ class TcpFlow:
         elif not half.started:
             half.set_base(seq)
         payload = pkt.payload
+        if flags & ACK and not flags & RST:
+            self._on_ack(pkt, side, flags, limits)  # before the payload: see on_packet
         if payload:
             self._on_payload(side, half, seq, payload, limits)
         if flags & FIN:
@@ -204,8 +210,8 @@ class TcpFlow:
                 half.fin_off = half.offset(seq) + len(payload) + pkt.truncated
         if flags & RST and (not self._on_rst(pkt, side, half) or self.phase == PHASE_RESET):
             return  # an invalid RST is ignored whole; a valid one ends the packet's effect
-        if flags & ACK:
-            self._on_ack(pkt, side, flags, limits)
+        if flags & ACK and flags & RST:
+            self._on_ack(pkt, side, flags, limits)  # a valid RST returned above
         if self.phase == PHASE_SYN and (self.seen[0] | self.seen[1]) & ~SEEN_SYN:
             self.phase = PHASE_ACTIVE
         if self.seen[0] & self.seen[1] & SEEN_FIN and self._both_finished():
