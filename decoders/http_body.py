@@ -1,10 +1,18 @@
 """Incremental body digests: length + sha256 of the (de-chunked) body, and of its decoded form
-where Content-Encoding is gzip / x-gzip / deflate.
+where Content-Encoding is gzip / x-gzip / deflate / br (stacked ones undone in reverse order).
 
 Bodies are never stored: bytes are hashed as they pass, and decompression runs in bounded
 pieces (at most PIECE bytes of output exist at a time), with the total decoded size capped so
 a small compressed body cannot inflate without bound (tag `decompression_limit`; the decoded
-hash then covers exactly the first `max_decoded` bytes).
+hash then covers exactly the first `max_decoded` bytes). In a stack, an intermediate step may
+produce at most 2 x max_decoded + PIECE bytes (a bound on the work, generous enough that a
+legitimate stack still yields the first max_decoded bytes).
+
+The decoded output is a function of the body bytes only, never of how they were cut into
+segments (a restore re-feeds a body in one piece): a zlib call that fails hands over exactly
+what the bytes before the corruption decode to (found again on a copy of the inflater), and
+brotli, whose decoder cannot be copied, is fed in steps aligned to fixed offsets of its input
+(STEP), so a failing step loses the same output however the body arrived.
 
 Gaps (`skip`) are counted as `missed_bytes`; the raw hash covers only the delivered bytes,
 and decoding stops at the first gap (an inflater cannot resume across a hole), so the decoded
@@ -13,7 +21,7 @@ fields then cover the bytes decoded before it.
 An identity body's digest can be saved and loaded (`save()` / `load()`): its bytes are collected
 in pieces and hashed FLUSH bytes at a time with a resumable SHA-256, so a snapshot of a body in
 progress costs a few dozen bytes instead of the body itself. A decoded body's inflater state
-cannot be saved (zlib), so those are rebuilt by replaying their bytes.
+cannot be saved (zlib, brotli), so those are rebuilt by replaying their bytes.
 """
 
 from __future__ import annotations
@@ -23,22 +31,25 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import brotli
+
 from reassembly import sha256 as _sha256
 from reassembly.sha256 import EMPTY_SHA256, ResumableSha256
 
 PIECE = 64 * 1024
 FLUSH = 64 * 1024  # identity body bytes collected before they are hashed in one call
+STEP = 16 * 1024  # brotli input per decoder call, at fixed offsets of the compressed stream
 # Resumable hashing needs libcrypto's SHA-256 (the pure-Python fallback is far too slow for
 # bodies); without it identity digests are replayed like decoded ones.
 RESUMABLE = getattr(_sha256, "_LIB", None) is not None
-SUPPORTED_CODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+SUPPORTED_CODINGS = frozenset({"gzip", "x-gzip", "deflate", "br"})
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
 def content_codings(headers: Iterable[tuple[bytes, bytes]]) -> list[str] | None:
     """The decoding steps for a message's Content-Encoding headers, in the order to apply them
     (reverse of the order they were applied by the sender), identity dropped. None when there
-    is nothing to decode or a coding is unsupported (e.g. br)."""
+    is nothing to decode or a coding is unsupported (e.g. zstd)."""
     codings: list[str] = []
     for name, value in headers:
         if name.lower() != b"content-encoding":
@@ -53,51 +64,157 @@ def content_codings(headers: Iterable[tuple[bytes, bytes]]) -> list[str] | None:
     return codings
 
 
+def _inflate(z: Any, data: bytes) -> tuple[bytes, bool]:
+    """(output, failed) of one bounded zlib call. When the call fails, zlib's partial output is
+    lost with the exception: it is rebuilt on a copy taken before the call, from the longest
+    prefix of `data` that decodes without error (bisection: a prefix fails iff it reaches the
+    bad byte; the output before an error is below PIECE, so max_length never cuts a probe)."""
+    saved = z.copy()
+    try:
+        return z.decompress(data, PIECE), False
+    except zlib.error:
+        pass
+    lo, hi = 0, len(data)  # data[:lo] decodes, data[:hi] fails
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            saved.copy().decompress(data[:mid], PIECE)
+            lo = mid
+        except zlib.error:
+            hi = mid
+    return (saved.decompress(data[:lo], PIECE) if lo else b""), True
+
+
 class _Inflater:
-    """One decoding step. gzip may hold several members; deflate may be zlib-wrapped (RFC 9110)
-    or raw (what many servers send): detected from the first two bytes."""
+    """One zlib decoding step. gzip may hold several members (a member may end exactly at a
+    segment end: the next one is recognised by its magic whenever its first bytes come);
+    deflate may be zlib-wrapped (RFC 9110) or raw (what many servers send): detected from the
+    first two bytes."""
 
     __slots__ = ("_gzip", "_head", "_z", "done", "error", "produced")
 
     def __init__(self, coding: str) -> None:
         self._gzip = coding != "deflate"
         self._z: Any = zlib.decompressobj(31) if self._gzip else None
-        self._head = b""
+        self._head = b""  # bytes seen while no inflater runs (stream start, between members)
         self.done = False
         self.error = False
         self.produced = 0
 
     def process(self, data: bytes) -> Iterator[bytes]:
-        if self.done or self.error:
+        while data and not (self.done or self.error):
+            z = self._z
+            if z is None:
+                head = self._head + data
+                if len(head) < 2:
+                    self._head = head
+                    return
+                self._head, data = b"", head
+                if self._gzip:  # after a member: another one, or trailing bytes (ignored)
+                    if head[:2] != _GZIP_MAGIC:
+                        self.done = True
+                        return
+                    z = zlib.decompressobj(31)
+                else:
+                    cmf, flg = head[0], head[1]
+                    wrapped = (cmf & 0x0F) == 8 and (cmf >> 4) <= 7 and ((cmf << 8) | flg) % 31 == 0
+                    z = zlib.decompressobj(15 if wrapped else -15)
+                self._z = z
+            while True:
+                out, failed = _inflate(z, data)
+                data = z.unconsumed_tail
+                if out:
+                    yield out
+                if failed:
+                    self.error = True
+                    return
+                if z.eof:
+                    data = z.unused_data
+                    if self._gzip:
+                        self._z = None
+                    else:
+                        self.done = True
+                    break
+                if not data and len(out) < PIECE:
+                    return
+
+    def flush(self) -> Iterator[bytes]:
+        return iter(())
+
+    def close(self) -> None:
+        self._z = None
+        self.done = True
+
+
+class _Unbrotli:
+    """One brotli decoding step (RFC 7932), in bounded output pieces (brotli >= 1.2's
+    output_buffer_limit). The input is cut at fixed offsets (STEP) before it reaches the
+    decoder: see the module doc. `flush()` decodes the last partial step at the body's end."""
+
+    __slots__ = ("_buf", "_d", "done", "error", "produced")
+
+    def __init__(self, coding: str) -> None:
+        self._d: Any = brotli.Decompressor()
+        self._buf = bytearray()
+        self.done = False
+        self.error = False
+        self.produced = 0
+
+    def process(self, data: bytes) -> Iterator[bytes]:
+        buf, i, n = self._buf, 0, len(data)
+        while i < n and not (self.done or self.error):
+            k = min(STEP - len(buf), n - i)
+            if not buf and k == STEP:
+                step = data[i : i + k]
+            else:
+                buf += data[i : i + k]
+                if len(buf) < STEP:
+                    return
+                step = bytes(buf)
+                buf.clear()
+            i += k
+            yield from self._step(step)
+
+    def flush(self) -> Iterator[bytes]:
+        if self._buf and not (self.done or self.error):
+            step = bytes(self._buf)
+            self._buf.clear()
+            yield from self._step(step)
+
+    def _step(self, step: bytes) -> Iterator[bytes]:
+        """Decode one step and everything it makes available. The decoder may hold output
+        back even when it says it can take more input: drain until a call returns nothing."""
+        d = self._d
+        stalled = False
+        try:
+            out = d.process(step, output_buffer_limit=PIECE)
+            while True:
+                if out:
+                    stalled = False
+                    yield out
+                elif d.can_accept_more_data() or d.is_finished():
+                    break
+                elif stalled:  # holds input, yields nothing: give up rather than spin
+                    self.error = True
+                    return
+                else:
+                    stalled = True
+                out = d.process(b"", output_buffer_limit=PIECE)
+        except brotli.error:
+            self.error = True
             return
-        if self._z is None:
-            self._head += data
-            if len(self._head) < 2:
-                return
-            data, self._head = self._head, b""
-            cmf, flg = data[0], data[1]
-            zlib_wrapped = (cmf & 0x0F) == 8 and (cmf >> 4) <= 7 and ((cmf << 8) | flg) % 31 == 0
-            self._z = zlib.decompressobj(15 if zlib_wrapped else -15)
-        z = self._z
-        more = True
-        while more:
-            try:
-                out = z.decompress(data, PIECE)
-            except zlib.error:
-                self.error = True
-                return
-            data = z.unconsumed_tail
-            if out:
-                yield out
-            if z.eof:
-                rest = z.unused_data
-                if self._gzip and rest[:2] == _GZIP_MAGIC:
-                    z = self._z = zlib.decompressobj(31)
-                    data = rest
-                    continue
-                self.done = True
-                return
-            more = bool(data) or len(out) == PIECE
+        if d.is_finished():
+            self.done = True  # bytes after the stream's end are ignored (as after gzip)
+
+    def close(self) -> None:
+        """Free the decoder (its window may be 16 MiB)."""
+        self._d = None
+        self._buf = bytearray()
+        self.done = True
+
+
+def _stage(coding: str) -> _Inflater | _Unbrotli:
+    return _Unbrotli(coding) if coding == "br" else _Inflater(coding)
 
 
 class BodyDigest:
@@ -105,6 +222,7 @@ class BodyDigest:
 
     __slots__ = (
         "_dsha",
+        "_imax",
         "_max",
         "_parts",
         "_plen",
@@ -122,6 +240,7 @@ class BodyDigest:
         self.length = 0
         self.missed = 0
         self._max = max_decoded
+        self._imax = 2 * max_decoded + PIECE  # output of an intermediate step in a stack
         self._parts: list[bytes] = []  # identity: bytes not hashed yet (less than FLUSH)
         self._plen = 0
         self.decoded_len = 0
@@ -130,7 +249,7 @@ class BodyDigest:
         self._stopped = False
         if codings:
             self._sha: Any = hashlib.sha256()
-            self._stages: list[_Inflater] | None = [_Inflater(c) for c in codings]
+            self._stages: list[_Inflater | _Unbrotli] | None = [_stage(c) for c in codings]
             self._dsha: Any = hashlib.sha256()
         else:
             self._sha = None  # created at the first flush
@@ -169,6 +288,9 @@ class BodyDigest:
     def skip(self, n: int) -> None:
         """`n` body bytes were lost: count them; decoding cannot continue past the hole."""
         self.missed += n
+        if not self._stopped and self._stages is not None:
+            self._finish()  # what was delivered before the hole is decoded
+            self._stop()
         self._stopped = True
 
     def save(self) -> list[Any]:
@@ -190,28 +312,54 @@ class BodyDigest:
         assert stages is not None
         if i == len(stages):
             self._sink(data)
-            return
+        else:
+            self._run(i, stages[i].process(data))
+
+    def _run(self, i: int, outs: Iterator[bytes]) -> None:
+        """Pass step `i`'s output pieces on; an intermediate step is cut at `_imax` bytes
+        (after handing on what fits, so the next steps still decode its first bytes)."""
+        stages = self._stages
+        assert stages is not None
         st = stages[i]
         last = i == len(stages) - 1
-        for out in st.process(data):
+        for out in outs:
+            cut = False
+            if not last and st.produced + len(out) > self._imax:
+                out = out[: self._imax - st.produced]
+                cut = True
             st.produced += len(out)
-            if not last and st.produced > self._max:  # intermediate step exploding
+            if out:
+                self._push(i + 1, out)
+            if cut and not self._stopped:
                 self.limit_hit = True
-                self._stopped = True
-                return
-            self._push(i + 1, out)
+                self._stop()
             if self._stopped:
                 return
         if st.error:
             self.decode_error = True
-            self._stopped = True
+            self._stop()
+
+    def _stop(self) -> None:
+        """Nothing more is decoded: free the decoders now (a body may stay open for long)."""
+        self._stopped = True
+        for st in self._stages or ():
+            st.close()
+
+    def _finish(self) -> None:
+        """End of the decoded input: steps holding input back (brotli) decode it now."""
+        stages = self._stages
+        assert stages is not None
+        for i, st in enumerate(stages):
+            if self._stopped:
+                return
+            self._run(i, st.flush())
 
     def _sink(self, data: bytes) -> None:
         room = self._max - self.decoded_len
         if len(data) > room:
             data = data[:room]
             self.limit_hit = True
-            self._stopped = True
+            self._stop()
         self.decoded_len += len(data)
         assert self._dsha is not None
         self._dsha.update(data)
@@ -229,6 +377,9 @@ class BodyDigest:
     def fields(self) -> dict[str, Any]:
         """The body_* (and decoded_body_*, missed_bytes) fields of a request/response record."""
         out: dict[str, Any] = {"body_len": self.length, "body_sha256": self.raw_sha256()}
+        if self._stages is not None and not self._stopped:
+            self._finish()
+            self._stop()  # the body is complete: nothing more is decoded
         if self._dsha is not None:
             out["decoded_body_len"] = self.decoded_len
             out["decoded_body_sha256"] = self._dsha.hexdigest()

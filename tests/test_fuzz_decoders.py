@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -289,20 +288,6 @@ def check_output(out: list, options: dict) -> None:
                     assert m["decoded_body_len"] <= limit
 
 
-def _comparable(out: list) -> list:
-    """Output with the decoded-body fields of undecodable bodies left out: they depend on
-    how the body was cut (test_corrupt_gzip_decodes_the_same_however_it_is_cut, xfail)."""
-    result = []
-    for t, f in out:
-        if t == "http" and "decode_error" in f["tags"]:
-            f = dict(f)
-            for key in ("request", "response"):
-                if f[key]:
-                    f[key] = {k: v for k, v in f[key].items() if not k.startswith("decoded_")}
-        result.append((t, f))
-    return result
-
-
 def _run_all(transport: str, events: list[Event], options: dict, restore_at: int) -> None:
     for cls in DECODERS:
         if transport not in cls.transports:
@@ -313,7 +298,7 @@ def _run_all(transport: str, events: list[Event], options: dict, restore_at: int
             continue  # a restore past max_replay resumes at the next message (documented)
         at = restore_at % (len(events) + 1)
         again = drive(cls, transport, events, options, at)
-        assert _comparable(again) == _comparable(out), f"{cls.name}: restore at {at} differs"
+        assert again == out, f"{cls.name}: restore at {at} differs"
 
 
 @fuzz(1000)
@@ -364,7 +349,7 @@ def test_probes_answer_true_false_or_none(direction, data):
 def test_body_digest_decodes_at_most_the_limit(codings, plain, limit, piece):
     """Valid stacked encodings of `plain` fed in pieces: the decoded length is the plain
     length, cut at the limit (never more), with the tag exactly when cut. (Where an
-    intermediate form is itself over the limit, only "never more": see the xfail below.)"""
+    intermediate form is itself over the limit, only "never more".)"""
     body, forms = plain, []
     for c in codings:
         forms.append(body)
@@ -380,12 +365,6 @@ def test_body_digest_decodes_at_most_the_limit(codings, plain, limit, piece):
         assert digest.tags() == (["decompression_limit"] if len(plain) > limit else [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decoders/http_body.py BodyDigest._push stops a stacked decoding as soon as an "
-    "intermediate step's output passes max_decompressed, before pushing that piece on: "
-    "decoded_body_len is 0 instead of max_decompressed (Content-Encoding: gzip, gzip)",
-)
 def test_stacked_encoding_cut_at_the_limit_keeps_the_first_bytes():
     inner = gzip.compress(bytes(10 << 20))  # ~10 KB of gzip: more than the limit
     digest = BodyDigest(["gzip", "gzip"], 1000)
@@ -393,12 +372,6 @@ def test_stacked_encoding_cut_at_the_limit_keeps_the_first_bytes():
     assert digest.fields()["decoded_body_len"] == 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decoders/http_body.py _Inflater drops the output of a zlib call that ends in "
-    "an error, so a corrupt gzip body's decoded_body_len/sha256 depend on how the body was "
-    "cut into segments (and differ after a restore, which re-feeds it in one piece)",
-)
 def test_corrupt_gzip_decodes_the_same_however_it_is_cut():
     body = bytearray(gzip.compress(bytes(range(256)) * 64))
     body[len(body) // 2] ^= 0xFF
