@@ -68,10 +68,12 @@ class DecoderContext(Protocol):
         detaches the decoder (anomaly `decoder_detached`) and looks for another."""
         ...
 
-    def hand_off(self, leftovers: list[tuple[int, bytes]]) -> None:
+    def hand_off(self, leftovers: list[tuple[int, bytes]], protocol: str | None = None) -> None:
         """The flow switches protocol (CONNECT tunnel, Upgrade): the runtime detaches this
         decoder and runs detection again, first on `leftovers` ((direction, bytes) received
-        after the switch). Call it last, after emitting what is pending."""
+        after the switch, in arrival order). `protocol` names the decoder the handshake
+        agreed on (e.g. "websocket"): when it is selected it is attached without detection.
+        Call it last, after emitting what is pending."""
         ...
 
 
@@ -107,7 +109,8 @@ class Decoder(ABC):
         """`length` bytes of `direction` are lost for good (never delivered)."""
 
     def on_close(self, reason: str) -> None:  # noqa: B027 - optional hook
-        """The flow ended (fin, rst, timeout, eviction, end_of_input): flush what is pending."""
+        """The flow ended (fin, rst, timeout, eviction, end_of_input), or the runtime detached
+        this decoder after its violations ("violation"): flush what is pending."""
 
     @abstractmethod
     def snapshot(self) -> Any:

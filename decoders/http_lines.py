@@ -45,6 +45,27 @@ KNOWN_METHODS = frozenset(
 )
 
 
+MIDLINE_MAX = 8192  # longest request line taken in the middle of a line (resync)
+_MID_TAIL = re.compile(rb" (?P<target>[^\x00-\x20\x7f]+) +HTTP/[0-9]\.[0-9][ \t]*\r?\Z")
+_LONGEST_FIRST = sorted(KNOWN_METHODS, key=len, reverse=True)
+
+
+def midline_request_start(line: bytes) -> int:
+    """Where a request line starts inside `line` (one line, without its LF, that does not
+    start at a line start: a request right after a body that ended without a newline), or -1.
+    Stricter than at a line start: a known method (the longest one the bytes before the
+    target end with), a target without spaces, at most MIDLINE_MAX bytes."""
+    tail = line[-MIDLINE_MAX:]
+    m = _MID_TAIL.search(tail)
+    if m is None:
+        return -1
+    before = tail[: m.start()]
+    for method in _LONGEST_FIRST:
+        if before.endswith(method):
+            return len(line) - len(tail) + m.start() - len(method)
+    return -1
+
+
 def request_line_state(buf: bytes | bytearray | memoryview, limit: int) -> bool | None:
     """Can `buf` start with a request line? True once `METHOD SP target SP HTTP/` is seen,
     False when it cannot (bad byte, complete line of another shape, or no LF within `limit`

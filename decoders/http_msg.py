@@ -51,6 +51,8 @@ class Msg:
         self.digest: BodyDigest | None = None
         self.body: dict[str, Any] | None = None
         self.complete = False
+        # request: what it means for its response's framing (framing_class); response: the
+        # stand-in request it was parsed with
         self.framing = b"GET"
         self.switch = False  # request proposes a protocol switch (CONNECT / Upgrade)
         self.paired = False
@@ -135,7 +137,7 @@ def new_head_msg(
 class Txn:
     """A transaction on its way out: request and/or response, extra tags, 1xx responses."""
 
-    __slots__ = ("info", "req", "resp", "tags")
+    __slots__ = ("hold", "info", "req", "resp", "tags")
 
     def __init__(
         self,
@@ -143,11 +145,13 @@ class Txn:
         resp: Msg | None,
         tags: set[str] | None = None,
         info: list[dict[str, Any]] | None = None,
+        hold: bool = False,
     ) -> None:
         self.req = req
         self.resp = resp
         self.tags = set(tags or ())
         self.info = info or []
+        self.hold = hold  # a response whose request is not known yet (http_pair.FLOAT)
 
     def all_tags(self) -> list[str]:
         req, resp = self.req, self.resp
@@ -170,10 +174,11 @@ class Txn:
             "resp": self.resp.to_state() if self.resp is not None else None,
             "tags": sorted(self.tags),
             "info": self.info,
+            "hold": self.hold,
         }
 
     @classmethod
     def from_state(cls, st: dict[str, Any], reqs: dict[int, Msg]) -> Txn:
         req = reqs[st["req"]] if st["req"] is not None else None
         resp = Msg.from_state(st["resp"]) if st["resp"] is not None else None
-        return cls(req, resp, set(st["tags"]), list(st["info"]))
+        return cls(req, resp, set(st["tags"]), list(st["info"]), st.get("hold", False))

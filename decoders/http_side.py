@@ -6,16 +6,25 @@ Each side is a small state machine:
   server's, which is first sent a stand-in request whose method gives the response framing:
   HEAD, CONNECT or anything else). After each complete message the connection is cycled
   (`start_next_cycle`) or, when h11 refuses (HTTP/1.0, Connection: close, stray CRLF), replaced
-  by a fresh one fed the leftover bytes: pipelined messages never stall.
+  by a fresh one fed the leftover bytes: pipelined messages never stall. A response whose
+  request is not known waits, before parsing, for the few bytes after its head that tell
+  whether it has a body (ResponseSide._ready).
 - WAIT (client side): after a request proposing a protocol switch (CONNECT, Upgrade), bytes are
   held until the response tells whether the flow switched.
 - RESYNC: after a loss or a protocol error, bytes are discarded until a line that looks like a
-  request line (client side) or a status line (server side) starts at a line start; the first
-  position after a gap counts as a line start.
+  request line (client side) or a status line (server side) starts at a line start (the first
+  position after a gap counts as one), or mid-line where a body that ended without a newline
+  puts it (`_scan`).
 - TUNNEL / DONE: bytes are ignored.
 - BODY: the rest of a Content-Length body, consumed without h11 (the hot path: a body segment
   costs a length check and a hash update). The message then ends at a known position and the
   next one is parsed from there, by a fresh h11 connection if need be.
+- CHUNK: the rest of one chunk of a chunked body, consumed without h11 (h11 still parses the
+  chunk-size lines, extensions and trailers, so every tag and anomaly is its own). Entered when
+  h11 has handed out a chunk's first bytes and holds nothing unparsed; at the chunk's end the
+  ChunkedReader is set to where it would be (chunk done, CRLF expected) and gets the bytes
+  after it. Any other event (gap, close) first puts the countdown back into the reader, so
+  h11's paths run unchanged. The body's bytes are kept for replay as in MSG mode.
 
 Fast heads: at a message start, a complete head in the clean subset of HTTP/1.x
 (decoders/http_fast.py) is parsed without h11 and yields the very fields h11 would; any other
@@ -42,13 +51,24 @@ from h11._readers import ChunkedReader, ContentLengthReader, Http10Reader
 
 from decoders.http_body import PIECE, BodyDigest, content_codings
 from decoders.http_fast import request_head, response_head
-from decoders.http_lines import is_message_line, line_state, parse_head_leniently
+from decoders.http_lines import (
+    KNOWN_METHODS,
+    MIDLINE_MAX,
+    is_message_line,
+    line_state,
+    midline_request_start,
+    parse_head_leniently,
+    status_line_state,
+)
 from decoders.http_msg import UPGRADE, Msg, Txn, framing_class, header_pairs, new_head_msg
 
 if TYPE_CHECKING:
     from decoders.http import HttpDecoder
 
 MSG, WAIT, RESYNC, TUNNEL, DONE, BODY = "msg", "wait", "resync", "tunnel", "done", "body"
+CHUNK = "chunk"
+GUESSED = "no_body_guessed"  # tag: no request known, taken as bodiless (a status line followed)
+CHUNK_BYPASS = True  # CHUNK mode on (tests turn it off to compare with h11 alone)
 _ZEROS = bytes(PIECE)
 _CRLF = (10, 13)
 CHUNK_SIZE_SANITY = 1 << 62
@@ -83,13 +103,15 @@ class Side:
         self.started = False  # the h11 connection holds bytes of the current message
         self.line_ok = False  # first line of the current message looks right
         self.skip_lf = False  # RESYNC: current position is not a line start
+        self.soft = False  # RESYNC: current position follows a gap (a line start, or not)
         self.tags_next: set[str] = set()
         self.skip_hash = 0  # filler bytes (for a gap) still to pass through h11 unhashed
         self.closing = False
         self.head_seen = False  # h11 produced the current message's head
         self.body_left = 0  # BODY: bytes of the Content-Length body still to come
         self.body_keep = False  # BODY: the body's bytes are kept for replay (digest not savable)
-        self.body_digest: BodyDigest | None = None  # BODY: the current message's digest
+        self.body_digest: BodyDigest | None = None  # BODY, CHUNK: the current message's digest
+        self.chunk_left = 0  # CHUNK: bytes of the current chunk still to come
         self._reset_conn()
 
     # ---- hooks for the two roles
@@ -130,8 +152,12 @@ class Side:
     def _accept_lenient(self, msg: Msg) -> None:
         raise NotImplementedError
 
-    def _on_loss(self) -> None:
+    def _on_loss(self, lost: int, at_boundary: bool) -> None:
         raise NotImplementedError
+
+    def _ready(self) -> bool:
+        """May the message at the boundary be parsed now? (ResponseSide: see _ready there.)"""
+        return True
 
     # ---- positions, times
     def ts_at(self, pos: int) -> int:
@@ -204,6 +230,20 @@ class Side:
                     if end - self.boundary > self.cfg.max_replay:
                         self._overflow()
                 return
+        elif mode == CHUNK:
+            n = len(data)
+            if n < self.chunk_left and not replay and n:
+                # Hot path: inside a chunk (same effect as the general path).
+                start = self.end
+                self.end = end = start + n
+                self.chunk_left -= n
+                self.arr = [[start, ts_ns, clock]]
+                self.body_digest.feed(data)  # type: ignore[union-attr]
+                if not self.overflow:
+                    self.rec += data
+                    if end - self.boundary > self.cfg.max_replay:
+                        self._overflow()
+                return
         elif mode in (TUNNEL, DONE):
             return
         if not data:
@@ -221,6 +261,8 @@ class Side:
                 assert self.conn is not None
                 self.conn.receive_data(data)
             self._pump()
+        elif self.mode == CHUNK:
+            self._chunk_input(data)
         elif self.mode == WAIT:
             self._check_wait()
         elif self.mode == RESYNC:
@@ -229,6 +271,11 @@ class Side:
             self._after_input()
 
     def _after_input(self) -> None:
+        if self.mode == CHUNK:  # h11 holds nothing unparsed
+            self._prune_arrivals(self.end)
+            if not self.overflow and self.end - self.boundary > self.cfg.max_replay:
+                self._overflow()
+            return
         if self.mode == BODY:
             self._prune_arrivals(self.end)
             keep = self.body_keep and not self.overflow
@@ -301,6 +348,33 @@ class Side:
             self.overflow = False
         self._done(pos)
 
+    # ---- CHUNK mode: the rest of a chunk without h11
+    def _chunk_input(self, data: bytes) -> None:
+        """CHUNK mode, general path: `data` continues the chunk and may end it."""
+        n = len(data)
+        k = min(n, self.chunk_left)
+        assert self.body_digest is not None
+        self.body_digest.feed(data if k == n else data[:k])
+        self.chunk_left -= k
+        if self.chunk_left:
+            return
+        self._chunk_sync()
+        if k < n:
+            assert self.conn is not None
+            self.conn.receive_data(data[k:])
+            self._pump()
+
+    def _chunk_sync(self) -> None:
+        """Leave CHUNK mode: the ChunkedReader takes over where the countdown is (h11 internals;
+        h11 is pinned)."""
+        r = self.conn._reader  # type: ignore[union-attr]
+        r._bytes_in_chunk = self.chunk_left
+        if not self.chunk_left:
+            r._bytes_to_discard = b"\r\n"  # as h11 after a chunk's last byte
+        self.mode = MSG
+        self.chunk_left = 0
+        self.body_digest = None
+
     def _take_body(self) -> None:
         """After h11 produced a head: take a Content-Length body over from h11."""
         msg = self._cur_msg()
@@ -314,12 +388,17 @@ class Side:
     def gap(self, length: int, replay: bool = False) -> None:
         if self.mode in (TUNNEL, DONE) or length <= 0:
             return
+        if self.mode == MSG and self._cur_msg() is None and self.end > self.boundary:
+            self._settle_waiting()
+        if self.mode == CHUNK:
+            self._chunk_sync()
         if self.mode == BODY:
             room = self.body_left
             if length <= room:
                 self._absorb_body(length, replay)
                 return
             self._absorb_body(room, replay)  # the body ends inside the hole
+            length -= room
         elif self.mode == MSG and self._cur_msg() is not None:
             room = self._body_room()
             if room is None or 0 < length <= room:
@@ -331,7 +410,10 @@ class Side:
                 self._absorb(room, replay)
                 length -= room
         if not replay:
-            self._lose()
+            self._lose(length)
+
+    def _settle_waiting(self) -> None:
+        """Bytes held back before parsing (ResponseSide._ready) are parsed now, as they are."""
 
     def _body_room(self) -> int | None:
         """Bytes of the current body whose framing is known: a gap this size can be skipped.
@@ -384,16 +466,21 @@ class Side:
             n -= k
             self._pump()
 
-    def _lose(self) -> None:
-        """Bytes lost where the framing cannot absorb them: give up what is in progress and
-        resynchronise right after the hole."""
+    def _lose(self, lost: int) -> None:
+        """`lost` bytes lost where the framing cannot absorb them: give up what is in progress
+        and resynchronise right after the hole."""
+        at_boundary = (
+            self.mode in (MSG, BODY)
+            and self._cur_msg() is None
+            and not (self.started and self.end > self.boundary)
+        )
         if self.mode in (MSG, BODY):
             if self._cur_msg() is not None:
                 self._give_up_cur({"gap", "truncated"})
             elif self.started and self.end > self.boundary:
                 self._lenient(self.tail(limit=self.cfg.max_header), {"gap", "truncated"})
-        self._on_loss()
-        self._enter_resync(self.end, skip_lf=False)
+        self._on_loss(lost, at_boundary)
+        self._enter_resync(self.end, skip_lf=False, soft=True)
 
     # ---- the h11 loop
     def _start_message(self) -> bool:
@@ -432,6 +519,8 @@ class Side:
 
     def _pump(self) -> None:
         while self.mode == MSG:
+            if not self._ready():
+                return
             if not self.started:
                 if self.boundary >= self.end:
                     return
@@ -465,6 +554,12 @@ class Side:
                 self._protocol_error(str(exc))
                 continue
             if ev is h11.NEED_DATA or type(ev) is h11.ConnectionClosed:
+                r = conn._reader
+                if type(r) is ChunkedReader and r._bytes_in_chunk > CHUNK_SIZE_SANITY:
+                    # The size line ended the delivery: h11 will not flag the chunk's first
+                    # bytes as its start, so check the size now (same outcome as below).
+                    self._chunk_overflow(r._bytes_in_chunk, self.end - _h11_buffered(conn))
+                    continue
                 return
             if ev is h11.PAUSED:
                 self._paused()
@@ -478,16 +573,31 @@ class Side:
         if ev.chunk_start:
             size = getattr(self.conn._reader, "_bytes_in_chunk", 0) + len(data)
             if size > CHUNK_SIZE_SANITY:
-                self.dec.anomaly("http_chunk_size_overflow", f"chunk size {size:#x}")
-                pos = self.end - _h11_buffered(self.conn) - len(data)
-                self._give_up_cur({"parse_error", "truncated"})
-                self._enter_resync(pos, skip_lf=False)
+                self._chunk_overflow(size, self.end - _h11_buffered(self.conn) - len(data))
                 return
         if self.skip_hash:
             k = min(self.skip_hash, len(data))
             self.skip_hash -= k
             data = data[k:]
         msg.digest.feed(data)
+        r = self.conn._reader
+        if (
+            CHUNK_BYPASS
+            and type(r) is ChunkedReader
+            and r._bytes_in_chunk
+            and not self.skip_hash
+            and not _h11_buffered(self.conn)
+        ):
+            self.mode = CHUNK  # the rest of this chunk bypasses h11
+            self.chunk_left = r._bytes_in_chunk
+            self.body_digest = msg.digest
+
+    def _chunk_overflow(self, size: int, pos: int) -> None:
+        """A chunk size beyond any real body (2^64 overflow attacks): give the message up and
+        resynchronise where the chunk's data begins (`pos`)."""
+        self.dec.anomaly("http_chunk_size_overflow", f"chunk size {size:#x}")
+        self._give_up_cur({"parse_error", "truncated"})
+        self._enter_resync(pos, skip_lf=False)
 
     def _check_first_line(self) -> None:
         pass
@@ -565,11 +675,9 @@ class Side:
             tags = tags | {"header_limit", "truncated"}
             self.dec.anomaly("http_header_limit", f"head longer than {self.cfg.max_header} bytes")
         self._lenient(head[: self.cfg.max_header], tags)
-        lf = head.find(b"\n")
-        if lf >= 0:
-            self._enter_resync(self.boundary + lf + 1, skip_lf=False)
-        else:
-            self._enter_resync(self.boundary, skip_lf=True)
+        # Whether the bad line is complete yet or not, the next message may start on it
+        # (mid-line, `_scan`) or at a later line: the same candidates either way.
+        self._enter_resync(self.boundary + 1, skip_lf=True)
 
     def _on_boundary(self) -> None:
         pass
@@ -617,7 +725,8 @@ class Side:
         self._accept_lenient(msg)
 
     # ---- resynchronisation
-    def _enter_resync(self, pos: int, skip_lf: bool) -> None:
+    def _enter_resync(self, pos: int, skip_lf: bool, soft: bool = False) -> None:
+        """Resynchronise from `pos`; `soft`: it follows a gap, so it may be mid-line."""
         self.mode = RESYNC
         self.body_left = 0
         self.started = False
@@ -633,14 +742,17 @@ class Side:
         self.conn = None
         self._set_boundary(pos)
         self.skip_lf = skip_lf
+        self.soft = soft
         self.tags_next.add("resync")
         self._scan()
 
     def _scan(self) -> None:
         """Find where messages start again. Candidates: line starts (and the position right
-        after a gap); on the server side also any `HTTP/1.` (a body without a final newline
-        puts the next status line mid-line). A candidate is taken when its whole line is a
-        request/status line; the decision depends on the bytes only, never on chunking."""
+        after a gap); mid-line, a body without a final newline can put the next message
+        there: on the server side any `HTTP/1.`, on the client side a known method followed
+        by a target and ` HTTP/x.y` ending the line (http_lines.midline_request_start). A
+        candidate is taken when its whole line is a request/status line; the decision
+        depends on the bytes only, never on chunking."""
         limit = self.cfg.max_header
         marker = b"HTTP/1."
         while self.mode == RESYNC:
@@ -655,20 +767,37 @@ class Side:
                     h = rec.find(marker, off, cand if cand >= 0 else len(rec))
                     if h >= 0:
                         cand = h
+                elif j >= 0:
+                    lo = max(off, j - MIDLINE_MAX)
+                    h = midline_request_start(bytes(rec[lo:j]))
+                    if h >= 0:  # a request right after a body that ended mid-line
+                        self.skip_lf = self.soft = False
+                        self._resume(self.base + lo + h)
+                        return
                 if cand < 0:
-                    keep = 0 if self.is_request else len(marker) - 1
+                    keep = MIDLINE_MAX if self.is_request else len(marker) - 1
                     self._set_boundary(self.base + max(off, len(rec) - keep))
                     return
-                self.skip_lf = False
+                self.skip_lf = self.soft = False
                 self._set_boundary(cand + self.base)
                 continue
             j = rec.find(b"\n", off, off + limit + 1)
             if j < 0:
                 if line_state(self.is_request, rec[off : off + limit + 1], limit) is not False:
                     return  # may still become a message line: wait for its end
-            elif is_message_line(self.is_request, bytes(rec[off:j])):
-                self._resume(self.boundary)
-                return
+            else:
+                line = bytes(rec[off:j])
+                if is_message_line(self.is_request, line):
+                    pos = self.boundary
+                    if self.soft and line.split(b" ", 1)[0] not in KNOWN_METHODS:
+                        # Right after a gap (maybe mid-line): "<body tail>GET / ..." is a GET.
+                        h = midline_request_start(line)
+                        if h > 0:
+                            pos += h
+                    self.soft = False
+                    self._resume(pos)
+                    return
+            self.soft = False
             self._set_boundary(self.boundary + 1)
             self.skip_lf = True
 
@@ -690,7 +819,8 @@ class Side:
         if self._cur_msg() is not None:
             self._give_up_cur({"truncated"})
         self.mode = TUNNEL
-        self.body_left = 0
+        self.body_left = self.chunk_left = 0
+        self.body_digest = None
         self.conn = None
         self.started = False
         self.overflow = False
@@ -702,9 +832,13 @@ class Side:
     # ---- close
     def close(self) -> None:
         self.closing = True
+        if self.mode == CHUNK:
+            self._chunk_sync()
         if self.mode == BODY:  # as h11 at EOF inside a Content-Length body
             self._give_up_cur({"truncated"})
             self._enter_resync(self.end, skip_lf=False)
+        if self.mode == MSG and not self.started and self.end > self.boundary:
+            self._pump()  # bytes held back by _ready: no more will come
         for _ in range(1000):
             if self.mode != MSG or not self.started:
                 break
@@ -727,8 +861,11 @@ class Side:
             "gaps": [[p - rel, n] for p, n in self.gaps],
             "arr": [[p - rel, t, c] for p, t, c in self.arr],
             "skip_lf": self.skip_lf,
+            "soft": self.soft,
             "tags_next": sorted(self.tags_next),
         }
+        if mode == CHUNK:  # replayed from the message's start, through h11
+            st["mode"] = MSG
         if mode == BODY:
             if self.body_keep:  # the message's bytes are replayed from its start
                 st["mode"] = MSG
@@ -743,6 +880,7 @@ class Side:
         self.mode = st["mode"]
         self.arr = [list(a) for a in st["arr"]]
         self.skip_lf = st["skip_lf"]
+        self.soft = st.get("soft", False)
         self.tags_next = set(st["tags_next"])
         self.rec = bytearray()
         self.base = self.boundary = self.end = 0
@@ -804,6 +942,9 @@ class RequestSide(Side):
         self.cur: Msg | None = None
         self.wait_rid: int | None = None
         self.host_injected = False
+        # [position, 1 | 2]: a request starting at `position` is at a quiet point (1), or is
+        # if the server's undecided response turns out bodiless (2) (HttpDecoder._quiet)
+        self.quiet: list[int] | None = None
         super().__init__(dec)
 
     def _new_conn(self) -> h11.Connection:
@@ -927,7 +1068,7 @@ class RequestSide(Side):
             dec.check_headers(msg, raw, len(raw), lengths)
         msg.open_body(self.cfg.max_decoded)
         self.cur = msg
-        dec.push_request(msg)
+        dec.push_request(msg, self.boundary)
 
     def _done(self, pos: int | None = None) -> None:
         msg = self.cur
@@ -969,21 +1110,24 @@ class RequestSide(Side):
         self.dec.request_complete(msg)
 
     def _accept_lenient(self, msg: Msg) -> None:
-        self.dec.push_request(msg)
+        self.dec.push_request(msg, self.boundary)
 
-    def _on_loss(self) -> None:
+    def _on_loss(self, lost: int, at_boundary: bool) -> None:
         self.wait_rid = None
-        self.dec.client_loss()
+        self.dec.client_loss(lost, at_boundary)
 
     def state(self) -> dict[str, Any]:
         st = super().state()
         st["cur"] = self.cur.rid if self.cur is not None else None
         st["wait_rid"] = self.wait_rid
+        q = self.quiet
+        st["quiet"] = [q[0] - self.boundary, q[1]] if q and q[0] >= self.boundary else None
         return st
 
     def load_refs(self, st: dict[str, Any], reqs: dict[int, Msg]) -> None:
         self.cur = reqs[st["cur"]] if st["cur"] is not None else None
         self.wait_rid = st["wait_rid"]
+        self.quiet = list(st["quiet"]) if st.get("quiet") is not None else None
 
 
 class ResponseSide(Side):
@@ -996,9 +1140,16 @@ class ResponseSide(Side):
         self.framing: bytes | None = None  # stand-in request sent on the current connection
         self.info: list[dict[str, Any]] = []  # 1xx responses waiting for the final one
         self.first: list[int] | None = None  # [ts_ns, clock] of the first 1xx
-        self.pending_pair: tuple[Msg | None, set[str]] | None = None
+        self.pending_pair: tuple[Msg | None, set[str], bool] | None = None
         self._framing_state: bytes | None = None
         self.lowercase = False  # the current status line spells HTTP in lower case
+        # The framing chosen for the message at the boundary (_ready), whether it was guessed
+        # (no request known: bodiless because a status line follows the head), and where the
+        # head ends while that guess waits for the bytes after it.
+        self.want: bytes | None = None
+        self.guessed = False
+        self.waiting_at: int | None = None
+        self.force = False  # decide with the bytes there are (a gap follows)
         super().__init__(dec)
 
     def _new_conn(self) -> h11.Connection:
@@ -1042,10 +1193,93 @@ class ResponseSide(Side):
 
     def _on_boundary(self) -> None:
         self.lowercase = False
+        self.want = None
+        self.guessed = False
+        self.waiting_at = None
 
     def _before_next(self) -> None:
         if self.framing is None:
-            self._send_framing(self.dec.peek_framing())
+            self._send_framing(self.want or b"GET")
+
+    def _start_clock(self) -> int:
+        return self.first[1] if self.first else self.clock_at(self.boundary)
+
+    def _ready(self) -> bool:
+        """Choose the framing of a new response before parsing it: its request's, when the
+        decoder knows it. When it does not (the request was lost, or is not settled yet), a
+        response with a body as a GET's answer is taken as bodiless (a HEAD's answer) if a
+        status line follows its head: wait for the bytes that decide (few: status_line_state
+        says no at the first byte that cannot start `HTTP/1.x NNN`), or for the end."""
+        if self.want is not None or self.framing is not None or self.boundary >= self.end:
+            return True
+        framing = self.dec.framing_for(self._start_clock())
+        if framing is not None:
+            if self.waiting_at is not None:  # no longer undecided: not a quiet point's proof
+                self.waiting_at = None
+                if not self.dec.replaying:
+                    self.dec.gate_decided(False)
+            self.want = framing
+            return True
+        got = self._guess_framing()
+        if got is None:
+            return False
+        self.want = got
+        return True
+
+    def _guess_framing(self) -> bytes | None:
+        rec, base, end = self.rec, self.base, len(self.rec)
+        i = self.boundary - base
+        while i < end and rec[i] in _CRLF:
+            i += 1
+        final = self.closing or self.force
+        first = status_line_state(rec[i : i + 13])
+        if not first:
+            return b"GET" if first is False or final else None  # not ours to decide
+        m = _BLANK.search(rec, i, i + self.cfg.max_header)
+        if m is None:
+            return b"GET" if final or end - i > self.cfg.max_header else None
+        status = int(rec[i + 9 : i + 12])
+        head = bytes(rec[i : m.end()])
+        lengths = _CL_LINE.findall(head)
+        if (
+            100 <= status < 200
+            or status in (204, 304)
+            or (
+                lengths
+                and all(v.strip() == b"0" for v in lengths)
+                and b"transfer-encoding" not in head.lower()
+            )
+        ):
+            return b"GET"  # no body either way
+        after = status_line_state(rec[m.end() : m.end() + 13])
+        if after is None and not final:
+            self.waiting_at = base + m.end()
+            return None
+        self.waiting_at = None
+        if not self.dec.replaying:
+            self.dec.gate_decided(bool(after))
+        # Undecidable (a hole or the end follows): bodiless too, so that a hole is a loss at
+        # the next message and the side resynchronises, rather than a body that might
+        # swallow the responses after it.
+        self.guessed = after is not False
+        return b"HEAD" if self.guessed else b"GET"
+
+    def _settle_waiting(self) -> None:
+        self.force = True
+        try:
+            self._pump()
+        finally:
+            self.force = False
+
+    def idle_state(self) -> int:
+        """1: no response in progress (resynchronising counts: what is skipped belongs to no
+        response we know); 2: one whose head ended here waits for the bytes that decide its
+        framing (idle if it is bodiless); 0: busy."""
+        if self.mode not in (MSG, RESYNC) or self.cur is not None or self.info:
+            return 0
+        if self.end == self.boundary or self.mode == RESYNC:
+            return 1
+        return 2 if self.mode == MSG and self.waiting_at == self.end else 0
 
     def _cycle(self) -> bool:
         conn = self.conn
@@ -1078,7 +1312,7 @@ class ResponseSide(Side):
     def _fast_message(self, head: bytes, head_end: int) -> bool:
         framing = self.framing
         if framing is None:
-            if self.dec.peek_framing() != b"GET":
+            if (self.want or b"GET") != b"GET":
                 return False
         elif framing != b"GET":
             return False
@@ -1140,14 +1374,14 @@ class ResponseSide(Side):
             return
         ts, clock = self.first or self.arrival_at(self.boundary)
         if self.pending_pair is not None:
-            req, ptags = self.pending_pair
+            req, ptags, hold = self.pending_pair
             self.pending_pair = None
         else:
-            req, ptags = dec.pair(clock)
-            want = req.framing if req is not None else b"GET"
+            req, ptags, hold = dec.pair(clock)
+            want = req.framing if req is not None else (self.want or b"GET")
             if want != self.framing:
                 # Framing depends on the request method: re-parse with the right stand-in.
-                self.pending_pair = (req, ptags)
+                self.pending_pair = (req, ptags, hold)
                 self._reset_conn()
                 self._send_framing(want)
                 assert self.conn is not None
@@ -1156,15 +1390,18 @@ class ResponseSide(Side):
         self.head_seen = True
         cap = self.cfg.max_headers
         resp = new_head_msg(dec.next_rid(), False, ts, clock, first, headers, cap, codings)
+        resp.framing = self.framing or b"GET"
         resp.tags |= self.tags_next
         if self.lowercase:
             resp.tags.add("lenient")
+        if self.guessed and req is None:
+            resp.tags.add(GUESSED)
         self.tags_next.clear()
         if raw is None:
             dec.check_headers(resp, [], len(headers), None, True)
         else:
             dec.check_headers(resp, raw, len(raw), lengths)
-        txn = Txn(req, resp, ptags, self.info)
+        txn = Txn(req, resp, ptags, self.info, hold)
         self.info = []
         self.first = None
         if req is not None:
@@ -1179,7 +1416,10 @@ class ResponseSide(Side):
             resp.open_body(self.cfg.max_decoded)  # no body: empty digest
             resp.finish()
             self.cur = None
-            dec.switch(txn, switch)
+            # What came after the head belongs to the new protocol (switches are parsed by
+            # h11: the fast parser takes no 1xx and no CONNECT framing).
+            rest = self.conn.trailing_data[0] if self.conn is not None else b""
+            dec.switch(txn, switch, rest)
             return
         resp.open_body(self.cfg.max_decoded)
         dec.response_head(txn)
@@ -1191,6 +1431,7 @@ class ResponseSide(Side):
         self.cur = None
         self._next_message(pos)
         self.dec.txn_done(txn)
+        self.dec.response_done()
 
     def _give_up_cur(self, tags: set[str]) -> None:
         txn = self.cur
@@ -1205,16 +1446,17 @@ class ResponseSide(Side):
     def _accept_lenient(self, msg: Msg) -> None:
         ts, clock = self.first or (msg.ts_ns, msg.clock)
         msg.ts_ns, msg.clock = ts, clock
-        req, ptags = self.dec.pair(clock)
+        req, ptags, hold = self.dec.pair(clock)
         if req is not None:
             req.paired = True
-        txn = Txn(req, msg, ptags, self.info)
+        txn = Txn(req, msg, ptags, self.info, hold)
         self.info = []
         self.first = None
         self.dec.response_head(txn)
         self.dec.txn_done(txn)
+        self.dec.response_done()
 
-    def _on_loss(self) -> None:
+    def _on_loss(self, lost: int, at_boundary: bool) -> None:
         self.info = []
         self.first = None
         self.dec.server_loss()

@@ -120,19 +120,29 @@ class FlowSession:
         self.violations += 1
         if self.violations < MAX_VIOLATIONS or self.decoder is None:
             return
-        name = self.decoder.name
+        decoder, name = self.decoder, self.decoder.name
         self.anomaly("decoder_detached", f"{name}: {reason}"[:300])
         self.excluded.append(name)
         self._restart_detection()
+        try:  # let it flush what it has (Zeek's Done() on a removed analyzer)
+            decoder.on_close("violation")
+        except Exception as exc:
+            self.anomaly("decoder_error", f"{name}: {type(exc).__name__}: {exc}"[:300])
 
-    def hand_off(self, leftovers: list[tuple[int, bytes]]) -> None:
+    def hand_off(self, leftovers: list[tuple[int, bytes]], protocol: str | None = None) -> None:
         """The decoder is done with this flow but the flow goes on in another protocol
         (CONNECT tunnel, Upgrade): detection starts again, fed `leftovers` first (bytes
-        the decoder received after the switch). Call it last, after emitting."""
+        the decoder received after the switch, in arrival order). `protocol`: the decoder
+        the handshake named (e.g. "websocket"), attached at once if it is selected. Call
+        it last, after emitting."""
         self._restart_detection()
+        if protocol is not None:
+            cls = self.config.by_name.get(protocol)
+            if cls is not None and cls in self._candidates():
+                self._attach(cls)
         for direction, data in leftovers:
             if data:
-                self._detect(direction, data)
+                self._route(_DATA, direction, data)
 
     def _restart_detection(self) -> None:
         self.decoder = None
@@ -224,12 +234,21 @@ class FlowSession:
         self.state = self.ATTACHED
         self.services.append(cls.name)
         for kind, direction, value in buffered:
-            if self.state != self.ATTACHED:
-                break
+            self._route(kind, direction, value)
+
+    def _route(self, kind: int, direction: int, value: Any) -> None:
+        """One buffered event, to wherever the flow is now (the decoder may have handed
+        the flow off, or been detached, while earlier events were replayed to it)."""
+        if self.state == self.ATTACHED:
             if kind == _DATA:
-                self._call(self.decoder.on_data, direction, value)
+                self._call(self.decoder.on_data, direction, value)  # type: ignore[union-attr]
             else:
-                self._call(self.decoder.on_gap, direction, value)
+                self._call(self.decoder.on_gap, direction, value)  # type: ignore[union-attr]
+        elif self.state == self.PROBING:
+            if kind == _DATA:
+                self._detect(direction, value)
+            else:
+                self.buffered.append((_GAP, direction, value))
 
     def _call(self, method: Callable[..., None], *args: Any) -> None:
         try:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 
 import msgpack
@@ -227,3 +228,158 @@ def test_content_length_body_restores_exactly_without_its_bytes(size: int) -> No
     state = dec.snapshot()
     assert state["server"]["mode"] == "body" and state["server"]["data"] == b""
     assert len(msgpack.packb(state)) < 4096
+
+
+def _chunk_stream(rng: random.Random) -> list:
+    """Chunked bodies (chunks of 1 byte to 20 KB, extensions, trailers, gzip), with gaps
+    inside chunks and across chunk lines, an invalid chunk size, a 2^64 chunk size, a chunked
+    upload and a body cut by the end of the flow."""
+    import gzip
+
+    def body(n: int) -> bytes:
+        return rng.randbytes(n)
+
+    def wire(data: bytes, sizes: list[int], trailer: bytes = b"") -> bytes:
+        out, i = b"", 0
+        while i < len(data):
+            part = data[i : i + rng.choice(sizes)]
+            i += len(part)
+            ext = b";ext=1" if rng.random() < 0.2 else b""
+            out += b"%x%s\r\n" % (len(part), ext) + part + b"\r\n"
+        return out + b"0\r\n" + trailer + b"\r\n"
+
+    te = "Transfer-Encoding: chunked\r\n"
+    big, plain = body(50_000), body(9_000)
+    r1 = resp(extra=te) + wire(big, [20_000, 1, 4096])
+    r2 = resp(extra=te + "Content-Encoding: gzip\r\n") + wire(gzip.compress(plain * 3), [777])
+    r3 = resp(extra=te) + wire(plain, [3000], trailer=b"X-Checksum: 1\r\n")
+    upload = req("POST", "/up", extra=te) + wire(plain, [1000, 5])
+    return [
+        ("data", CLIENT, req("GET", "/1") + req("GET", "/2") + req("GET", "/3"), 1),
+        ("data", SERVER, r1[:30_000], 2),
+        ("gap", SERVER, 5_000, 3),  # inside the 20 KB chunk: absorbed
+        ("data", SERVER, r1[35_000:], 4),
+        ("data", SERVER, r2, 5),
+        ("data", SERVER, r3[:5_000], 6),
+        ("gap", SERVER, 3, 7),  # across the end of a chunk: the response is lost
+        ("data", SERVER, r3[5_003:], 8),
+        ("data", CLIENT, upload + req("GET", "/4") + req("GET", "/5") + req("GET", "/6"), 9),
+        ("data", SERVER, resp(body=b"ok") + resp(extra=te) + b"zz\r\n" + plain[:100], 10),
+        ("data", SERVER, resp(extra=te) + b"10000000000000000\r\n" + plain[:3000], 11),
+        ("data", SERVER, resp(extra=te) + b"1000\r\n" + plain[:2000], 12),
+        ("close", "fin", 13),
+    ]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_chunks_bypassing_h11_change_no_record(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rest of a chunk is consumed without h11 (CHUNK mode): the records are the ones h11
+    alone gives, however the stream is cut, and a restore anywhere changes nothing."""
+    from decoders import http_side
+
+    rng = random.Random(seed)
+    events = rechunk(_chunk_stream(rng), rng, max_chunk=(1, 1500, 30_000)[seed])
+    fast = canon(run(events).out)
+    monkeypatch.setattr(http_side, "CHUNK_BYPASS", False)
+    assert canon(run(events).out) == fast
+    monkeypatch.setattr(http_side, "CHUNK_BYPASS", True)
+    tags = {t for line in fast for t in json.loads(line)[1].get("tags", ())}
+    assert {"gap", "parse_error", "truncated", "resync"} <= tags
+    step = max(1, len(events) // (25 if seed == 0 else 60))
+    for at in range(0, len(events) + 1, step):
+        assert canon(run_with_restart(events, at).out) == fast, at
+
+
+def _lossy_stream() -> list:
+    """Loss markers in every state: a hole whose count is known (pairing goes on), a lost HEAD
+    whose response waits for the bytes after its head (and the quiet point that waits on it),
+    responses held at a marker then settled by a quiet point, a server-side loss."""
+    return [
+        ("gap", CLIENT, len(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"), 1),  # /b, /c pair by count
+        _d(CLIENT, req("GET", "/b") + req("GET", "/c"), 2),
+        _d(SERVER, resp(body=b"A") + resp(body=b"BB") + resp(body=b"CCC"), 3),
+        ("gap", CLIENT, len(req("HEAD", "/h")), 4),  # a lost HEAD
+        _d(SERVER, b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", 5),
+        _d(CLIENT, req("GET", "/d"), 6),
+        _d(SERVER, resp(body=b"DDDD"), 7),
+        _d(CLIENT, req("GET", "/e"), 8),
+        ("gap", CLIENT, 100, 9),  # pipelined: up to 6 requests lost
+        _d(CLIENT, req("GET", "/f") + req("GET", "/g"), 10),
+        _d(SERVER, resp(body=b"E" * 5) + resp(body=b"X" * 6), 11),
+        _d(SERVER, resp(body=b"F" * 7) + resp(body=b"G" * 8), 12),
+        _d(CLIENT, req("GET", "/i"), 13),  # quiet point: settles /f and /g
+        _d(SERVER, resp(body=b"I" * 9), 14),
+        _d(CLIENT, req("GET", "/j") + req("GET", "/k"), 15),
+        _d(SERVER, b"HTTP/1.1 200 OK\r\nContent-", 16),
+        ("gap", SERVER, 30, 17),
+        _d(SERVER, resp(body=b"K" * 10), 18),
+        _d(CLIENT, req("GET", "/l"), 19),
+        _d(SERVER, resp(body=b"L" * 11), 20),
+        ("close", "fin", 21),
+    ]
+
+
+def test_restore_through_losses(resumable: bool) -> None:
+    events = _lossy_stream()
+    recs = [f for typ, f in run(events).out if typ == "http"]
+    pairs = {(r["request"] or {}).get("uri"): r for r in recs if r["request"] and r["response"]}
+    got = {uri: r["response"]["body_len"] for uri, r in pairs.items()}
+    assert got == {
+        **{"/b": 2, "/c": 3, "/d": 4, "/e": 5, "/f": 7, "/g": 8, "/i": 9, "/l": 11},
+        "/j": None,  # its response was cut by the server-side hole
+    }
+    unpaired = [(r["response"] or {}).get("body_len") for r in recs if not r["request"]]
+    assert sorted(unpaired) == [0, 1, 6, 10]
+    head = next(r for r in recs if not r["request"] and r["response"]["body_len"] == 0)
+    assert "no_body_guessed" in head["tags"]
+    for seed in range(4):
+        rng = random.Random(seed)
+        _check_every_boundary(rechunk(events, rng, max_chunk=(13, 41, 97, 300)[seed]))
+
+
+def _random_lossy_stream(rng: random.Random) -> list:
+    """Pipelined requests (GET/HEAD/POST), responses (with bodies, HEAD-like heads whose body
+    never comes, 304s, chunked), holes on either side, in random order."""
+    events: list = []
+    ts = 1
+    for _ in range(rng.randint(3, 12)):
+        ts += 1
+        n = rng.randint(1, 4)
+        k = rng.random()
+        if k < 0.45:
+            msgs = []
+            for _ in range(n):
+                method = rng.choice(["GET", "HEAD", "POST"])
+                body = b"x" * rng.randint(1, 50) if rng.random() < 0.3 else b""
+                msgs.append(req(method, f"/{rng.randint(0, 99)}", body=body))
+            events.append(_d(CLIENT, b"".join(msgs), ts))
+        elif k < 0.85:
+            msgs = []
+            for _ in range(n):
+                r = rng.random()
+                if r < 0.2:
+                    msgs.append(b"HTTP/1.1 200 OK\r\nContent-Length: 77\r\n\r\n")
+                elif r < 0.3:
+                    msgs.append(resp(304))
+                elif r < 0.4:
+                    msgs.append(resp(extra="Transfer-Encoding: chunked\r\n") + chunked(b"hello"))
+                else:
+                    msgs.append(resp(body=b"b" * rng.randint(0, 60)))
+            events.append(_d(SERVER, b"".join(msgs), ts))
+        else:
+            events.append(("gap", rng.choice([CLIENT, SERVER]), rng.randint(1, 120), ts))
+    if rng.random() < 0.7:
+        events.append(("close", "fin", ts + 1))
+    return events
+
+
+@pytest.mark.parametrize("seed", range(0, 300, 30))
+def test_random_losses_depend_on_bytes_only(seed: int) -> None:
+    """Loss markers, held responses, quiet points and framing guesses: the records depend on
+    the bytes and their order, not on how deliveries are cut, and survive a restore at any
+    event."""
+    for s in range(seed, seed + 30):
+        events = _random_lossy_stream(random.Random(s))
+        base = canon(run(events).out)
+        assert canon(run(rechunk(events, random.Random(s), max_chunk=17)).out) == base, s
+        _check_every_boundary(events)
