@@ -208,5 +208,16 @@ def discard_producer(producer: Any, timeout: float = 1.0) -> None:
 
 
 def peak_rss_mib() -> int:
-    """This process's peak resident size (Linux reports KiB), for the summary log lines."""
+    """This process's peak resident size, for the summary log lines.
+
+    VmHWM is the high-water mark of this program's own memory; `ru_maxrss` is not: Linux
+    carries it across exec, so a member forked from a large parent (a test runner) would
+    report the parent's size."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
