@@ -90,7 +90,7 @@ from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
 from decoders.http_lines import line_state
 from decoders.http_msg import Msg, Txn
 from decoders.http_pair import FLOAT, NONE, PAIR, WINDOW, Loss, consistent, decide
-from decoders.http_side import BODY, GUESSED, TUNNEL, WAIT, RequestSide, ResponseSide
+from decoders.http_side import BODY, CHUNK, GUESSED, TUNNEL, WAIT, RequestSide, ResponseSide
 from decoders.websocket import handshake_fields, is_websocket
 
 ANOMALY_CAP = 16  # per anomaly name and flow: bad input is counted, not logged without end
@@ -188,6 +188,20 @@ class HttpDecoder(Decoder):
             side.body_digest.feed(data)  # type: ignore[union-attr]
             return
         if self.closed or not n:
+            return
+        if side.mode == CHUNK and n < side.chunk_left and direction != CLIENT and not self.deferred:
+            # Hot path, inside a response chunk (this method's general path with Side.data's
+            # CHUNK branch, inlined: a chunked body's bytes are kept for a replay).
+            self.clock = self.srv_clock = clock = self.clock + 1
+            start = side.end
+            side.end = end = start + n
+            side.chunk_left -= n
+            side.arr = [[start, self.ctx.ts_ns, clock]]
+            side.body_digest.feed(data)  # type: ignore[union-attr]
+            if not side.overflow:
+                side.rec += data
+                if end - side.boundary > self.cfg.max_replay:
+                    side._overflow()
             return
         if self.deferred:
             self._flush_deferred()

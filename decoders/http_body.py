@@ -18,6 +18,9 @@ Gaps (`skip`) are counted as `missed_bytes`; the raw hash covers only the delive
 and decoding stops at the first gap (an inflater cannot resume across a hole), so the decoded
 fields then cover the bytes decoded before it.
 
+Encoded bodies are hashed and decoded BATCH input bytes at a time (the output does not depend
+on the cut, as said above); `fields()` and `skip()` take the bytes still collected first.
+
 An identity body's digest can be saved and loaded (`save()` / `load()`): its bytes are collected
 in pieces and hashed FLUSH bytes at a time with a resumable SHA-256, so a snapshot of a body in
 progress costs a few dozen bytes instead of the body itself. A decoded body's inflater state
@@ -38,6 +41,10 @@ from reassembly.sha256 import EMPTY_SHA256, ResumableSha256
 
 PIECE = 64 * 1024
 FLUSH = 64 * 1024  # identity body bytes collected before they are hashed in one call
+# Encoded body bytes collected before they are hashed and decoded in one call: a segment at
+# a time, a zlib call's fixed costs (a copy of the inflater and its 32 KiB window, a 32 KiB
+# output buffer) cost as much as inflating the segment.
+BATCH = 32 * 1024
 STEP = 16 * 1024  # brotli input per decoder call, at fixed offsets of the compressed stream
 # Resumable hashing needs libcrypto's SHA-256 (the pure-Python fallback is far too slow for
 # bodies); without it identity digests are replayed like decoded ones.
@@ -222,6 +229,7 @@ class BodyDigest:
 
     __slots__ = (
         "_dsha",
+        "_epend",
         "_imax",
         "_max",
         "_parts",
@@ -243,6 +251,7 @@ class BodyDigest:
         self._imax = 2 * max_decoded + PIECE  # output of an intermediate step in a stack
         self._parts: list[bytes] = []  # identity: bytes not hashed yet (less than FLUSH)
         self._plen = 0
+        self._epend = 0  # encoded: bytes in `_parts`, not hashed nor decoded yet
         self.decoded_len = 0
         self.limit_hit = False
         self.decode_error = False
@@ -272,9 +281,22 @@ class BodyDigest:
             if self._plen >= FLUSH:
                 self._flush()
             return
+        self._parts.append(data if type(data) is bytes else bytes(data))
+        self._epend += n
+        if self._epend >= BATCH:
+            self._take()
+
+    def _take(self) -> None:
+        """Encoded body: hash and decode the collected bytes in one piece."""
+        parts = self._parts
+        if not parts:
+            return
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._parts = []
+        self._epend = 0
         self._sha.update(data)
         if not self._stopped:
-            self._push(0, bytes(data))
+            self._push(0, data)
 
     def _flush(self) -> None:
         if self._sha is None:
@@ -288,6 +310,8 @@ class BodyDigest:
     def skip(self, n: int) -> None:
         """`n` body bytes were lost: count them; decoding cannot continue past the hole."""
         self.missed += n
+        if self._stages is not None:
+            self._take()
         if not self._stopped and self._stages is not None:
             self._finish()  # what was delivered before the hole is decoded
             self._stop()
@@ -372,6 +396,8 @@ class BodyDigest:
                     return EMPTY_SHA256
                 return hashlib.sha256(parts[0] if len(parts) == 1 else b"".join(parts)).hexdigest()
             self._flush()
+        else:
+            self._take()
         return self._sha.hexdigest()
 
     def fields(self) -> dict[str, Any]:

@@ -5,25 +5,44 @@ survive a move to another process mid-stream, byte for byte. libcrypto's low-lev
 SHA256_* functions keep their state in a plain struct that we own, so it can be saved;
 the saved form is portable (big-endian chaining words, byte length, pending tail), and a
 pure-Python implementation of the same state is the fallback where libcrypto is missing.
+
+A ctypes call costs about as much as hashing a 1.5 KB segment, so with libcrypto small
+updates are collected (up to BATCH bytes, references to the caller's immutable bytes) and
+hashed in one call; every read of the state (digest, save, zeros) takes them first. With
+many flows at once, at most MAX_COLLECTING hashers hold collected bytes: the memory bound
+does not grow with the number of flows.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import struct
 
 _CTX_SIZE = 112  # SHA256_CTX: h[8], Nl, Nh, data[16], num, md_len (all 32-bit)
 _CTX = struct.Struct("=8I2I64s2I")
 _STATE = struct.Struct(">8IQ")  # portable: chaining words, total byte length; tail follows
+BATCH = 8 * 1024  # bytes collected before one SHA256_Update
+MAX_COLLECTING = 1024  # hashers holding collected bytes at once (then all are hashed)
+
+
+def _open_libcrypto() -> ctypes.CDLL | None:
+    """The usual sonames first: find_library runs ldconfig (milliseconds at every start)."""
+    for soname in ("libcrypto.so.3", "libcrypto.so.1.1"):
+        try:
+            return ctypes.CDLL(soname)
+        except OSError:
+            pass
+    from ctypes.util import find_library  # its imports cost milliseconds: only when needed
+
+    name = find_library("crypto")
+    return ctypes.CDLL(name) if name else None
 
 
 def _load_libcrypto() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("crypto")
-    if not name:
-        return None
     try:
-        lib = ctypes.CDLL(name)
+        lib = _open_libcrypto()
+        if lib is None:
+            return None
         lib.SHA256_Init.argtypes = [ctypes.c_void_p]
         lib.SHA256_Update.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
         lib.SHA256_Update.restype = None  # (returns 1): no result conversion per call
@@ -76,6 +95,15 @@ def _compress(h: tuple[int, ...], block: bytes) -> tuple[int, ...]:
     return tuple((x + y) & _M for x, y in zip(h, (a, b, c, d, e, f, g, hh), strict=True))
 
 
+_COLLECTING: list[ResumableSha256] = []  # hashers that started collecting (may repeat)
+
+
+def _take_all() -> None:
+    for h in _COLLECTING:
+        h._take()
+    _COLLECTING.clear()
+
+
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
@@ -87,9 +115,11 @@ def hexdigest_of(hasher: ResumableSha256 | None) -> str:
 class ResumableSha256:
     """hashlib-like SHA-256 (update/hexdigest) with `save()` / `load()` of its running state."""
 
-    __slots__ = ("_addr", "_ctx", "_h", "_length", "_tail")
+    __slots__ = ("_addr", "_ctx", "_h", "_length", "_parts", "_plen", "_tail")
 
     def __init__(self) -> None:
+        self._parts: list[bytes] = []  # libcrypto: updates not hashed yet (< BATCH bytes)
+        self._plen = 0
         if _LIB is not None:
             self._ctx = ctypes.create_string_buffer(_CTX_SIZE)
             self._addr = ctypes.addressof(self._ctx)  # passed as an int: a cheaper call
@@ -100,7 +130,19 @@ class ResumableSha256:
 
     def update(self, data: bytes) -> None:
         if self._ctx is not None:
-            _UPDATE(self._addr, data, len(data))  # type: ignore[misc]
+            n = len(data)
+            if n >= BATCH and not self._parts and type(data) is bytes:
+                _UPDATE(self._addr, data, n)  # type: ignore[misc]
+                return
+            parts = self._parts
+            if not parts:
+                if len(_COLLECTING) >= MAX_COLLECTING:
+                    _take_all()
+                _COLLECTING.append(self)
+            parts.append(data if type(data) is bytes else bytes(data))
+            self._plen += n
+            if self._plen >= BATCH:
+                self._take()
             return
         self._length += len(data)
         buf = self._tail + bytes(data)
@@ -109,6 +151,15 @@ class ResumableSha256:
         for i in range(0, full, 64):
             h = _compress(h, buf[i : i + 64])
         self._h, self._tail = h, buf[full:]
+
+    def _take(self) -> None:
+        """Hash the collected updates in one call."""
+        parts = self._parts
+        if parts:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._parts = []
+            self._plen = 0
+            _UPDATE(self._addr, data, len(data))  # type: ignore[misc]
 
     def update_zeros(self, count: int) -> None:
         """Feed `count` zero bytes (a gap counted as zeros) without building a huge buffer."""
@@ -120,6 +171,7 @@ class ResumableSha256:
 
     def hexdigest(self) -> str:
         if self._ctx is not None:
+            self._take()
             out = ctypes.create_string_buffer(32)
             ctx = ctypes.create_string_buffer(self._ctx.raw, _CTX_SIZE)
             _LIB.SHA256_Final(out, ctx)  # type: ignore[union-attr]
@@ -135,6 +187,7 @@ class ResumableSha256:
     def save(self) -> bytes:
         """The running state in a portable form (same bytes from either implementation)."""
         if self._ctx is not None:
+            self._take()
             *h, nl, nh, data, num, _md_len = _CTX.unpack(self._ctx.raw)
             length = ((nh << 32) | nl) // 8
             return _STATE.pack(*h, length) + data[:num]

@@ -170,7 +170,10 @@ class FlowSession:
         if self.config.stream_chunks:
             self._stream_chunks(direction, data, 0)
         if self.state == self.ATTACHED:
-            self._call(self.decoder.on_data, direction, data)  # type: ignore[union-attr]
+            try:  # _call, inlined: one call per delivered segment
+                self.decoder.on_data(direction, data)  # type: ignore[union-attr]
+            except Exception as exc:
+                self._failed(exc)
         elif self.state == self.PROBING:
             self._detect(direction, data)
 
@@ -253,11 +256,15 @@ class FlowSession:
     def _call(self, method: Callable[..., None], *args: Any) -> None:
         try:
             method(*args)
-        except Exception as exc:  # a decoder bug must not stop the flow or the task
-            name = self.decoder.name if self.decoder else "?"
-            self.anomaly("decoder_error", f"{name}: {type(exc).__name__}: {exc}"[:300])
-            self.decoder = None
-            self.state = self.NONE
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """A decoder bug must not stop the flow or the task: report it, drop the decoder."""
+        name = self.decoder.name if self.decoder else "?"
+        self.anomaly("decoder_error", f"{name}: {type(exc).__name__}: {exc}"[:300])
+        self.decoder = None
+        self.state = self.NONE
 
     @property
     def service(self) -> str | None:
