@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaProducer, TopicPartition
@@ -169,11 +170,23 @@ class PartitionSlot:
         headers = offset_headers(self.next_offset)
         stats_records = self._write_stats(headers) if self.stats is not None else 0
         changes = self.task.changes()  # after the statistics: this resets the dirty set
-        topic = self.rt.changelog
+        future = self._to_changelog(self.rt.changelog, self.store, changes.items(), headers)
+        if future is not None:
+            self._changelog_future = future
+        return len(changes) + stats_records
+
+    def _to_changelog(
+        self,
+        topic: str,
+        store: StateStore,
+        items: Iterable[tuple[bytes, bytes | None]],
+        headers: list[tuple[str, bytes]],
+    ) -> Any:
+        """Send each (key, value) to the store's changelog partition and apply it to the
+        store's cache (None = delete); returns the last send's future (errback attached)."""
         send = self.producer.send
-        store = self.store
         future = None
-        for key, value in changes.items():
+        for key, value in items:
             future = send(topic, key=key, value=value, partition=self.partition, headers=headers)
             if value is None:
                 store.delete(key)
@@ -181,8 +194,7 @@ class PartitionSlot:
                 store.put(key, value)
         if future is not None:
             future.add_errback(self.rt.send_failed)
-            self._changelog_future = future
-        return len(changes) + stats_records
+        return future
 
     def _write_stats(self, headers: list[tuple[str, bytes]]) -> int:
         """The statistics delta of this commit: to its changelog and store cache, and to
@@ -196,26 +208,20 @@ class PartitionSlot:
             return 0
         features = self.features
         assert features is not None and features.stats_changelog is not None
-        topic = features.stats_changelog
-        upsert = features.stats_topic
-        send = self.producer.send
-        store = self.stats_store
-        future = None
-        for uid, entry in delta.items():
-            key = uid.encode()
-            value = None if entry is None else encode_entry(entry)
-            future = send(topic, key=key, value=value, partition=self.partition, headers=headers)
-            if value is None:
-                store.delete(key)
-            else:
-                store.put(key, value)
-            if upsert is not None:
-                record = None if entry is None else dumps_record(entry_json(uid, entry))
-                name, count = upsert
-                send(name, key=key, value=record, partition=kafka_partition(key, count))
+        items = [
+            (uid.encode(), None if entry is None else encode_entry(entry))
+            for uid, entry in delta.items()
+        ]
+        future = self._to_changelog(features.stats_changelog, self.stats_store, items, headers)
         if future is not None:
-            future.add_errback(self.rt.send_failed)
             self._stats_future = future
+        if features.stats_topic is not None:
+            name, count = features.stats_topic
+            send = self.producer.send
+            for uid, entry in delta.items():
+                key = uid.encode()
+                record = None if entry is None else dumps_record(entry_json(uid, entry))
+                send(name, key=key, value=record, partition=kafka_partition(key, count))
         self._stats_unpublished.update(delta)
         self.rt.metrics.inc("wirestream_flowstats_records_total", len(delta))
         return len(delta)

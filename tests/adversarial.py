@@ -566,3 +566,13 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def sha_of_zeros(n: int) -> str:
+    """sha256 of n zero bytes, in 1 MiB steps (bombs inflate to zeros)."""
+    h, block = hashlib.sha256(), bytes(1 << 20)
+    while n:
+        k = min(n, len(block))
+        h.update(block[:k])
+        n -= k
+    return h.hexdigest()

@@ -107,13 +107,10 @@ def _die_with_parent() -> None:
         pass
 
 
-def start_broker(kind: str, workdir: Path) -> Broker:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = workdir / f"{kind}.log"
-    command = broker_command(kind, port, workdir / "data")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
+def _spawn(command: list[str], log_path: Path, workdir: Path, mode: str) -> subprocess.Popen:
+    """A broker process in its own session, logging to log_path, dying with the tests."""
+    with open(log_path, mode) as log:
+        return subprocess.Popen(
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -121,6 +118,14 @@ def start_broker(kind: str, workdir: Path) -> Broker:
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
+
+
+def start_broker(kind: str, workdir: Path) -> Broker:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log_path = workdir / f"{kind}.log"
+    command = broker_command(kind, port, workdir / "data")
+    proc = _spawn(command, log_path, workdir, "wb")
     broker = Broker(kind, f"127.0.0.1:{port}", proc, log_path)
     if kind == "tansu":
         broker.quirks = {"end_offsets", "read_committed_leaks_aborted", "memory_only"}
@@ -438,15 +443,7 @@ def restart_broker(broker: Broker) -> None:
     workdir = broker.log_path.parent
     port = int(broker.bootstrap.rsplit(":", 1)[1])
     command = broker_command(broker.kind, port, workdir / "data")
-    with open(broker.log_path, "ab") as log:
-        broker.proc = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
+    broker.proc = _spawn(command, broker.log_path, workdir, "ab")
     try:
         wait_ready(broker.bootstrap, broker.proc, READY_TIMEOUT)
     except Exception as exc:

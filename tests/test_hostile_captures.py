@@ -192,15 +192,6 @@ def test_one_byte_segments_keep_the_streams_intact(replayed):
         assert flow["client_to_server"]["missed_bytes"] == 0
 
 
-def _sha_of_zeros(n: int) -> str:
-    h, block = hashlib.sha256(), bytes(1 << 20)
-    while n:
-        k = min(n, len(block))
-        h.update(block[:k])
-        n -= k
-    return h.hexdigest()
-
-
 def test_gzip_bomb_inflates_only_up_to_the_limit(replayed):
     r = replayed("gzip_bomb")
     bodies = adv.gzip_bomb_bodies()
@@ -209,7 +200,7 @@ def test_gzip_bomb_inflates_only_up_to_the_limit(replayed):
         resp = txn["response"]
         assert (resp["body_len"], resp["body_sha256"]) == (len(body), sha(body))
         assert resp["decoded_body_len"] == DEFAULT_MAX_DECOMPRESSED
-        assert resp["decoded_body_sha256"] == _sha_of_zeros(DEFAULT_MAX_DECOMPRESSED)
+        assert resp["decoded_body_sha256"] == adv.sha_of_zeros(DEFAULT_MAX_DECOMPRESSED)
         assert "decompression_limit" in txn["tags"]
         assert r.anomalies(txn["uid"]) == {"http_decompression_limit": 1}
     assert r.run.peak_rss_mib < 300

@@ -323,15 +323,6 @@ def _brotli_bomb() -> bytes:
     return b"".join([*(c.process(block) for _ in range(GIB >> 20)), c.finish()])
 
 
-def _sha_of_zeros(n: int) -> str:
-    h, block = hashlib.sha256(), bytes(1 << 20)
-    while n:
-        k = min(n, len(block))
-        h.update(block[:k])
-        n -= k
-    return h.hexdigest()
-
-
 def test_brotli_bomb_inflates_only_up_to_the_limit(tmp_path) -> None:
     """A ~1 GiB br bomb, alone and under gzip (Content-Encoding: br, gzip), replayed by the CLI
     in a child process: decoded bodies cut at the default cap, tagged, memory bounded."""
@@ -357,7 +348,7 @@ def test_brotli_bomb_inflates_only_up_to_the_limit(tmp_path) -> None:
     assert [r["request"]["uri"] for r in recs] == ["/br0", "/br1"]
     for r in recs:
         assert r["response"]["decoded_body_len"] == cap
-        assert r["response"]["decoded_body_sha256"] == _sha_of_zeros(cap)
+        assert r["response"]["decoded_body_sha256"] == adv.sha_of_zeros(cap)
         assert r["tags"] == ["decompression_limit"]
     assert run.peak_rss_mib < 150  # ~66 MiB measured, ~50 MiB for a plain replay
 
