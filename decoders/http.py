@@ -1,11 +1,12 @@
 """HTTP/1.x decoder: one `http` record per transaction (request + response), built on h11.
 
-Each direction is parsed by its own side machine (decoders/http_side.py); this module pairs
-requests with responses, applies the limits, emits records and anomalies, and snapshots the
-whole state. For speed, clean heads are parsed without h11 (decoders/http_fast.py, the same
-fields h11 gives), and Content-Length bodies and the data of each chunk of a chunked body are
-sliced and hashed without it; h11 keeps every other case (and parses chunk-size lines and
-trailers), so the records are the same either way.
+Each direction is parsed by its own side machine (decoders/http_side.py; the roles in
+http_request_side.py and http_response_side.py); this module pairs requests with responses,
+applies the limits, emits records and anomalies, and snapshots the whole state. For speed,
+clean heads are parsed without h11 (decoders/http_fast.py, the same fields h11 gives), and
+Content-Length bodies and the data of each chunk of a chunked body are sliced and hashed
+without it; h11 keeps every other case (and parses chunk-size lines and trailers), so the
+records are the same either way.
 
 After a CONNECT 2xx or a 101 the flow is handed back to the runtime (`switch`, `_hand_off`)
 with the bytes that followed the switch on either side; a WebSocket upgrade also emits a
@@ -88,9 +89,11 @@ from typing import Any
 
 from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
 from decoders.http_lines import line_state
+from decoders.http_modes import BODY, CHUNK, GUESSED, TUNNEL, WAIT
 from decoders.http_msg import Msg, Txn
 from decoders.http_pair import FLOAT, NONE, PAIR, WINDOW, Loss, consistent, decide
-from decoders.http_side import BODY, CHUNK, GUESSED, TUNNEL, WAIT, RequestSide, ResponseSide
+from decoders.http_request_side import RequestSide
+from decoders.http_response_side import ResponseSide
 from decoders.websocket import handshake_fields, is_websocket
 
 ANOMALY_CAP = 16  # per anomaly name and flow: bad input is counted, not logged without end
