@@ -37,6 +37,7 @@ from streams.flowstats import (
 )
 from streams.kafka_assignor import GroupMember, StateAwareAssignor
 from streams.kafka_cleanup import StateCleaner
+from streams.kafka_errors import FatalError
 from streams.kafka_queries import GroupMap, QueryService
 from streams.kafka_queries import serve as serve_queries
 from streams.kafka_restore import RestoreJob, restore
@@ -109,8 +110,6 @@ class Features:
         try:
             self._server = serve_queries(service, self.s.query_port, self.s.query_bind)
         except OSError as exc:  # port taken, address not local
-            from streams.kafka_runtime import FatalError
-
             service.close()
             raise FatalError(
                 f"cannot serve queries on {self.s.query_bind}:{self.s.query_port}: "

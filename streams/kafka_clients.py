@@ -1,0 +1,90 @@
+"""The member's kafka-python clients, configured in one place.
+
+Every client shares the bootstrap and reconnect settings, and every wait on the brokers is
+bounded (kafka-python waits forever for some), so that a broker fault surfaces as an error
+the member can rewind from instead of a hang.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from streams.kafka_retry import RECONNECT_BACKOFF_MAX_MS
+from streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
+
+# Bounds on calls that wait for the brokers (kafka-python waits forever for some).
+BROKER_WAIT_SECONDS = 30.0
+
+
+def _fast_crc() -> bool:
+    """kafka-python verifies fetched batches with CRC-32C, in pure Python unless the
+    `crc32c` package is installed (then ~10x faster overall)."""
+    try:
+        import crc32c  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+CHECK_CRCS = _fast_crc()
+
+
+def common_options(settings: RunSettings) -> dict[str, Any]:
+    return {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "bootstrap_timeout_ms": int(settings.connect_timeout * 1000),
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+    }
+
+
+def new_producer(settings: RunSettings, member: str, **extra: Any) -> KafkaProducer:
+    # Records are retried for reconnect_timeout (a broker restart loses nothing); a
+    # send or init_transactions blocks BROKER_WAIT_SECONDS at most (buffer full,
+    # metadata or coordinator missing), then the member rewinds and backs off.
+    retry_ms = int(settings.reconnect_timeout * 1000)
+    wait_ms = int(BROKER_WAIT_SECONDS * 1000)
+    return KafkaProducer(
+        request_timeout_ms=min(wait_ms, max(1000, retry_ms // 2)),
+        delivery_timeout_ms=max(retry_ms, wait_ms + 100),
+        max_block_ms=wait_ms,
+        client_id=f"wirestream-{member}",
+        acks="all",
+        linger_ms=5,
+        batch_size=256 << 10,
+        max_request_size=MAX_REQUEST_BYTES,
+        **common_options(settings),
+        **extra,
+    )
+
+
+def new_group_consumer(settings: RunSettings, member: str, assignor: Any) -> KafkaConsumer:
+    """The input consumer: offsets committed by the commit protocol only."""
+    s = settings
+    return KafkaConsumer(
+        group_id=s.application_id,
+        client_id=f"wirestream-{member}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed" if s.exactly_once else "read_uncommitted",
+        session_timeout_ms=s.session_timeout_ms,
+        heartbeat_interval_ms=s.heartbeat_interval_ms,
+        max_poll_records=s.max_poll_records,
+        partition_assignment_strategy=[assignor],
+        check_crcs=CHECK_CRCS,
+        **common_options(s),
+    )
+
+
+def new_restore_consumer(settings: RunSettings, member: str) -> KafkaConsumer:
+    """The changelog reader: no group, so restoring never takes part in a rebalance."""
+    return KafkaConsumer(
+        group_id=None,
+        client_id=f"wirestream-{member}-restore",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed" if settings.exactly_once else "read_uncommitted",
+        check_crcs=CHECK_CRCS,
+        **common_options(settings),
+    )
