@@ -3,9 +3,14 @@ the events (data, gap, close, each with its capture time) fed to it one by one."
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from decoders.api import Endpoint, FlowInfo
+from probe.capture import open_capture
+from probe.source import PacketSource
+from streams.config import RuntimeConfig
+from streams.task import Task
 
 Event = tuple  # ("data", dir, bytes, ts_ns) | ("gap", dir, n, ts_ns) | ("close", reason, ts_ns)
 HTTP_FLOW = FlowInfo("Ctest", "tcp", Endpoint("10.0.0.1", 40000), Endpoint("10.0.0.2", 80))
@@ -46,3 +51,31 @@ def apply(dec: Any, ctx: FakeCtx, e: Event) -> None:
         dec.on_gap(e[1], e[2])
     else:
         dec.on_close(e[1])
+
+
+def recorded_flows(pcap: Path, base: type) -> dict[str, tuple[FlowInfo, list[Event]]]:
+    """The events the runtime delivers to decoder `base` for every flow of a capture, by
+    uid: replayed through `apply` they drive the decoder as the runtime did."""
+    flows: dict[str, tuple[FlowInfo, list[Event]]] = {}
+
+    class Recorder(base):  # type: ignore[misc, valid-type]
+        def _log(self, e: Event) -> None:
+            flows.setdefault(self.ctx.flow.uid, (self.ctx.flow, []))[1].append(e)
+
+        def on_data(self, direction: int, data: bytes) -> None:
+            self._log(("data", direction, bytes(data), self.ctx.ts_ns))
+            super().on_data(direction, data)
+
+        def on_gap(self, direction: int, length: int) -> None:
+            self._log(("gap", direction, length, self.ctx.ts_ns))
+            super().on_gap(direction, length)
+
+        def on_close(self, reason: str) -> None:
+            self._log(("close", reason, self.ctx.ts_ns))
+            super().on_close(reason)
+
+    task = Task(0, RuntimeConfig(), [Recorder], lambda *a: None)
+    for kp in PacketSource().keyed(open_capture(pcap)):
+        task.process_record(kp.record())
+    task.close_all("end_of_input")
+    return flows

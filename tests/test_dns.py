@@ -22,13 +22,11 @@ from decoders.dns_msg import MAX_POINTERS, parse_message, read_name
 from decoders.registry import select
 from probe.capture import open_capture
 from probe.source import PacketSource
-from state.store import StateStore
-from streams.config import RuntimeConfig
 from streams.replay import replay_records
-from streams.serde import dumps_record
-from streams.task import Task
 from tests import decoder_harness as harness
 from tests.decoder_harness import Event, apply
+from tests.test_task_restore import keyed_packets
+from tests.test_task_restore import run as run_task
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = PCAPS / "oracles"
@@ -471,68 +469,20 @@ def test_probe_rejects_other_protocols(data: bytes):
 
 
 # ------------------------------------------------------------------ state, real flows
-def recorded_flows(name: str) -> list[tuple[FlowInfo, list[Event]]]:
-    flows: dict[str, list] = {}
-
-    class Recorder(DnsDecoder):
-        def _log(self, e: Event) -> None:
-            flows.setdefault(self.ctx.flow.uid, [self.ctx.flow, []])[1].append(e)
-
-        def on_data(self, direction: int, data: bytes) -> None:
-            self._log(("data", direction, bytes(data), self.ctx.ts_ns))
-            super().on_data(direction, data)
-
-        def on_gap(self, direction: int, length: int) -> None:
-            self._log(("gap", direction, length, self.ctx.ts_ns))
-            super().on_gap(direction, length)
-
-        def on_close(self, reason: str) -> None:
-            self._log(("close", reason, self.ctx.ts_ns))
-            super().on_close(reason)
-
-    task = Task(0, RuntimeConfig(), [Recorder], lambda *a: None)
-    for kp in PacketSource().keyed(open_capture(PCAPS / name)):
-        task.process_record(kp.record())
-    task.close_all("end_of_input")
-    return [(f, ev) for f, ev in flows.values()]
-
-
 @pytest.mark.parametrize("name", [*DNS_CAPTURES, "zeek__dns__mdns.pcap"])
 def test_restore_at_every_event_of_real_flows(name: str):
-    flows = recorded_flows(name)
+    flows = harness.recorded_flows(PCAPS / name, DnsDecoder)
     assert flows
-    for flow, events in flows:
+    for flow, events in flows.values():
         assert run(events, flow, restore_every=True) == run(events, flow)
-
-
-def _task_run(name: str, store_dir: Path, restart_at: set[int]) -> list[bytes]:
-    out: list[bytes] = []
-    store = StateStore(str(store_dir))
-    decoders = select(["dns"])
-
-    def emit(_t: str, _k: str, record: dict) -> None:
-        out.append(dumps_record(record))
-
-    task = Task(0, RuntimeConfig(), decoders, emit, store)
-    for i, kp in enumerate(PacketSource().keyed(open_capture(PCAPS / name))):
-        if i in restart_at:
-            task.commit()
-            store.close()
-            store = StateStore(str(store_dir))
-            task = Task(0, RuntimeConfig(), decoders, emit, store)
-            task.restore()
-        task.process_record(kp.record())
-    task.close_all("end_of_input")
-    task.commit()
-    store.close()
-    return out
 
 
 @pytest.mark.parametrize(
     "name", ["zeek__dns-edns-tcp-keepalive.pcap", "zeek__dns__long-connection.pcap"]
 )
 def test_task_restored_at_every_packet_emits_the_same_bytes(name: str, tmp_path: Path):
-    reference = _task_run(name, tmp_path / "ref", set())
+    packets = keyed_packets(name)
+    reference = run_task(packets, tmp_path / "ref", set(), decoders=["dns"])
     assert any(b'"type":"dns"' in r for r in reference)
-    n = sum(1 for _ in PacketSource().keyed(open_capture(PCAPS / name)))
-    assert _task_run(name, tmp_path / "every", set(range(1, n))) == reference
+    every = set(range(1, len(packets)))
+    assert run_task(packets, tmp_path / "every", every, decoders=["dns"]) == reference

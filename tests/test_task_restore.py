@@ -35,25 +35,30 @@ def keyed_packets(name: str) -> list:
 
 
 def run(
-    packets: list, store_dir: Path, restart_at: set[int], config: RuntimeConfig | None = None
+    packets: list,
+    store_dir: Path,
+    restart_at: set[int],
+    config: RuntimeConfig | None = None,
+    decoders: list[str] | None = DECODERS,
 ) -> list[bytes]:
-    """Run packets through a task; at each index in `restart_at`, commit, drop the task
-    and continue with a fresh one restored from the store (a crash after a commit)."""
+    """Run packets through a task (with the `decoders` selected; None = all); at each index
+    in `restart_at`, commit, drop the task and continue with a fresh one restored from the
+    store (a crash after a commit)."""
     out: list[bytes] = []
-    decoders = select(DECODERS)
+    selected = select(decoders)
     config = config or RuntimeConfig()
 
     def emit(_type: str, _key: str, record: dict) -> None:
         out.append(dumps_record(record))
 
     store = StateStore(str(store_dir))
-    task = Task(0, config, decoders, emit, store)
+    task = Task(0, config, selected, emit, store)
     for i, kp in enumerate(packets):
         if i in restart_at:
             task.commit()
             store.close()
             store = StateStore(str(store_dir))
-            task = Task(0, config, decoders, emit, store)
+            task = Task(0, config, selected, emit, store)
             task.restore()
         task.process_record(kp.record())
     task.close_all("end_of_input")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,15 +21,11 @@ from decoders.registry import select
 from decoders.tls import TlsDecoder
 from decoders.tls_hello import HRR_RANDOM, ja4_alpn, parse_client_hello, parse_server_hello
 from decoders.tls_stream import MAX_HANDSHAKE
-from probe.capture import open_capture
-from probe.source import PacketSource
-from state.store import StateStore
-from streams.config import RuntimeConfig
 from streams.replay import replay_records
-from streams.serde import dumps_record
-from streams.task import Task
 from tests import decoder_harness as harness
 from tests.decoder_harness import Event, apply
+from tests.test_task_restore import keyed_packets
+from tests.test_task_restore import run as run_task
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = PCAPS / "oracles"
@@ -624,67 +620,18 @@ def test_plain_traffic_on_other_ports_is_ignored():
 
 
 # ------------------------------------------------------------------ state, real flows
-def recorded_flows(name: str, base: type) -> dict[str, tuple[FlowInfo, list[Event]]]:
-    """The events the runtime delivers to `base` for every flow of a capture."""
-    flows: dict[str, Any] = defaultdict(lambda: [None, []])
-
-    class Recorder(base):  # type: ignore[misc, valid-type]
-        def _log(self, e: Event) -> None:
-            entry = flows[self.ctx.flow.uid]
-            entry[0] = self.ctx.flow
-            entry[1].append(e)
-
-        def on_data(self, direction: int, data: bytes) -> None:
-            self._log(("data", direction, bytes(data), self.ctx.ts_ns))
-            super().on_data(direction, data)
-
-        def on_gap(self, direction: int, length: int) -> None:
-            self._log(("gap", direction, length, self.ctx.ts_ns))
-            super().on_gap(direction, length)
-
-        def on_close(self, reason: str) -> None:
-            self._log(("close", reason, self.ctx.ts_ns))
-            super().on_close(reason)
-
-    task = Task(0, RuntimeConfig(), [Recorder], lambda *a: None)
-    for kp in PacketSource().keyed(open_capture(PCAPS / name)):
-        task.process_record(kp.record())
-    task.close_all("end_of_input")
-    return {uid: (f, ev) for uid, (f, ev) in flows.items()}
-
-
 @pytest.mark.parametrize("name", TLS_CAPTURES)
 def test_restore_at_every_event_of_real_flows(name: str):
-    flows = recorded_flows(name, TlsDecoder)
+    flows = harness.recorded_flows(PCAPS / name, TlsDecoder)
     assert flows or name in KNOWN_DIFFERENCES or name in TUNNELED  # TLS decoder alone
     for flow, events in flows.values():
         assert run(events, flow=flow, restore_every=True) == run(events, flow=flow)
 
 
-def _task_run(name: str, store_dir: Path, restart_at: set[int]) -> list[bytes]:
-    out: list[bytes] = []
-    store = StateStore(str(store_dir))
-    decoders = select(["tls"])
-    task = Task(0, RuntimeConfig(), decoders, lambda _t, _k, r: out.append(dumps_record(r)), store)
-    for i, kp in enumerate(PacketSource().keyed(open_capture(PCAPS / name))):
-        if i in restart_at:
-            task.commit()
-            store.close()
-            store = StateStore(str(store_dir))
-            task = Task(
-                0, RuntimeConfig(), decoders, lambda _t, _k, r: out.append(dumps_record(r)), store
-            )
-            task.restore()
-        task.process_record(kp.record())
-    task.close_all("end_of_input")
-    task.commit()
-    store.close()
-    return out
-
-
 @pytest.mark.parametrize("name", ["zeek__tls__hrr.pcap", "zeek__tls__smtp-starttls.pcap"])
 def test_task_restored_at_every_packet_emits_the_same_bytes(name: str, tmp_path: Path):
-    reference = _task_run(name, tmp_path / "ref", set())
+    packets = keyed_packets(name)
+    reference = run_task(packets, tmp_path / "ref", set(), decoders=["tls"])
     assert any(b'"type":"tls"' in r for r in reference)
-    n = sum(1 for _ in PacketSource().keyed(open_capture(PCAPS / name)))
-    assert _task_run(name, tmp_path / "every", set(range(1, n))) == reference
+    every = set(range(1, len(packets)))
+    assert run_task(packets, tmp_path / "every", every, decoders=["tls"]) == reference
