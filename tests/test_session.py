@@ -38,7 +38,18 @@ def test_stream_chunks_rebuild_the_streams_the_oracle_hashed() -> None:
     assert hashes == {hashlib.sha256(b).hexdigest() for b in streams.values()}
 
 
-class Greedy(Decoder):
+class Stateless(Decoder):
+    """A test decoder with nothing to save across a restore."""
+
+    def snapshot(self) -> Any:
+        return None
+
+    @classmethod
+    def restore(cls, ctx: DecoderContext, options: Mapping[str, Any], state: Any) -> Decoder:
+        return cls(ctx, options)
+
+
+class Greedy(Stateless):
     """Claims everything, complains about everything."""
 
     name = "greedy"
@@ -50,15 +61,8 @@ class Greedy(Decoder):
     def on_data(self, direction: int, data: bytes) -> None:
         self.ctx.violation("not my protocol")
 
-    def snapshot(self) -> Any:
-        return None
 
-    @classmethod
-    def restore(cls, ctx: DecoderContext, options: Mapping[str, Any], state: Any) -> Decoder:
-        return cls(ctx, options)
-
-
-class Tunnel(Decoder):
+class Tunnel(Stateless):
     """Hands the flow over after a 'SWITCH\\n' line, with what followed it."""
 
     name = "tunnel"
@@ -71,13 +75,6 @@ class Tunnel(Decoder):
         head, _, rest = data.partition(b"\n")
         self.ctx.emit("tunnel", {"head": head.decode()})
         self.ctx.hand_off([(direction, rest)])
-
-    def snapshot(self) -> Any:
-        return None
-
-    @classmethod
-    def restore(cls, ctx: DecoderContext, options: Mapping[str, Any], state: Any) -> Decoder:
-        return cls(ctx, options)
 
 
 class Lines(Tunnel):
