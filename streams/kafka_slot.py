@@ -69,8 +69,8 @@ class PartitionSlot:
         self._stats_unpublished: Delta = {}
 
     @property
-    def features(self) -> Features | None:
-        return getattr(self.rt, "features", None)
+    def features(self) -> Features:
+        return self.rt.features
 
     # -- the task's outputs --
     def emit(self, record_type: str, key: str, record: dict[str, Any]) -> None:
@@ -101,8 +101,7 @@ class PartitionSlot:
         if self._processor is not None and self._processor[0] is task:
             return self._processor[1]
         process = task.process_record
-        features = self.features
-        topics = features.substreams if features is not None else None
+        topics = self.features.substreams
         if not topics:
             self._processor = (task, process)
             return process
@@ -207,7 +206,7 @@ class PartitionSlot:
         if not delta:
             return 0
         features = self.features
-        assert features is not None and features.stats_changelog is not None
+        assert features.stats_changelog is not None
         items = [
             (uid.encode(), None if entry is None else encode_entry(entry))
             for uid, entry in delta.items()
@@ -259,6 +258,4 @@ class PartitionSlot:
         self._stats_unpublished = {}
         self.task = None
         self._processor = None
-        features = self.features
-        if features is not None:
-            features.released(self.partition)
+        self.features.released(self.partition)
