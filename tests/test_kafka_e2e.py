@@ -2,7 +2,7 @@
 
 The oracle is `wirestream replay` (replay_records) on the same captures with as many
 virtual partitions as the topic has: the Kafka mode must make the same decisions.
-Runs on noida-db and on Tansu.
+Runs on Apache Kafka (tests/brokers.py).
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ def test_probe_then_run_equals_replay(broker: brokers.Broker, tmp_path: Path) ->
 
 
 def test_probe_truncated_capture_exits_1_after_producing_the_rest(
-    noida_broker: brokers.Broker, tmp_path: Path
+    broker: brokers.Broker, tmp_path: Path
 ) -> None:
-    bs = noida_broker.bootstrap
+    bs = broker.bootstrap
     good = PCAPS / "own_wrk_small.pcap"
     damaged = tmp_path / "damaged.pcap"
     data = good.read_bytes()

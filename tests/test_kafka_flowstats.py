@@ -1,4 +1,4 @@
-"""The flow statistics upsert topic and the per-protocol substreams, exactly-once, on noida.
+"""The flow statistics upsert topic and the per-protocol substreams, exactly-once, on Apache Kafka.
 
 Oracles: the `flow` records of replay on the same captures (the final statistics of each
 flow: after --exit-when-idle every flow is closed, as at the end of a replay), and the
@@ -56,9 +56,9 @@ def _final_stats(flow: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_flowstats_topic_and_substreams_exactly_once(
-    noida_broker: brokers.Broker, tmp_path: Path
+    broker: brokers.Broker, tmp_path: Path
 ) -> None:
-    bs = noida_broker.bootstrap
+    bs = broker.bootstrap
     prefix = brokers.unique("fs") + "."
     topic = prefix + "packets"
     paths = [str(PCAPS / name) for name in CAPTURES]

@@ -80,7 +80,7 @@ def test_bpf_filters_compile() -> None:
 
 @pytest.mark.kafka
 def test_live_capture_on_veth(
-    veth_namespace: tuple[str, str, str], noida_broker: brokers.Broker, tmp_path: Path
+    veth_namespace: tuple[str, str, str], broker: brokers.Broker, tmp_path: Path
 ) -> None:
     ns, host_if, ns_ip = veth_namespace
     www = tmp_path / "www"
@@ -97,7 +97,7 @@ def test_live_capture_on_veth(
         probe = subprocess.Popen(
             brokers.wirestream(
                 "probe", "--interface", host_if, "--bpf", f"tcp port {HTTP_PORT}",
-                "--bootstrap-servers", noida_broker.bootstrap, "--topic", topic,
+                "--bootstrap-servers", broker.bootstrap, "--topic", topic,
                 "--partitions", "2", "--log-format", "json",
             ),
             stdout=log, stderr=log, cwd=brokers.ROOT,
@@ -136,7 +136,7 @@ def test_live_capture_on_veth(
 
     finished = [json.loads(x) for x in log_path.read_text().splitlines() if "probe_finished" in x]
     assert finished and finished[0]["records"] > 0
-    records = brokers.read_all(noida_broker.bootstrap, [topic])
+    records = brokers.read_all(broker.bootstrap, [topic])
     assert len(records) == finished[0]["records"]
 
     # Decode what was captured, partition by partition, as `run` would.

@@ -1,0 +1,1 @@
+"""Apache Kafka for tests, benchmarks and local tries (see broker.py and docs/kafka-mode.md)."""
