@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PCAP ?= fixtures/pcaps/own_nginx_keepalive_multi.pcap
 
-.PHONY: run test lint format bench fuzz clean
+.PHONY: run test kafka lint format bench fuzz clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,8 +19,12 @@ $(STAMP): $(BIN)/python pyproject.toml tests/plugins/pyproject.toml
 run: $(STAMP)
 	$(BIN)/wirestream replay $(PCAP)
 
-## make test: install the test dependencies and run the whole suite (starts its own brokers)
-test: $(STAMP)
+## make kafka: fetch Apache Kafka's jars with Maven into ~/.cache/wirestream (once; needs a JDK >= 17 and mvn)
+kafka: $(STAMP)
+	$(BIN)/python -m devkafka fetch
+
+## make test: install the test dependencies and run the whole suite (starts its own Apache Kafka)
+test: $(STAMP) kafka
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
@@ -35,7 +39,7 @@ format: $(STAMP)
 
 ## make bench: long benchmarks (needs tshark/tcpflow for the comparisons; see bench/README.md):
 ## replay vs tshark/tcpflow + scaling (writes docs/benchmarks.md and .png), floods, Kafka mode
-bench: $(STAMP)
+bench: $(STAMP) kafka
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/replay_bench.py
 	$(BIN)/python bench/floods.py

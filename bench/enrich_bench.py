@@ -1,5 +1,5 @@
 """Benchmark of `wirestream enrich` (asyncio + aiohttp) against a blocking thread-pool
-version of the same stage, both between two topics of a local noida-db broker, both
+version of the same stage, both between two topics of a local Apache Kafka (devkafka/), both
 looking records up on a local HTTP service that answers after a fixed delay.
 
     .venv/bin/python bench/enrich_bench.py                       # 1000 rec/s, then a sweep
@@ -428,10 +428,11 @@ def main() -> int:
     if a.blocking_stage:
         return blocking_stage(a)
 
+    from devkafka import broker as kafka
     from tests import brokers
 
     results = []
-    with tempfile.TemporaryDirectory() as tmp, brokers.running_broker("noida", Path(tmp)) as b:
+    with tempfile.TemporaryDirectory() as tmp, kafka.running(Path(tmp)) as b:
         port = brokers.free_port()
         svc = subprocess.Popen([sys.executable, __file__, "--service", str(port), str(a.delay)])
         try:

@@ -1,17 +1,18 @@
-"""Topic names and explicit topic creation (both test brokers auto-create with defaults on
-first send, which would give the wrong partition counts)."""
+"""Topic names and explicit topic creation (brokers that auto-create topics on first send
+would give them the default partition count, breaking co-partitioning)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-# -1: the broker's default replication factor (KIP-464), accepted by Kafka >= 2.4 and both
-# test brokers.
+# -1: the broker's default replication factor (KIP-464), accepted by Kafka >= 2.4.
 BROKER_DEFAULT_REPLICATION = -1
+TOPIC_VISIBLE_TIMEOUT = 30.0  # seconds a created topic may take to appear in metadata
 
 
 def changelog_topic(application_id: str, store: str = "flows") -> str:
@@ -64,7 +65,15 @@ def ensure_topic(
         pass  # created concurrently by another member or probe
     except KafkaError as exc:
         raise TopicError(f"cannot create topic {topic}: {exc}") from exc
-    count = partition_count(admin, topic)
-    if count is None:
-        raise TopicError(f"topic {topic} still missing after creating it")
+    # CreateTopics answers once the controller has the topic; the broker's metadata cache
+    # learns of it a moment later (Apache Kafka: tens of ms, more on a busy machine).
+    deadline = time.monotonic() + TOPIC_VISIBLE_TIMEOUT
+    delay = 0.02
+    while (count := partition_count(admin, topic)) is None:
+        if time.monotonic() >= deadline:
+            raise TopicError(
+                f"topic {topic} still missing {TOPIC_VISIBLE_TIMEOUT:.0f} s after creating it"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
     return count, True

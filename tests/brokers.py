@@ -133,13 +133,15 @@ class Member:
             self.proc.wait(timeout=10)
 
 
-def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+def create_topic(
+    bootstrap: str, topic: str, partitions: int, configs: dict[str, str] | None = None
+) -> None:
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
-        admin.create_topics([NewTopic(topic, partitions, 1)])
+        admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=configs or {})])
     finally:
         admin.close()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from streams.kafka_topics import changelog_topic
 from streams.replay import replay_records
 from streams.serde import dumps_record
 
@@ -204,3 +205,66 @@ def test_stop_and_restart_resumes_from_checkpoints(
     # And the output is replay's, without duplicates.
     got = Counter(r.value for r in _outputs(bs, prefix, read_committed=False))
     assert got == capture_halves["want"]
+
+
+def _written_and_left(bootstrap: str, topic: str) -> tuple[int, int]:
+    """Records ever written to `topic` (its end offsets: at-least-once writes no
+    transaction markers) and records still in it (the log cleaner removes the rest)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        written = sum(consumer.end_offsets(tps).values())
+    finally:
+        consumer.close()
+    return written, len(brokers.read_all(bootstrap, [topic]))
+
+
+def test_restore_after_the_log_cleaner_compacted_the_changelog(
+    broker: brokers.Broker, capture_halves: dict[str, Any], tmp_path: Path
+) -> None:
+    """The broker's log cleaner really compacts the changelog (small segments, a low dirty
+    ratio, short tombstone retention) before a member with no local state restores from it:
+    it gets the same state, and the output of both halves is replay's."""
+    bs = broker.bootstrap
+    prefix = brokers.unique("compact") + "."
+    topic = prefix + "packets"
+    app = brokers.unique("app")
+    changelog = changelog_topic(app, "flows")
+    brokers.create_topic(bs, topic, PARTITIONS)
+    brokers.create_topic(bs, changelog, PARTITIONS, {
+        "cleanup.policy": "compact", "segment.ms": "100", "segment.bytes": "65536",
+        "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "100",
+        "max.message.bytes": str(8 * 1024 * 1024),
+    })  # fmt: skip
+    # Commits every 0.1 s write each open flow's state many times: much to compact away.
+    args = ("--input-topic", topic, "--topic-prefix", prefix, "--commit-interval", "0.1")
+    first = _probe(bs, topic, capture_halves["part1"])
+    assert first.wait(60) == 0, first.stderr
+    a = brokers.Member(bs, app, tmp_path / "a", *args, "--exit-when-idle", "3")
+    try:
+        assert a.wait(120) == 0, a.log()[-3000:]
+    finally:
+        a.kill()
+    deadline = time.monotonic() + 120
+    while True:  # until the cleaner has removed superseded states and tombstoned flows
+        written, left = _written_and_left(bs, changelog)
+        if left < written:
+            break
+        assert time.monotonic() < deadline, f"the log cleaner never ran: {broker.log_tail()}"
+        time.sleep(0.5)
+
+    second = _probe(bs, topic, capture_halves["part2"])
+    assert second.wait(60) == 0, second.stderr
+    b = brokers.Member(bs, app, tmp_path / "b", *args, "--exit-when-idle", "4")  # no state
+    try:
+        assert b.wait(120) == 0, b.log()[-3000:]
+    finally:
+        b.kill()
+    ready = b.events("partition_ready")
+    assert {e["partition"] for e in ready} == set(range(PARTITIONS))
+    assert sum(e["restored_records"] for e in ready) <= left < written
+    assert any(e["flows"] > 0 for e in ready)  # flows open across the halves were restored
+    got = Counter(r.value for r in _outputs(bs, prefix, read_committed=False))
+    assert got == capture_halves["want"]  # nothing lost, nothing repeated
