@@ -234,7 +234,7 @@ def test_restore_after_the_log_cleaner_compacted_the_changelog(
     changelog = changelog_topic(app, "flows")
     brokers.create_topic(bs, topic, PARTITIONS)
     brokers.create_topic(bs, changelog, PARTITIONS, {
-        "cleanup.policy": "compact", "segment.ms": "100", "segment.bytes": "65536",
+        "cleanup.policy": "compact", "segment.ms": "100", "segment.bytes": "1048576",
         "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": "100",
         "max.message.bytes": str(8 * 1024 * 1024),
     })  # fmt: skip
@@ -242,9 +242,11 @@ def test_restore_after_the_log_cleaner_compacted_the_changelog(
     args = ("--input-topic", topic, "--topic-prefix", prefix, "--commit-interval", "0.1")
     first = _probe(bs, topic, capture_halves["part1"])
     assert first.wait(60) == 0, first.stderr
-    a = brokers.Member(bs, app, tmp_path / "a", *args, "--exit-when-idle", "3")
-    try:
-        assert a.wait(120) == 0, a.log()[-3000:]
+    a = brokers.Member(bs, app, tmp_path / "a", *args)
+    try:  # stopped, not idle: its flows stay open in the changelog (idleness would end them)
+        brokers.wait_committed(bs, app, capture_halves["n1"], timeout=120)
+        a.signal(signal.SIGTERM)
+        assert a.wait(60) == 0, a.log()[-3000:]
     finally:
         a.kill()
     deadline = time.monotonic() + 120
