@@ -1,6 +1,6 @@
 """Kafka-protocol brokers for the tests, and helpers to drive wirestream against them.
 
-noida-db and Tansu (see /work/shared/BROKER.md) come as binaries inside pip packages (the
+noida-db and Tansu (see ../shared/BROKER.md) come as binaries inside pip packages (the
 [test] extra). Each is started once per session on a free loopback port, in a temporary
 directory, and stopped at the end (terminate, then kill). Tests isolate themselves with
 unique topic names and application ids instead of fresh brokers.

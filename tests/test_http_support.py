@@ -19,8 +19,6 @@ from decoders.http import HttpDecoder
 from tests.decoder_harness import Event, FakeCtx, apply
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
-if not (PCAPS / "oracles").exists():
-    PCAPS = Path("/work/shared/pcaps/public")
 ORACLES = PCAPS / "oracles"
 
 

@@ -18,9 +18,8 @@ from probe.packet import ACK, PSH, SYN, Packet
 from probe.parse import Fragment, parse_frame, parse_ip
 from tests import pcapgen as g
 
-PUBLIC = Path("/work/shared/pcaps/public")
-REAL = sorted(PUBLIC.glob("*.pcap*")) if PUBLIC.is_dir() else []
-needs_real = pytest.mark.skipif(not REAL, reason="public captures not available")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
+REAL = sorted(FIXTURES.glob("*.pcap*"))
 
 V4A, V4B = "192.0.2.10", "198.51.100.20"
 V6A, V6B = "2001:db8::10", "2001:db8:1::20"
@@ -306,7 +305,6 @@ def _dpkt_ip(linktype: int, buf: bytes):
     raise AssertionError(f"no dpkt decoder for linktype {linktype}")
 
 
-@needs_real
 @pytest.mark.parametrize("path", REAL, ids=lambda p: p.name)
 def test_real_captures_match_dpkt(path):
     """Every record parses (no exception); IP packets agree with dpkt field by field."""
@@ -342,14 +340,13 @@ def test_real_captures_match_dpkt(path):
     assert compared > 0
 
 
-@needs_real
 def test_snapped_frames_match_tshark_gaps():
     """zeek tcp/reassembly.pcap has frames cut short; tshark reports the missing bytes as
     gaps of the same sizes."""
-    path = PUBLIC / "zeek__tcp__reassembly.pcap"
+    path = FIXTURES / "zeek__tcp__reassembly.pcap"
     cut = [p.truncated for *_, p in _parsed(path) if isinstance(p, Packet) and p.truncated]
     assert cut
-    flows = PUBLIC / "oracles" / path.name / "flows.jsonl"
+    flows = FIXTURES / "oracles" / path.name / "flows.jsonl"
     gaps = set()
     for line in flows.read_text().splitlines():
         gaps.update(n for _, n in json.loads(line)["tshark_follow"]["gaps"])
