@@ -164,3 +164,23 @@ def test_bad_values_are_refused(option: str, value: object) -> None:
         convert(cls, option, value)
     with pytest.raises(UnknownDecoderError):
         check_options({"linecount": {option: value}})
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_run_installs_the_runtime_only(tmp_path: Path) -> None:
+    """`make -n` prints what each target would run in a fresh venv: `run` installs the
+    distribution without its [test] extra or the test-only plugin; `test` adds them."""
+
+    def planned(target: str) -> list[str]:
+        result = subprocess.run(
+            ["make", "-n", target, f"VENV={tmp_path / 'venv'}"],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return [line for line in result.stdout.splitlines() if "pip install" in line]
+
+    run_installs = planned("run")
+    assert run_installs
+    assert all("[test]" not in c and "tests/plugins" not in c for c in run_installs)
+    assert any(c.endswith("install --quiet -e .") for c in run_installs)
+    test_installs = planned("test")
+    assert any("'.[test]'" in c and "tests/plugins" in c for c in test_installs)
