@@ -375,8 +375,8 @@ class FlowSession:
             session.detector.restore(values["detector"])
         if values["decoder"] is not None:
             name, packed = values["decoder"]
-            dec_cls = config.by_name[name]
-            try:
+            try:  # KeyError: the decoder is no longer selected
+                dec_cls = config.by_name[name]
                 decoder_state = msgpack.unpackb(packed, raw=False)
                 session.decoder = dec_cls.restore(session, config.options[name], decoder_state)
             except Exception as exc:  # reported at the flow's next event: see FAULTED
