@@ -184,3 +184,17 @@ def test_make_run_installs_the_runtime_only(tmp_path: Path) -> None:
     assert any(c.endswith("install --quiet -e .") for c in run_installs)
     test_installs = planned("test")
     assert any("'.[test]'" in c and "tests/plugins" in c for c in test_installs)
+
+
+def test_no_machine_paths_in_the_repository() -> None:
+    """Tests read fixtures/pcaps; docs and benchmarks name paths relative to the repository
+    (or ../shared), never one machine's absolute paths."""
+    machine = ("/" + "work/", "/" + "tmp/pcap")  # split: this file must not match itself
+    found = []
+    for folder in ("tests", "docs", "bench", "fixtures/pcaps", "decoders", "probe", "streams"):
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix not in (".py", ".md", ".toml", ".sh") or not path.is_file():
+                continue
+            text = path.read_text(errors="replace")
+            found += [f"{path.relative_to(ROOT)}: {m}" for m in machine if m in text]
+    assert found == []

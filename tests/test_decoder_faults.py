@@ -26,7 +26,7 @@ from tests.test_task_restore import keyed_packets, run
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 HTTP_CAPTURE = FIXTURES / "zeek__http__get.pcap"
 MAGIC = b"BOOM"
-HOOKS = ("probe", "on_data", "on_gap", "on_close", "snapshot", "restore")
+HOOKS = ("probe", "__init__", "on_data", "on_gap", "on_close", "snapshot", "restore")
 
 
 class Faulty(Decoder):
@@ -47,6 +47,7 @@ class Faulty(Decoder):
 
     def __init__(self, ctx: DecoderContext, options: Mapping[str, Any]) -> None:
         super().__init__(ctx, options)
+        self._maybe_raise("__init__")
         self.bytes = 0
 
     def _maybe_raise(self, hook: str) -> None:
@@ -139,7 +140,7 @@ def test_a_raising_hook_detaches_the_decoder_and_nothing_else_changes(
         r["type"] == "linecount" for r in others
     )
     (flow,) = [r for r in records if r["type"] == "flow" and r["uid"] == uid]
-    assert flow["service"] == (None if hook == "probe" else "faulty")
+    assert flow["service"] == (None if hook in ("probe", "__init__") else "faulty")
 
 
 def test_without_faults_the_decoder_emits_its_record(with_faulty, tmp_path: Path) -> None:
