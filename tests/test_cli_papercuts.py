@@ -65,6 +65,8 @@ def test_output_naming_an_input_is_refused_before_truncating(tmp_path: Path) -> 
         (["-O", "http.ports=80,http"], "comma-separated list of ports"),
         (["-O", "http.ports=70000"], "out of range"),
         (["--decoders", "htp"], "registered decoders: "),
+        (["-", "--workers", "2", "--partitions", "2"], "cannot be read by several --workers"),
+        (["-", "-"], "can be read only once"),
     ],
 )
 def test_refused_with_one_line(args: list[str], says: str) -> None:
