@@ -32,17 +32,26 @@ def _decoder_list(text: str) -> list[str] | None:
 
 
 def _decoder_option(text: str) -> tuple[str, str, Any]:
+    """DECODER.OPTION=VALUE; the value stays text until the decoder's `option_defaults`
+    give it a type (decoders.options)."""
     name, sep, value = text.partition("=")
     decoder, dot, option = name.partition(".")
     if not sep or not dot or not decoder or not option:
         raise argparse.ArgumentTypeError(f"expected DECODER.OPTION=VALUE, got {text!r}")
-    parsed: Any = value
+    return decoder, option, value
+
+
+class UsageError(Exception):
+    """A command line that cannot do what it says: one line on stderr, exit 2."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        parsed = int(value)
-    except ValueError:
-        if value.lower() in ("true", "false"):
-            parsed = value.lower() == "true"
-    return decoder, option, parsed
+        return version("wirestream")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -78,7 +87,8 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="DECODER.OPTION=VALUE",
-        help="set a decoder option, e.g. -O http.max_decompressed=1048576 (repeatable)",
+        help="set a decoder option, e.g. -O http.max_decompressed=1048576 or "
+        "-O http.ports=80,8080 (repeatable; typed by the decoder's defaults, docs/plugins.md)",
     )
     p.add_argument(
         "--stream-chunks",
@@ -172,6 +182,7 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
 
 
 def _runtime_config(args: argparse.Namespace) -> Any:
+    from decoders.registry import check_options, select
     from streams.config import RuntimeConfig
 
     limits = replace(
@@ -186,6 +197,12 @@ def _runtime_config(args: argparse.Namespace) -> Any:
     options: dict[str, dict[str, Any]] = {}
     for decoder, option, value in args.decoder_option:
         options.setdefault(decoder, {})[option] = value
+    selected = [cls.name for cls in select(args.decoders)] if options else None
+    options = check_options(options, selected)
+    if args.window_stats is None:
+        for flag in ("window_hop", "window_grace"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} does nothing without --window-stats")
     config = RuntimeConfig(
         limits=limits,
         decoders=args.decoders,
@@ -212,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="TCP reassembly and protocol decoding, embedded (replay) or as a Kafka "
         "consumer group.",
     )
+    parser.add_argument("--version", action="version", version=f"wirestream {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -221,7 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay pcap/pcapng captures through reassembly and the decoders; print "
         "one JSON record per line (http, flow, anomaly, ...). A summary goes to stderr.",
     )
-    rp.add_argument("pcaps", nargs="+", metavar="PCAP", help="capture files (pcap or pcapng)")
+    rp.add_argument(
+        "pcaps", nargs="+", metavar="PCAP", help="capture files (pcap or pcapng); '-' = stdin"
+    )
     rp.add_argument(
         "-o",
         "--output",
@@ -252,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--no-progress", action="store_true", help="never show the progress bar on stderr"
     )
+    rp.add_argument(
+        "--commit-every",
+        type=positive_int,
+        default=50_000,
+        metavar="PACKETS",
+        help="save every changed flow's state (decoder snapshots included) every this many "
+        "packets, as the Kafka mode does at each commit; records never depend on it, so a "
+        "small value tests a decoder's snapshot() (default: 50000)",
+    )
     _add_runtime(rp)
     _add_common(rp)
     rp.set_defaults(func=cmd_replay)
@@ -274,13 +303,13 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_replay(args: argparse.Namespace) -> int:
     import structlog
 
-    from decoders.registry import check_options
     from state.store import StoreError
     from streams.replay import Replay
 
     log = structlog.get_logger("wirestream")
+    _check_replay_args(args)
     config = _runtime_config(args)
-    check_options(config.decoder_options)
+    config.commit_every_packets = args.commit_every
     if args.output == "-":
         out = sys.stdout.buffer
         close = False
@@ -317,6 +346,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_INPUT_ERROR if summary.errors else EXIT_OK
 
 
+def _check_replay_args(args: argparse.Namespace) -> None:
+    """Refuse what would do nothing or destroy an input, before anything is opened."""
+    if args.workers > args.partitions:
+        raise UsageError(
+            f"--workers {args.workers} needs --partitions >= {args.workers} (each worker "
+            f"owns whole partitions; --partitions {args.partitions} would leave "
+            f"{args.workers - args.partitions} workers idle)"
+        )
+    stdin = args.pcaps.count("-")
+    if stdin > 1:
+        raise UsageError("'-' (stdin) can be read only once")
+    if stdin and args.workers > 1:
+        raise UsageError("'-' (stdin) cannot be read by several --workers; use a file")
+    if args.output != "-":
+        for pcap in args.pcaps:
+            if pcap != "-" and _same_file(pcap, args.output):
+                raise UsageError(f"-o {args.output} is an input capture; refusing to overwrite it")
+
+
+def _same_file(a: str, b: str) -> bool:
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one does not exist (yet): compare the names
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from decoders.registry import UnknownDecoderError
     from streams.logs import configure_logging
@@ -326,8 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_format, args.log_level)
     try:
         return int(args.func(args))
-    except UnknownDecoderError as exc:
-        parser.error(str(exc))
+    except (UnknownDecoderError, UsageError) as exc:
+        # one line naming what is valid; the usage would bury it
+        print(f"wirestream {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

@@ -11,7 +11,7 @@ the markers of docs/benchmarks.md, with a plot in docs/benchmarks.png.
 Capture, in order of preference:
   --pcap FILE                      use it;
   --make perf (default when root)  record real nginx + wrk traffic through a veth pair with
-                                   /work/shared/tools/make_perf_capture.sh (needs root and
+                                   ../shared/tools/make_perf_capture.sh (needs root and
                                    `apt-get install -y nginx-light wrk curl tcpdump ethtool`);
   --make synth (fallback)          concatenate time- and port-shifted copies of
                                    fixtures/pcaps/own_wrk_small.pcap until --packets packets.
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PERF_SCRIPT = Path("/work/shared/tools/make_perf_capture.sh")
+PERF_SCRIPT = REPO.parent / "shared" / "tools" / "make_perf_capture.sh"  # next to the repository
 PERF_PACKAGES = ("nginx", "wrk", "curl", "tcpdump", "ethtool", "ip")
 TEMPLATE = REPO / "fixtures" / "pcaps" / "own_wrk_small.pcap"
 DOCS = REPO / "docs" / "benchmarks.md"

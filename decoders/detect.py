@@ -3,19 +3,40 @@ by port as a fallback. Sans-IO: fed the first bytes of each direction, returns a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from decoders.api import CLIENT, SERVER, Decoder
 
 PROBE_LIMIT = 4096  # bytes per direction looked at before falling back to ports
 
 
+# Called when a decoder's probe raises: (decoder class, exception). The detector then rules
+# that decoder out; the caller reports it.
+ProbeFailed = Callable[[type[Decoder], Exception], None]
+
+
 class Detector:
-    """Decides which decoder class a flow gets, from the first bytes of each direction."""
+    """Decides which decoder class a flow gets, from the first bytes of each direction.
 
-    __slots__ = ("_candidates", "_seen", "_undecided", "server_port")
+    Ties: at every delivery the undecided candidates are asked in their order (the order
+    of `--decoders`; all registered decoders: by name), and the first True wins. A False,
+    from either direction, rules the decoder out for the whole flow. The port fallback
+    takes the first candidate, in the same order, whose `ports` hold the server port.
+    """
 
-    def __init__(self, candidates: list[type[Decoder]], server_port: int) -> None:
+    __slots__ = ("_candidates", "_failed", "_ports", "_seen", "_undecided", "server_port")
+
+    def __init__(
+        self,
+        candidates: list[type[Decoder]],
+        server_port: int,
+        ports: Mapping[str, frozenset[int]] | None = None,
+        failed: ProbeFailed | None = None,
+    ) -> None:
         self._candidates = candidates
         self.server_port = server_port
+        self._ports = ports
+        self._failed = failed
         self._seen = [b"", b""]
         self._undecided = set(range(len(candidates)))
 
@@ -23,9 +44,16 @@ class Detector:
         """(decided, decoder class or None). Once decided, the caller stops feeding."""
         seen = self._seen[direction] = (self._seen[direction] + data)[:PROBE_LIMIT]
         for index in sorted(self._undecided):
-            verdict = self._candidates[index].probe(direction, seen)
+            cls = self._candidates[index]
+            try:
+                verdict = cls.probe(direction, seen)
+            except Exception as exc:  # a plugin bug: rule it out, let the caller report
+                self._undecided.discard(index)
+                if self._failed is not None:
+                    self._failed(cls, exc)
+                continue
             if verdict:
-                return True, self._candidates[index]
+                return True, cls
             if verdict is False:
                 self._undecided.discard(index)
         if not self._undecided or len(seen) >= PROBE_LIMIT:
@@ -35,7 +63,8 @@ class Detector:
     def by_port(self) -> type[Decoder] | None:
         """The decoder claiming the server port (server_port -1: no port fallback)."""
         for cls in self._candidates:
-            if self.server_port in cls.ports:
+            ports = cls.ports if self._ports is None else self._ports[cls.name]
+            if self.server_port in ports:
                 return cls
         return None
 
@@ -51,10 +80,19 @@ class Detector:
         return self.by_port()
 
 
-def role_hint(candidates: list[type[Decoder]], data: bytes) -> int | None:
-    """Which role the sender of `data` plays according to the decoders' probes."""
-    as_client = any(cls.probe(CLIENT, data) for cls in candidates)
-    as_server = any(cls.probe(SERVER, data) for cls in candidates)
+def role_hint(
+    candidates: list[type[Decoder]], data: bytes, failed: ProbeFailed | None = None
+) -> int | None:
+    """Which role the sender of `data` plays according to the decoders' probes (a probe
+    that raises counts as no answer, and is reported to `failed`)."""
+    as_client = as_server = False
+    for cls in candidates:
+        try:
+            as_client = as_client or bool(cls.probe(CLIENT, data))
+            as_server = as_server or bool(cls.probe(SERVER, data))
+        except Exception as exc:
+            if failed is not None:
+                failed(cls, exc)
     if as_client and not as_server:
         return CLIENT
     if as_server and not as_client:

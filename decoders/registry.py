@@ -9,6 +9,7 @@ from typing import Any
 import structlog
 
 from decoders.api import Decoder
+from decoders.options import OptionError, convert
 
 log = structlog.get_logger("wirestream.decoders")
 
@@ -57,29 +58,30 @@ def select(names: list[str] | None) -> list[type[Decoder]]:
     return chosen
 
 
-def check_options(options: dict[str, dict[str, Any]]) -> None:
-    """Refuse options for decoders that do not exist, names a decoder does not take, and
-    values of the wrong type, naming the option (UnknownDecoderError)."""
+def check_options(
+    options: dict[str, dict[str, Any]], selected: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The options typed by each decoder's `option_defaults` (decoders.options). Refuses
+    (UnknownDecoderError, naming what is valid) options of decoders that do not exist or
+    are not `selected` (None: all are), names a decoder does not take, and values that are
+    not of the default's type."""
     registry = _entry_points()
+    typed: dict[str, dict[str, Any]] = {}
     for name, values in options.items():
         if name not in registry:
             known = ", ".join(sorted(registry)) or "none"
             raise UnknownDecoderError(
                 f"-O {name}.…: no decoder named {name!r}; registered decoders: {known}"
             )
-        defaults = registry[name].load().option_defaults
-        if not defaults:
-            continue  # a plugin that does not declare its options takes what it is given
-        for option, value in values.items():
-            if option not in defaults:
-                allowed = ", ".join(sorted(defaults)) or "none"
-                raise UnknownDecoderError(
-                    f"-O {name}.{option}: decoder {name!r} has no option {option!r} "
-                    f"(its options: {allowed})"
-                )
-            expected = type(defaults[option])
-            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
-                raise UnknownDecoderError(
-                    f"-O {name}.{option}={value!r}: expected a {expected.__name__} "
-                    f"(default {defaults[option]!r})"
-                )
+        if selected is not None and name not in selected:
+            chosen = ",".join(selected) or "none"
+            raise UnknownDecoderError(
+                f"-O {name}.…: decoder {name!r} is not selected (--decoders {chosen}), "
+                "so its options would do nothing"
+            )
+        cls = registry[name].load()
+        try:
+            typed[name] = {option: convert(cls, option, value) for option, value in values.items()}
+        except OptionError as exc:
+            raise UnknownDecoderError(str(exc)) from None
+    return typed

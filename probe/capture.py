@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 from collections.abc import Iterator
 from itertools import chain
 from typing import BinaryIO
@@ -53,8 +54,12 @@ _OPT_IF_TSRESOL = 9
 _OPT_IF_TSOFFSET = 14
 
 
+STDIN = "-"  # the path that means standard input
+
+
 def open_capture(path: str | os.PathLike[str]) -> Capture:
-    """Open a pcap or pcapng file; raises CaptureError if it is not one."""
+    """Open a pcap or pcapng file ('-': standard input); raises CaptureError if it is not
+    one."""
     return Capture(path)
 
 
@@ -78,7 +83,11 @@ class Capture:
         self.bytes_read = 0
         self._pcapng: _PcapngReader | None = None
         try:
-            self._file: BinaryIO = open(self.path, "rb", buffering=_CHUNK)  # noqa: SIM115
+            if self.path == STDIN:  # a pipe: read once, never seeked
+                fd = sys.stdin.fileno()
+                self._file: BinaryIO = open(fd, "rb", buffering=_CHUNK, closefd=False)  # noqa: SIM115
+            else:
+                self._file = open(self.path, "rb", buffering=_CHUNK)  # noqa: SIM115
         except OSError as exc:
             raise CaptureError(self.path, 0, f"cannot open: {exc.strerror or exc}") from exc
         try:

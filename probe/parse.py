@@ -1,9 +1,11 @@
 """Link layer, IPv4/IPv6 and TCP/UDP headers of one captured frame -> Packet.
 
-Hot path: Ethernet/IPv4/TCP is unpacked with one precompiled struct and no intermediate
-objects; everything else goes through the general path below. No checksum is ever checked
-(loopback and offloaded captures carry wrong ones). Lengths come from the IP header, which
-also trims Ethernet padding and FCS.
+Hot path: `common_tcp4` is a guard in front of the one parser: it recognises the common
+frame (Ethernet, option-less unfragmented IPv4, TCP) with one precompiled struct, and
+everything else goes through the general path below (`parse_general`), which gives the same
+Packet for the frames the guard accepts (tests/test_probe_parse.py compares them). No
+checksum is ever checked (loopback and offloaded captures carry wrong ones). Lengths come
+from the IP header, which also trims Ethernet padding and FCS.
 
 Outcomes of `parse_frame`:
   Packet    an IP packet (TCP/UDP with ports and TCP fields; other protocols with ports 0).
@@ -36,7 +38,9 @@ __all__ = [
     "SUPPORTED_LINKTYPES",
     "Fragment",
     "ParseError",
+    "common_tcp4",
     "parse_frame",
+    "parse_general",
     "parse_ip",
 ]
 
@@ -76,8 +80,11 @@ _IP6_EXT = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options
 _IP6_FRAG = 44
 _IP6_AH = 51
 
-# Ethernet + option-less IPv4 + TCP fixed header, in one go (50 bytes).
-_FAST = struct.Struct("!12xHBxHHHxB2x4s4sHHIIBBH")
+# Ethernet + option-less IPv4 + TCP fixed header, addresses and ports skipped (bytes 26-37):
+# ethertype, version/IHL, total length, fragment field, protocol, seq, ack, offset, flags,
+# window.
+_COMMON = struct.Struct("!12xHBxH2xHxB14xIIBBH")
+_PORTS = struct.Struct("!HH")
 _IP4 = struct.Struct("!BxHHHxB2x4s4s")
 _IP6 = struct.Struct("!BxxxHBx16s16s")
 _TCP = struct.Struct("!HHIIBBH")
@@ -116,47 +123,62 @@ class Fragment:
     nh_offset: int
 
 
+def common_tcp4(buf: bytes, start: int, stop: int) -> tuple[int, int, int, int, int, int] | None:
+    """The fast path's guard, the one place that recognises the common frame in
+    buf[start:stop]: Ethernet, IPv4 without options or fragmentation, TCP, all of it
+    captured. Returns (seq, ack, flags, window, payload start, payload end) as offsets in
+    `buf`; the addresses and ports are bytes 26-37 of the frame. None: not such a frame,
+    the general parser decides (and gives the same Packet for what this accepts)."""
+    if stop - start < 54:
+        return None
+    et, vihl, tlen, frag, proto, seq, ack, doff, flags, win = _COMMON.unpack_from(buf, start)
+    hl = (doff >> 4) << 2
+    end = start + 14 + tlen
+    if (
+        et == ETH_P_IP
+        and vihl == 0x45
+        and proto == PROTO_TCP
+        and not frag & 0x3FFF
+        and hl >= 20
+        and 20 + hl <= tlen
+        and end <= stop
+    ):
+        return seq, ack, flags, win, start + 34 + hl, end
+    return None
+
+
 def parse_frame(linktype: int, frame: bytes, ts_ns: int, orig_len: int) -> Packet | Fragment | None:
     """Parse one captured frame; see the module docstring for the outcomes."""
     if linktype == LINKTYPE_ETHERNET:
-        if len(frame) >= 54:
-            (
-                et,
-                vihl,
-                tlen,
-                _ident,
-                frag,
-                proto,
-                src,
-                dst,
+        common = common_tcp4(frame, 0, len(frame))
+        if common is not None:
+            seq, ack, flags, win, payload, end = common
+            sport, dport = _PORTS.unpack_from(frame, 34)
+            return Packet(
+                ts_ns,
+                4,
+                PROTO_TCP,
+                frame[26:30],
+                frame[30:34],
                 sport,
                 dport,
+                frame[payload:end],
+                flags,
                 seq,
                 ack,
-                doff,
-                flags,
                 win,
-            ) = _FAST.unpack_from(frame)
-            if et == ETH_P_IP and vihl == 0x45 and proto == PROTO_TCP and not frag & 0x3FFF:
-                hl = (doff >> 4) << 2
-                end = 14 + tlen
-                if hl >= 20 and 40 + hl <= tlen and end <= len(frame):
-                    return Packet(
-                        ts_ns,
-                        4,
-                        PROTO_TCP,
-                        src,
-                        dst,
-                        sport,
-                        dport,
-                        frame[34 + hl : end],
-                        flags,
-                        seq,
-                        ack,
-                        win,
-                        (),
-                        orig_len,
-                    )
+                (),
+                orig_len,
+            )
+    return parse_general(linktype, frame, ts_ns, orig_len)
+
+
+def parse_general(
+    linktype: int, frame: bytes, ts_ns: int, orig_len: int
+) -> Packet | Fragment | None:
+    """`parse_frame` without the fast path's guard: every frame the long way (the shared
+    parser; tests compare the two)."""
+    if linktype == LINKTYPE_ETHERNET:
         if len(frame) < 14:
             raise ParseError("truncated_link")
         return _ethertype(frame, 14, frame[12] << 8 | frame[13], ts_ns, orig_len, linktype)

@@ -7,16 +7,16 @@ drop exactly the same packets.
 Hot path: a capture file is read in column batches whose frames stay in the blocks they
 were read in (probe.capture.Capture.raw_batches), put in order batch by batch
 (probe.reorder.reorder_batches), and the common frame (Ethernet, option-less IPv4, TCP)
-is parsed in place with one precompiled struct that skips the addresses and ports: those
-twelve bytes are sliced whole and looked up in a small cache holding the flow key,
-orientation, addresses and ports of recently seen endpoints. A packet costs one unpack,
-two slices (the payload is the only copy), a dict lookup and its Packet. Everything else
-goes through probe.parse.parse_frame, which gives the same Packet for the common frame.
+is recognised in place by probe.parse.common_tcp4 (the parser's fast-path guard, one
+precompiled struct that skips the addresses and ports): those twelve bytes are sliced
+whole and looked up in a small cache holding the flow key, orientation, addresses and
+ports of recently seen endpoints (learnt from the general parser). A packet costs the
+guard, two slices (the payload is the only copy), a dict lookup and its Packet.
+Everything else goes through probe.parse.parse_frame.
 """
 
 from __future__ import annotations
 
-import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
@@ -26,17 +26,13 @@ from probe.defrag import Defragmenter
 from probe.errors import ParseError
 from probe.flowkey import flow_key
 from probe.packet import Packet
-from probe.parse import ETH_P_IP, LINKTYPE_ETHERNET, Fragment, parse_frame
+from probe.parse import LINKTYPE_ETHERNET, Fragment, common_tcp4, parse_frame, parse_general
 from probe.record import FLAG_FRAGMENT_CONFLICT, FLAG_REASSEMBLED, encode_record
 from probe.reorder import RawBatch, ReorderStats, reorder, reorder_batches
 
 # Frames are put back in timestamp order within this much capture time (0: file order).
 DEFAULT_REORDER_WINDOW_NS = 1_000_000_000
 
-# Ethernet + option-less IPv4 + TCP fixed header, addresses and ports skipped (bytes 26-37):
-# ethertype, version/IHL, total length, fragment field, protocol, seq, ack, offset, flags,
-# window.
-_FAST = struct.Struct("!12xHBxH2xHxB14xIIBBH")
 # Endpoints (bytes 26-37 of such a frame) -> (key, forward, src, dst, sport, dport, kept).
 _Endpoints = tuple[bytes, bool, bytes, bytes, int, int, bool]
 _ENDPOINTS_CACHE = 1 << 16
@@ -121,7 +117,7 @@ class PacketSource:
         if keep is not self._keep:  # cached endpoints carry the verdict
             self._keep = keep
             self._endpoints.clear()
-        fast = _FAST.unpack_from
+        guard = common_tcp4
         one = self._one
         endpoints = self._endpoints
         new = _tuple_new
@@ -135,19 +131,10 @@ class PacketSource:
             for linktype, ts_ns, orig_len, buf, start, stop in zip(
                 lts, tss, ols, bufs, starts, stops, strict=True
             ):
-                if linktype == LINKTYPE_ETHERNET and stop - start >= 54:
-                    et, vihl, tlen, frag, proto, seq, ack, doff, flags, win = fast(buf, start)
-                    hl = (doff >> 4) << 2
-                    end = start + 14 + tlen
-                    if (
-                        et == ETH_P_IP
-                        and vihl == 0x45
-                        and proto == 6
-                        and not frag & 0x3FFF
-                        and hl >= 20
-                        and 20 + hl <= tlen
-                        and end <= stop
-                    ):
+                if linktype == LINKTYPE_ETHERNET:
+                    common = guard(buf, start, stop)
+                    if common is not None:
+                        seq, ack, flags, win, payload, end = common
                         ends = buf[start + 26 : start + 38]
                         known = endpoints.get(ends)
                         if known is None:
@@ -163,7 +150,7 @@ class PacketSource:
                             dst,
                             sport,
                             dport,
-                            buf[start + 34 + hl : end],
+                            buf[payload:end],
                             flags,
                             seq,
                             ack,
@@ -186,7 +173,7 @@ class PacketSource:
 
     def _learn(self, ends: bytes, frame: bytes, ts_ns: int, orig_len: int) -> _Endpoints:
         """Cache entry for a new pair of endpoints, computed by the general parser."""
-        pkt = parse_frame(LINKTYPE_ETHERNET, frame, ts_ns, orig_len)
+        pkt = parse_general(LINKTYPE_ETHERNET, frame, ts_ns, orig_len)
         assert isinstance(pkt, Packet)
         key, forward = flow_key(pkt)
         if len(self._endpoints) >= _ENDPOINTS_CACHE:

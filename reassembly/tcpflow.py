@@ -401,36 +401,42 @@ class TcpFlow:
         return "S1"
 
     # -- persistence --
+    # The snapshot: these fields' values in this order (as the tracker's _META_FIELDS);
+    # "halves" holds the two HalfStream snapshots.
+    _STATE_FIELDS = (
+        "uid",
+        "halves",
+        "client_side",
+        "roles_fixed",
+        "flipped",
+        "hist",
+        "seen",
+        "phase",
+        "close_reason",
+        "ts_first",
+        "ts_last",
+    )
+    _PLAIN_FIELDS = ("client_side", "roles_fixed", "flipped", "phase", "close_reason", "ts_last")
+
     def snapshot(self) -> list[Any]:
-        return [
-            self.uid,
-            self.halves[0].snapshot(),
-            self.halves[1].snapshot(),
-            self.client_side,
-            self.roles_fixed,
-            self.flipped,
-            self.hist,
-            list(self.seen),
-            self.phase,
-            self.close_reason,
-            self.ts_first,
-            self.ts_last,
-        ]
+        values = {name: getattr(self, name) for name in self._STATE_FIELDS}
+        values["halves"] = [half.snapshot() for half in self.halves]
+        values["seen"] = list(self.seen)
+        return [values[name] for name in self._STATE_FIELDS]
 
     @classmethod
     def restore(
         cls, key: bytes, state: list[Any], sink: StreamSink, budget: ParkingBudget | None = None
     ) -> TcpFlow:
-        flow = cls(key, state[0], state[10], sink)
-        flow.halves = (
-            HalfStream.restore(state[1], budget),
-            HalfStream.restore(state[2], budget),
-        )
-        flow.client_side, flow.roles_fixed, flow.flipped = state[3], state[4], state[5]
-        flow.hist = state[6]
+        values = dict(zip(cls._STATE_FIELDS, state, strict=True))
+        flow = cls(key, values["uid"], values["ts_first"], sink)
+        first, second = values["halves"]
+        flow.halves = (HalfStream.restore(first, budget), HalfStream.restore(second, budget))
+        for name in cls._PLAIN_FIELDS:
+            setattr(flow, name, values[name])
+        flow.hist = values["hist"]
         flow.hist_seen = 0
         for letter in flow.hist:
             flow.hist_seen |= 1 << (_LETTER_BITS[letter.upper()] + (letter.islower()))
-        flow.seen = list(state[7])
-        flow.phase, flow.close_reason, flow.ts_first, flow.ts_last = state[8:12]
+        flow.seen = list(values["seen"])
         return flow

@@ -104,26 +104,36 @@ class UdpFlow:
     def conn_state(self) -> str:
         return "SF" if all(h.packets for h in self.halves) else "S0"
 
+    # The snapshot: these fields' values in this order (as the tracker's _META_FIELDS);
+    # "halves" holds [packets, bytes, saved hasher or None] per direction.
+    _STATE_FIELDS = (
+        "uid",
+        "halves",
+        "client_side",
+        "flipped",
+        "phase",
+        "close_reason",
+        "ts_first",
+        "ts_last",
+    )
+    _PLAIN_FIELDS = ("client_side", "flipped", "phase", "close_reason", "ts_last")
+
     def snapshot(self) -> list[Any]:
-        return [
-            self.uid,
-            [[h.packets, h.bytes, h.hasher.save() if h.hasher else None] for h in self.halves],
-            self.client_side,
-            self.flipped,
-            self.phase,
-            self.close_reason,
-            self.ts_first,
-            self.ts_last,
+        values = {name: getattr(self, name) for name in self._STATE_FIELDS}
+        values["halves"] = [
+            [h.packets, h.bytes, h.hasher.save() if h.hasher else None] for h in self.halves
         ]
+        return [values[name] for name in self._STATE_FIELDS]
 
     @classmethod
     def restore(
         cls, key: bytes, state: list[Any], sink: StreamSink, budget: object = None
     ) -> UdpFlow:
-        flow = cls(key, state[0], state[6], sink)
-        for half, (packets, nbytes, hasher) in zip(flow.halves, state[1], strict=True):
+        values = dict(zip(cls._STATE_FIELDS, state, strict=True))
+        flow = cls(key, values["uid"], values["ts_first"], sink)
+        for half, (packets, nbytes, hasher) in zip(flow.halves, values["halves"], strict=True):
             half.packets, half.bytes = packets, nbytes
             half.hasher = ResumableSha256.load(hasher) if hasher is not None else None
-        flow.client_side, flow.flipped, flow.phase, flow.close_reason = state[2:6]
-        flow.ts_last = state[7]
+        for name in cls._PLAIN_FIELDS:
+            setattr(flow, name, values[name])
         return flow

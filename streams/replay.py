@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ class ReplaySummary:
     bytes: int = 0
     flows: int = 0
     records: Counter[str] = field(default_factory=Counter)
+    anomalies: Counter[str] = field(default_factory=Counter)  # anomaly records by name
     undecodable: Counter[str] = field(default_factory=Counter)
     non_ip: int = 0
     defrag: dict[str, int] = field(default_factory=dict)
@@ -55,6 +56,8 @@ class ReplaySummary:
             "flows": self.flows,
             "transactions": self.records.get("http", 0),
             "anomalies": self.records.get("anomaly", 0),
+            # decoders detached from a flow because a hook raised (plugin bugs)
+            "decoder_errors": self.anomalies.get("decoder_error", 0),
             "undecodable_packets": sum(self.undecodable.values()),
             "undecodable_by_kind": dict(sorted(self.undecodable.items())),
             "non_ip_packets": self.non_ip,
@@ -103,6 +106,8 @@ class Replay:
 
     def _emit(self, record_type: str, key: str, record: dict[str, Any]) -> None:
         self.summary.records[record_type] += 1
+        if record_type == "anomaly":
+            self.summary.anomalies[record["name"]] += 1
         self.write(dumps_record(record) + b"\n")
 
     def run(self, paths: Sequence[str]) -> ReplaySummary:
@@ -125,6 +130,7 @@ class Replay:
         merged = run_workers(paths, self.workers, self.config, self.state_dir, self.write)
         s = self.summary
         s.records.update(merged["records"])
+        s.anomalies.update(merged["anomalies"])
         s.undecodable.update(merged["bad"])
         s.flows = merged["flows"]
         s.defrag = merged["defrag"]
@@ -153,22 +159,25 @@ class Replay:
         bar = self._progress_bar(path, capture)
         partition_of = PartitionCache(n)
         try:
-            for batch in self.source.keyed_batches(capture.raw_batches()):
-                if verify:
-                    for kp in batch:
-                        task = tasks[partition_of(kp.key)]
-                        task.process_record(kp.record())
-                        assert decode_record(kp.record()).frame == kp.frame
-                elif n == 1:
-                    tasks[0].process_batch(batch)
-                else:  # one packet at a time: records interleave in packet order
-                    for kp in batch:
-                        tasks[partition_of(kp[0])].process_packet(kp[2], kp[0], kp[1])
-                counter += len(batch)
-                if counter >= next_commit:  # outputs never depend on when commits happen
-                    next_commit = counter + commit_every
-                    for t in tasks:
-                        t.commit()
+            for whole in self.source.keyed_batches(capture.raw_batches()):
+                # Commit exactly every `commit_every` packets, inside a batch if need be
+                # (--commit-every 1 snapshots every decoder after every packet).
+                for batch in split_at_commits(whole, counter, next_commit, commit_every):
+                    if verify:
+                        for kp in batch:
+                            task = tasks[partition_of(kp.key)]
+                            task.process_record(kp.record())
+                            assert decode_record(kp.record()).frame == kp.frame
+                    elif n == 1:
+                        tasks[0].process_batch(batch)
+                    else:  # one packet at a time: records interleave in packet order
+                        for kp in batch:
+                            tasks[partition_of(kp[0])].process_packet(kp[2], kp[0], kp[1])
+                    counter += len(batch)
+                    if counter >= next_commit:  # outputs never depend on when commits happen
+                        next_commit = counter + commit_every
+                        for t in tasks:
+                            t.commit()
                 if bar is not None:
                     bar.update(capture.bytes_read - bar.n)  # redraws at most every 0.5 s
         except CaptureError as exc:
@@ -216,6 +225,21 @@ class Replay:
             log.warning("undecodable_packets", kind=kind, count=count)
         if self._own_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def split_at_commits(
+    batch: list[Any], counter: int, next_commit: int, commit_every: int
+) -> Iterator[list[Any]]:
+    """`batch` cut where the packet count reaches a commit point (`counter` packets done,
+    the next commit after `next_commit`, then every `commit_every`); usually one piece."""
+    start = 0
+    while len(batch) - start > next_commit - counter:
+        stop = start + max(1, next_commit - counter)
+        yield batch[start:stop]
+        counter += stop - start
+        next_commit = counter + commit_every
+        start = stop
+    yield batch if start == 0 else batch[start:]
 
 
 class PartitionCache:

@@ -13,8 +13,11 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from decoders.api import CLIENT, Decoder, Endpoint, FlowInfo, ts_seconds
 from decoders.detect import Detector, role_hint
+from decoders.options import merged, ports
 from probe.flowkey import decode_flow_key
 
 if TYPE_CHECKING:
@@ -29,12 +32,26 @@ _DATA, _GAP = 0, 1
 MAX_VIOLATIONS = 5
 STREAM_CHUNK_MAX = 64 * 1024  # bytes per stream_chunk record
 _DIRECTIONS = ("client_to_server", "server_to_client")
+ERROR_DETAIL_MAX = 300  # characters of a decoder_error's detail (decoder, hook, exception)
+
+
+def error_detail(decoder: str, hook: str, exc: BaseException) -> str:
+    """`decoder.hook: ExceptionType: message`, bounded: what a decoder_error names."""
+    return f"{decoder}.{hook}: {type(exc).__name__}: {exc}"[:ERROR_DETAIL_MAX]
 
 
 class SessionConfig:
     """What every session of a task shares: the decoders and the output."""
 
-    __slots__ = ("by_name", "by_transport", "candidates", "emit", "options", "stream_chunks")
+    __slots__ = (
+        "by_name",
+        "by_transport",
+        "candidates",
+        "emit",
+        "options",
+        "ports",
+        "stream_chunks",
+    )
 
     def __init__(
         self,
@@ -50,7 +67,9 @@ class SessionConfig:
             transport: [cls for cls in candidates if transport in cls.transports]
             for transport in ("tcp", "udp")
         }
-        self.options = options
+        # Every decoder gets all its options (defaults merged); `ports` moves its fallback.
+        self.options = {cls.name: merged(cls, options.get(cls.name, {})) for cls in candidates}
+        self.ports = {name: ports(values) for name, values in self.options.items()}
         self.emit = emit
 
 
@@ -59,6 +78,7 @@ class FlowSession:
 
     __slots__ = (
         "_info",
+        "_replay_ts",
         "buffered",
         "config",
         "conn",
@@ -68,20 +88,24 @@ class FlowSession:
         "excluded",
         "offsets",
         "port_fallback",
+        "restore_fault",
         "services",
         "state",
         "violations",
     )
 
-    # Detection states.
-    PROBING, ATTACHED, NONE = 0, 1, 2
+    # Detection states. FAULTED: the decoder failed in restore(); the anomaly is emitted
+    # at the flow's next event (a restore must emit nothing), then the flow goes on as NONE.
+    PROBING, ATTACHED, NONE, FAULTED = 0, 1, 2, 3
 
     def __init__(self, flow: Flow, config: SessionConfig) -> None:
         self.conn = flow
         self.config = config
         self.decoder: Decoder | None = None
         self.detector: Detector | None = None
-        self.buffered: list[tuple[int, int, Any]] = []
+        # Events held during detection: (kind, direction, bytes or gap length, ts_ns).
+        self.buffered: list[tuple[int, int, Any, int]] = []
+        self._replay_ts = 0  # while held events are replayed: the capture time of each
         self.counters: dict[str, int] = {}
         self.state = self.PROBING if config.candidates else self.NONE
         self._info: FlowInfo | None = None
@@ -90,11 +114,12 @@ class FlowSession:
         self.violations = 0
         self.port_fallback = True  # False once a tunnel or a detach restarts detection
         self.offsets = [0, 0]  # stream offsets per direction (stream_chunk records)
+        self.restore_fault = ""  # why the decoder could not be restored (state FAULTED)
 
     # -- DecoderContext --
     @property
     def ts_ns(self) -> int:
-        return self.conn.ts_last
+        return self._replay_ts or self.conn.ts_last
 
     @property
     def flow(self) -> FlowInfo:
@@ -112,7 +137,7 @@ class FlowSession:
         self.config.emit(record_type, uid, record)
 
     def anomaly(self, name: str, detail: str = "") -> None:
-        self.emit("anomaly", {"ts": ts_seconds(self.conn.ts_last), "name": name, "detail": detail})
+        self.emit("anomaly", {"ts": ts_seconds(self.ts_ns), "name": name, "detail": detail})
 
     def violation(self, reason: str) -> None:
         """The decoder says the flow breaks its protocol. After MAX_VIOLATIONS it is
@@ -127,7 +152,7 @@ class FlowSession:
         try:  # let it flush what it has (Zeek's Done() on a removed analyzer)
             decoder.on_close("violation")
         except Exception as exc:
-            self.anomaly("decoder_error", f"{name}: {type(exc).__name__}: {exc}"[:300])
+            self.anomaly("decoder_error", error_detail(name, "on_close", exc))
 
     def hand_off(self, leftovers: list[tuple[int, bytes]], protocol: str | None = None) -> None:
         """The decoder is done with this flow but the flow goes on in another protocol
@@ -161,10 +186,19 @@ class FlowSession:
 
     def _new_detector(self) -> Detector:
         port = self.flow.server.port if self.port_fallback else -1
-        return Detector(self._candidates(), port)
+        return Detector(self._candidates(), port, self.config.ports, self._probe_failed)
 
     def role_hint(self, data: bytes) -> int | None:
-        return role_hint(self.config.by_transport["tcp"], data)
+        candidates = self.config.by_transport["tcp"]
+        if self.excluded:
+            candidates = [cls for cls in candidates if cls.name not in self.excluded]
+        return role_hint(candidates, data, self._probe_failed)
+
+    def _probe_failed(self, cls: type[Decoder], exc: Exception) -> None:
+        """A probe raised: the decoder is out of this flow's detection for good."""
+        self.anomaly("decoder_error", error_detail(cls.name, "probe", exc))
+        if cls.name not in self.excluded:
+            self.excluded.append(cls.name)
 
     def on_data(self, direction: int, data: bytes) -> None:
         if self.config.stream_chunks:
@@ -173,12 +207,14 @@ class FlowSession:
             try:  # _call, inlined: one call per delivered segment
                 self.decoder.on_data(direction, data)  # type: ignore[union-attr]
             except Exception as exc:
-                self._failed(exc)
+                self._failed("on_data", exc)
         elif self.state == self.PROBING:
             self._detect(direction, data)
+        elif self.state == self.FAULTED:
+            self._report_restore_fault()
 
     def _detect(self, direction: int, data: bytes) -> None:
-        self.buffered.append((_DATA, direction, data))
+        self.buffered.append((_DATA, direction, data, self.ts_ns))
         if self.detector is None:
             self.detector = self._new_detector()
         decided, cls = self.detector.feed(direction, data)
@@ -211,16 +247,20 @@ class FlowSession:
         if self.config.stream_chunks:
             self._stream_chunks(direction, b"", length)
         if self.state == self.ATTACHED:
-            self._call(self.decoder.on_gap, direction, length)  # type: ignore[union-attr]
+            self._call("on_gap", direction, length)
         elif self.state == self.PROBING:
-            self.buffered.append((_GAP, direction, length))
+            self.buffered.append((_GAP, direction, length, self.ts_ns))
+        elif self.state == self.FAULTED:
+            self._report_restore_fault()
 
     def on_close(self, reason: str) -> None:
+        if self.state == self.FAULTED:
+            self._report_restore_fault()
         if self.state == self.PROBING:
             cls = self.detector.finish() if self.detector else None
             self._attach(cls)
         if self.state == self.ATTACHED:
-            self._call(self.decoder.on_close, reason)  # type: ignore[union-attr]
+            self._call("on_close", reason)
 
     # -- decoders --
     def _attach(self, cls: type[Decoder] | None) -> None:
@@ -229,42 +269,52 @@ class FlowSession:
             self.state = self.NONE
             return
         try:
-            self.decoder = cls(self, self.config.options.get(cls.name, {}))
+            self.decoder = cls(self, self.config.options[cls.name])
         except Exception as exc:  # e.g. a bad option value: report, run without it
-            self.anomaly("decoder_error", f"{cls.name}: {type(exc).__name__}: {exc}"[:300])
+            self.anomaly("decoder_error", error_detail(cls.name, "__init__", exc))
             self.state = self.NONE
             return
         self.state = self.ATTACHED
         self.services.append(cls.name)
-        for kind, direction, value in buffered:
-            self._route(kind, direction, value)
+        # Each held event goes out at its own packet's capture time, so what a decoder
+        # emits never depends on how long the other decoders' probes kept the flow waiting.
+        outer = self._replay_ts
+        try:
+            for kind, direction, value, ts_ns in buffered:
+                self._replay_ts = ts_ns
+                self._route(kind, direction, value)
+        finally:
+            self._replay_ts = outer
 
     def _route(self, kind: int, direction: int, value: Any) -> None:
         """One buffered event, to wherever the flow is now (the decoder may have handed
         the flow off, or been detached, while earlier events were replayed to it)."""
         if self.state == self.ATTACHED:
-            if kind == _DATA:
-                self._call(self.decoder.on_data, direction, value)  # type: ignore[union-attr]
-            else:
-                self._call(self.decoder.on_gap, direction, value)  # type: ignore[union-attr]
+            self._call("on_data" if kind == _DATA else "on_gap", direction, value)
         elif self.state == self.PROBING:
             if kind == _DATA:
                 self._detect(direction, value)
             else:
-                self.buffered.append((_GAP, direction, value))
+                self.buffered.append((_GAP, direction, value, self.ts_ns))
 
-    def _call(self, method: Callable[..., None], *args: Any) -> None:
+    def _call(self, hook: str, *args: Any) -> None:
         try:
-            method(*args)
+            getattr(self.decoder, hook)(*args)
         except Exception as exc:
-            self._failed(exc)
+            self._failed(hook, exc)
 
-    def _failed(self, exc: Exception) -> None:
-        """A decoder bug must not stop the flow or the task: report it, drop the decoder."""
+    def _failed(self, hook: str, exc: Exception) -> None:
+        """A decoder bug must not stop the flow or the task: report it (naming the decoder,
+        the hook and the exception), drop the decoder from this flow."""
         name = self.decoder.name if self.decoder else "?"
-        self.anomaly("decoder_error", f"{name}: {type(exc).__name__}: {exc}"[:300])
+        self.anomaly("decoder_error", error_detail(name, hook, exc))
         self.decoder = None
         self.state = self.NONE
+
+    def _report_restore_fault(self) -> None:
+        self.state = self.NONE
+        name = self.services[-1] if self.services else "?"
+        self.anomaly("decoder_error", f"{name}.restore: {self.restore_fault}"[:ERROR_DETAIL_MAX])
 
     @property
     def service(self) -> str | None:
@@ -272,40 +322,67 @@ class FlowSession:
         return ",".join(self.services) or None
 
     # -- persistence --
+    # The snapshot is a list of these fields, in this order (as the tracker's _META_FIELDS);
+    # the decoder's own state is packed separately, so a decoder whose snapshot() raises or
+    # is not msgpack-able is detached alone and the flow is still saved.
+    _FIELDS = (
+        "state",
+        "decoder",
+        "buffered",
+        "detector",
+        "counters",
+        "services",
+        "excluded",
+        "violations",
+        "port_fallback",
+        "offsets",
+        "restore_fault",
+    )
+
     def snapshot(self) -> list[Any]:
-        detector = self.detector.snapshot() if self.detector is not None else None
-        return [
-            self.state,
-            self.decoder.name if self.decoder else None,
-            self.decoder.snapshot() if self.decoder else None,
-            [list(item) for item in self.buffered],
-            detector,
-            self.counters,
-            self.services,
-            self.excluded,
-            self.violations,
-            self.port_fallback,
-            self.offsets,
-        ]
+        values = {name: getattr(self, name) for name in self._FIELDS}
+        values["decoder"] = self._decoder_state()
+        values["buffered"] = [list(item) for item in self.buffered]
+        values["detector"] = self.detector.snapshot() if self.detector is not None else None
+        values["state"] = self.state  # after _decoder_state(): it may have detached it
+        return [values[name] for name in self._FIELDS]
+
+    def _decoder_state(self) -> list[Any] | None:
+        """[name, packed snapshot] of the attached decoder, None without one."""
+        if self.decoder is None:
+            return None
+        try:
+            return [self.decoder.name, msgpack.packb(self.decoder.snapshot(), use_bin_type=True)]
+        except Exception as exc:
+            self._failed("snapshot", exc)
+            return None
 
     @classmethod
     def restore(cls, flow: Flow, config: SessionConfig, state: list[Any]) -> FlowSession:
         session = cls(flow, config)
-        session.state, name, decoder_state, buffered, detector, counters = state[:6]
-        session.counters = dict(counters)
-        services, excluded, session.violations, session.port_fallback, offsets = state[6:11]
-        session.services, session.excluded, session.offsets = (
-            list(services),
-            list(excluded),
-            list(offsets),
-        )
-        session.buffered = [(k, d, v) for k, d, v in buffered]
-        if detector is not None:
+        values = dict(zip(cls._FIELDS, state, strict=True))
+        session.state = values["state"]
+        session.counters = dict(values["counters"])
+        session.services = list(values["services"])
+        session.excluded = list(values["excluded"])
+        session.violations = values["violations"]
+        session.port_fallback = values["port_fallback"]
+        session.offsets = list(values["offsets"])
+        session.restore_fault = values["restore_fault"]
+        session.buffered = [(k, d, v, ts) for k, d, v, ts in values["buffered"]]
+        if values["detector"] is not None:
             session.detector = session._new_detector()
-            session.detector.restore(detector)
-        if name is not None:
-            dec_cls = config.by_name[name]
-            session.decoder = dec_cls.restore(session, config.options.get(name, {}), decoder_state)
+            session.detector.restore(values["detector"])
+        if values["decoder"] is not None:
+            name, packed = values["decoder"]
+            try:  # KeyError: the decoder is no longer selected
+                dec_cls = config.by_name[name]
+                decoder_state = msgpack.unpackb(packed, raw=False)
+                session.decoder = dec_cls.restore(session, config.options[name], decoder_state)
+            except Exception as exc:  # reported at the flow's next event: see FAULTED
+                session.decoder = None
+                session.state = cls.FAULTED
+                session.restore_fault = f"{type(exc).__name__}: {exc}"[:ERROR_DETAIL_MAX]
         return session
 
 

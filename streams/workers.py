@@ -44,6 +44,7 @@ def _worker_main(
     tune_gc()
     decoders = select(config.decoders)
     records: Counter[str] = Counter()
+    anomalies: Counter[str] = Counter()
     files = {p: open(os.path.join(out_dir, f"part-{p}.jsonl"), "wb") for p in partitions}  # noqa: SIM115
 
     def emitter(partition: int) -> Callable[[str, str, dict[str, Any]], None]:
@@ -51,6 +52,8 @@ def _worker_main(
 
         def emit(record_type: str, _key: str, record: dict[str, Any]) -> None:
             records[record_type] += 1
+            if record_type == "anomaly":
+                anomalies[record["name"]] += 1
             write(dumps_record(record) + b"\n")
 
         return emit
@@ -65,7 +68,7 @@ def _worker_main(
     commit_every = config.commit_every_packets
     mine = 0
     next_commit = commit_every
-    from streams.replay import PartitionCache, unsupported_linktype
+    from streams.replay import PartitionCache, split_at_commits, unsupported_linktype
 
     partition_of = PartitionCache(n)
 
@@ -81,15 +84,16 @@ def _worker_main(
                 capture.close()
                 continue
             with capture:
-                for batch in source.keyed_batches(capture.raw_batches(), keep):
-                    for kp in batch:
-                        tasks[partition_of(kp[0])].process_packet(kp[2], kp[0], kp[1])  # type: ignore[union-attr]
-                    mine += len(batch)
-                    if mine >= next_commit:  # outputs never depend on when commits happen
-                        next_commit = mine + commit_every
-                        for t in tasks:
-                            if t is not None:
-                                t.commit()
+                for whole in source.keyed_batches(capture.raw_batches(), keep):
+                    for batch in split_at_commits(whole, mine, next_commit, commit_every):
+                        for kp in batch:
+                            tasks[partition_of(kp[0])].process_packet(kp[2], kp[0], kp[1])  # type: ignore[union-attr]
+                        mine += len(batch)
+                        if mine >= next_commit:  # outputs never depend on when commits happen
+                            next_commit = mine + commit_every
+                            for t in tasks:
+                                if t is not None:
+                                    t.commit()
         except CaptureError as exc:
             errors.append(str(exc))
     bad: Counter[str] = Counter(source.bad)
@@ -107,6 +111,7 @@ def _worker_main(
     conn.send(
         {
             "records": dict(records),
+            "anomalies": dict(anomalies),
             "task_bad": dict(bad - Counter(source.bad)),
             "source_bad": dict(source.bad),
             "flows": flows,
@@ -159,9 +164,15 @@ def run_workers(
             while chunk := f.read(1 << 20):
                 write(chunk)
     shutil.rmtree(out_dir, ignore_errors=True)
-    merged: dict[str, Any] = {"records": Counter(), "bad": Counter(), "flows": 0}
+    merged: dict[str, Any] = {
+        "records": Counter(),
+        "anomalies": Counter(),
+        "bad": Counter(),
+        "flows": 0,
+    }
     for result in results:
         merged["records"].update(result["records"])
+        merged["anomalies"].update(result["anomalies"])
         merged["bad"].update(result["task_bad"])
         merged["flows"] += result["flows"]
     first = results[0]  # every worker read the same captures

@@ -1,7 +1,7 @@
 """Compare wirestream's replay records with third-party oracles (tshark, tcpflow, Zeek, Suricata).
 
 The oracles live in fixtures/pcaps/oracles/<capture>/ (see fixtures/pcaps/MANIFEST.md and
-/work/shared/tools/make_oracles.py for how they were made). Expected values are always read from
+../shared/tools/make_oracles.py for how they were made). Expected values are always read from
 those files; this module only decides *which* oracle is the reference for a capture (with a written
 reason when it is not tshark's default run: HTTP_SOURCE, REQUEST_SOURCE, RESPONSE_SOURCE,
 STREAM_SOURCE, EXCLUDED_FLOWS) and how our records line up with it. KNOWN_DIFFERENCES is the

@@ -11,20 +11,19 @@ from collections import Counter
 from pathlib import Path
 
 import dpkt
-import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from decoders import testing as harness
 from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
 from decoders.dns import DnsDecoder
 from decoders.dns_msg import MAX_POINTERS, parse_message, read_name
 from decoders.registry import select
+from decoders.testing import Event
 from probe.capture import open_capture
 from probe.source import PacketSource
 from streams.replay import replay_records
-from tests import decoder_harness as harness
-from tests.decoder_harness import Event, apply
 from tests.test_task_restore import keyed_packets
 from tests.test_task_restore import run as run_task
 
@@ -246,20 +245,13 @@ UDP = FlowInfo("Cudp", "udp", Endpoint("10.0.0.1", 40000), Endpoint("10.0.0.53",
 TCP = FlowInfo("Ctcp", "tcp", Endpoint("10.0.0.1", 40000), Endpoint("10.0.0.53", 53))
 
 
-class FakeCtx(harness.FakeCtx):
+class FakeCtx(harness.FakeContext):
     def __init__(self, flow: FlowInfo, out: list | None = None) -> None:
         super().__init__(flow, out, ts_ns=0)
 
 
 def run(events: list[Event], flow: FlowInfo = UDP, restore_every: bool = False) -> list:
-    ctx = FakeCtx(flow)
-    dec = DnsDecoder(ctx, {})
-    for e in events:
-        apply(dec, ctx, e)
-        if restore_every:
-            blob = msgpack.packb(dec.snapshot(), use_bin_type=True)
-            dec = DnsDecoder.restore(ctx, {}, msgpack.unpackb(blob, raw=False))
-    return ctx.out
+    return harness.run_events(DnsDecoder, events, restore_every=restore_every, ctx=FakeCtx(flow))
 
 
 def dns_records(out: list) -> list[dict]:

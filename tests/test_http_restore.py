@@ -13,13 +13,13 @@ import pytest
 from decoders import http_body
 from decoders.api import CLIENT, SERVER
 from decoders.http import HttpDecoder
+from decoders.testing import rechunk
 from tests.test_http_support import (
     PCAPS,
     FakeCtx,
     canon,
     chunked,
     flow_info,
-    rechunk,
     req,
     resp,
     run,

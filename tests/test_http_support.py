@@ -5,22 +5,19 @@ once the peer acknowledged past them), and drivers that run, chunk and snapshot/
 from __future__ import annotations
 
 import json
-import random
 import socket
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import dpkt
-import msgpack
 
 from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
 from decoders.http import HttpDecoder
-from tests.decoder_harness import Event, FakeCtx, apply
+from decoders.testing import Event, run_events
+from decoders.testing import FakeContext as FakeCtx
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
-if not (PCAPS / "oracles").exists():
-    PCAPS = Path("/work/shared/pcaps/public")
 ORACLES = PCAPS / "oracles"
 
 
@@ -169,45 +166,19 @@ def flow_info(key: tuple) -> FlowInfo:
 
 
 # ---------------------------------------------------------------- drivers
-def rechunk(events: list[Event], rng: random.Random, max_chunk: int = 700) -> list[Event]:
-    """Split every data event into random pieces (same times)."""
-    out = []
-    for e in events:
-        if e[0] != "data":
-            out.append(e)
-            continue
-        data, i = e[2], 0
-        while i < len(data):
-            n = rng.randint(1, max_chunk)
-            out.append(("data", e[1], data[i : i + n], e[3]))
-            i += n
-    return out
-
-
 def run(events: list[Event], options: dict | None = None, flow: FlowInfo | None = None) -> FakeCtx:
     ctx = FakeCtx(flow)
-    dec = HttpDecoder(ctx, options or {})
-    for e in events:
-        apply(dec, ctx, e)
+    run_events(HttpDecoder, events, options=options, ctx=ctx)
     return ctx
 
 
 def run_with_restart(
     events: list[Event], at: int, options: dict | None = None, flow: FlowInfo | None = None
 ) -> FakeCtx:
-    """Run, and after `at` events snapshot -> msgpack -> restore into a new context that keeps
-    appending to the same output list."""
+    """Run, and after `at` events snapshot -> msgpack -> restore (decoders.testing)."""
     ctx = FakeCtx(flow)
-    dec = HttpDecoder(ctx, options or {})
-    for e in events[:at]:
-        apply(dec, ctx, e)
-    blob = msgpack.packb(dec.snapshot(), use_bin_type=True)
-    ctx2 = FakeCtx(flow, ctx.out)
-    ctx2.ts_ns = ctx.ts_ns
-    dec2 = HttpDecoder.restore(ctx2, options or {}, msgpack.unpackb(blob, raw=False))
-    for e in events[at:]:
-        apply(dec2, ctx2, e)
-    return ctx2
+    run_events(HttpDecoder, events, options=options, restore_at=[at], ctx=ctx)
+    return ctx
 
 
 def req(method: str = "GET", uri: str = "/", extra: str = "", body: bytes = b"") -> bytes:

@@ -35,10 +35,10 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 
 from decoders.api import CLIENT, SERVER
+from decoders.testing import FakeContext
 from decoders.websocket import WebSocketDecoder
 from probe.capture import open_capture
 from probe.source import PacketSource
-from tests.decoder_harness import FakeCtx
 from tests.flowgen import Conversation
 from tests.fuzzing import fuzz
 from tests.pcapgen import write_pcap
@@ -294,23 +294,14 @@ def frame(op: int, payload: bytes = b"", *, fin: bool = True, mask: bytes | None
 KEY = b"abcd"
 
 
-class ViolationCtx(FakeCtx):
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.violations: list[str] = []
-
-    def violation(self, reason: str) -> None:
-        self.violations.append(reason)
-
-
 def drive(events: list, restore_at: int | None = None) -> tuple[list, list[str]]:
-    ctx = ViolationCtx()
+    ctx = FakeContext()
     dec = WebSocketDecoder(ctx, {})
     for i, (kind, direction, value) in enumerate(events):
         if i == restore_at:
             blob = msgpack.packb(dec.snapshot(), use_bin_type=True)
             old = ctx
-            ctx = ViolationCtx(out=old.out, ts_ns=old.ts_ns)
+            ctx = FakeContext(out=old.out, ts_ns=old.ts_ns)
             ctx.violations = old.violations
             dec = WebSocketDecoder.restore(ctx, {}, msgpack.unpackb(blob, raw=False))
         ctx.ts_ns += 1000

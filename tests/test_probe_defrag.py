@@ -18,7 +18,7 @@ from probe.packet import Packet
 from probe.parse import Fragment, parse_frame
 from tests import pcapgen as g
 
-PUBLIC = Path("/work/shared/pcaps/public")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 SEC = 1_000_000_000
 BODY = bytes(range(256)) * 12  # 3072 bytes
 
@@ -227,7 +227,7 @@ def test_same_ident_different_vlans_are_separate():
 def _real_defrag(name, **kw):
     d = Defragmenter(**kw)
     out = []
-    for lt, ts, ol, fr in open_capture(PUBLIC / name):
+    for lt, ts, ol, fr in open_capture(FIXTURES / name):
         r = parse_frame(lt, fr, ts, ol)
         if isinstance(r, Fragment):
             done = d.feed(r)
@@ -236,7 +236,6 @@ def _real_defrag(name, **kw):
     return d, out
 
 
-@pytest.mark.skipif(not PUBLIC.is_dir(), reason="public captures not available")
 @pytest.mark.parametrize("policy", ["first", "last"])
 def test_zeek_fragmented_4(policy):
     """4 overlapping fragments of one TCP segment. Wireshark keeps the last copy, so with
@@ -245,7 +244,7 @@ def test_zeek_fragmented_4(policy):
     assert d.stats.reassembled == 1 and d.stats.overlap_conflicts == 1 and len(d) == 0
     (pkt,) = pkts
     assert (pkt.proto, pkt.sport, pkt.dport) == (6, 7790, 80)
-    oracle = PUBLIC / "oracles" / "zeek__ipv4__fragmented-4.pcap" / "flows.jsonl"
+    oracle = FIXTURES / "oracles" / "zeek__ipv4__fragmented-4.pcap" / "flows.jsonl"
     flows = [json.loads(line) for line in oracle.read_text().splitlines()]
     (flow,) = [f for f in flows if f["src"] == "128.32.46.142" and f["dport"] == 80]
     tshark = flow["tshark_follow"]
@@ -256,12 +255,11 @@ def test_zeek_fragmented_4(policy):
         assert pkt.payload.startswith(b"GET /msadc/") and b"cmd.exe" in pkt.payload
 
 
-@pytest.mark.skipif(not PUBLIC.is_dir(), reason="public captures not available")
 def test_dns_over_fragmented_udp():
     """4 DNS responses in 2 fragments each; tshark's DNS oracle lists each message."""
     d, pkts = _real_defrag("zeek__dns-edns-ecs.pcap")
     assert d.stats.reassembled == 4 and len(d) == 0
-    oracle = PUBLIC / "oracles" / "zeek__dns-edns-ecs.pcap" / "dns_tshark.jsonl"
+    oracle = FIXTURES / "oracles" / "zeek__dns-edns-ecs.pcap" / "dns_tshark.jsonl"
     seen = {
         (m["sport"], m["dport"], m["id"], m["qname"], m["response"])
         for m in map(json.loads, oracle.read_text().splitlines())

@@ -19,7 +19,7 @@ from probe.parse import parse_frame
 from probe.record import FLAG_REASSEMBLED, HEADER, decode_record, encode_record
 from tests import pcapgen as g
 
-PUBLIC = Path("/work/shared/pcaps/public")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 
 
 def pkt(src, dst, sport, dport, *, proto=6, vlan=(), version=None) -> Packet:
@@ -80,7 +80,7 @@ def test_vlan_zero_is_not_part_of_the_key():
 
 
 def test_real_vlan0_capture_keys_like_untagged():
-    path = PUBLIC / "zeek__http-vlan-0.pcap"
+    path = FIXTURES / "zeek__http-vlan-0.pcap"
     if not path.exists():
         pytest.skip("public captures not available")
     keys, stripped = set(), set()

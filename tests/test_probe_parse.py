@@ -15,12 +15,11 @@ from hypothesis import strategies as st
 from probe.capture import open_capture
 from probe.errors import ParseError
 from probe.packet import ACK, PSH, SYN, Packet
-from probe.parse import Fragment, parse_frame, parse_ip
+from probe.parse import Fragment, common_tcp4, parse_frame, parse_general, parse_ip
 from tests import pcapgen as g
 
-PUBLIC = Path("/work/shared/pcaps/public")
-REAL = sorted(PUBLIC.glob("*.pcap*")) if PUBLIC.is_dir() else []
-needs_real = pytest.mark.skipif(not REAL, reason="public captures not available")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
+REAL = sorted(FIXTURES.glob("*.pcap*"))
 
 V4A, V4B = "192.0.2.10", "198.51.100.20"
 V6A, V6B = "2001:db8::10", "2001:db8:1::20"
@@ -306,7 +305,6 @@ def _dpkt_ip(linktype: int, buf: bytes):
     raise AssertionError(f"no dpkt decoder for linktype {linktype}")
 
 
-@needs_real
 @pytest.mark.parametrize("path", REAL, ids=lambda p: p.name)
 def test_real_captures_match_dpkt(path):
     """Every record parses (no exception); IP packets agree with dpkt field by field."""
@@ -342,14 +340,13 @@ def test_real_captures_match_dpkt(path):
     assert compared > 0
 
 
-@needs_real
 def test_snapped_frames_match_tshark_gaps():
     """zeek tcp/reassembly.pcap has frames cut short; tshark reports the missing bytes as
     gaps of the same sizes."""
-    path = PUBLIC / "zeek__tcp__reassembly.pcap"
+    path = FIXTURES / "zeek__tcp__reassembly.pcap"
     cut = [p.truncated for *_, p in _parsed(path) if isinstance(p, Packet) and p.truncated]
     assert cut
-    flows = PUBLIC / "oracles" / path.name / "flows.jsonl"
+    flows = FIXTURES / "oracles" / path.name / "flows.jsonl"
     gaps = set()
     for line in flows.read_text().splitlines():
         gaps.update(n for _, n in json.loads(line)["tshark_follow"]["gaps"])
@@ -359,3 +356,71 @@ def test_snapped_frames_match_tshark_gaps():
 def _parsed(path):
     for linktype, ts, orig_len, frame in open_capture(path):
         yield linktype, ts, orig_len, parse_frame(linktype, frame, ts, orig_len)
+
+
+# ------------------------------------------------ the fast path is a guard: same Packet
+
+
+def _outcome(fn, linktype: int, frame: bytes):
+    try:
+        return fn(linktype, frame, 7, len(frame) + 3)
+    except ParseError as exc:
+        return ("error", exc.kind)
+
+
+def _common_frames() -> list[bytes]:
+    """Frames around the guard's edges: tiny and empty payloads (the old parse.py guard
+    sent those under 20 bytes the long way), TCP and IP options, fragments, padding, cut
+    frames, a zero total length (segmentation offload), VLANs, IPv6."""
+    frames = []
+    for payload in (b"", b"x", b"y" * 19, b"z" * 20, b"w" * 1400):
+        seg = g.tcp(1234, 80, payload, flags=ACK | PSH)
+        ip = g.ipv4(seg)
+        frames += [g.ether(ip), g.ether(ip) + b"\0" * 30, g.ether(ip)[:-1], g.ether(ip, vlans=[5])]
+        frames.append(g.ether(g.ipv6(seg)))
+        frames += [g.ether(frag) for frag in g.fragment_ipv4(ip, 24)]
+    seg = g.tcp(1234, 80, b"data", flags=ACK, opts=b"\x01\x01\x08\x0a" + b"\0" * 8)
+    frames.append(g.ether(g.ipv4(seg)))
+    frames.append(g.ether(g.ipv4(seg, opts=b"\x01" * 4)))
+    ip = bytearray(g.ipv4(g.tcp(1, 2, b"abc")))
+    ip[2:4] = b"\0\0"  # total length 0
+    frames.append(g.ether(bytes(ip)))
+    return frames
+
+
+@pytest.mark.parametrize("index", range(len(_common_frames())))
+def test_fast_path_gives_what_the_general_parser_gives(index):
+    frame = _common_frames()[index]
+    assert _outcome(parse_frame, 1, frame) == _outcome(parse_general, 1, frame)
+
+
+def test_the_guard_takes_the_common_frame_and_nothing_else():
+    small = g.ether(g.ipv4(g.tcp(1, 2, b"x")))  # 1 byte of payload: the common case
+    assert common_tcp4(small, 0, len(small)) is not None
+    assert common_tcp4(b"pad" + small, 3, 3 + len(small)) is not None  # an offset in a block
+    with_vlan = g.ether(g.ipv4(g.tcp(1, 2, b"x")), vlans=[5])
+    assert common_tcp4(with_vlan, 0, len(with_vlan)) is None
+    big = g.ether(g.ipv4(g.tcp(1, 2, b"x" * 100)))
+    assert common_tcp4(big, 0, len(big)) is not None
+    assert common_tcp4(big, 0, len(big) - 1) is None  # cut by the snaplen: the long way
+    opts = g.ether(g.ipv4(g.tcp(1, 2, b"x" * 100), opts=b"\x01" * 4))
+    assert common_tcp4(opts, 0, len(opts)) is None  # IP options: the long way
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    pos=st.integers(0, 80),
+    value=st.binary(min_size=1, max_size=3),
+    cut=st.integers(0, 120),
+    payload=st.binary(max_size=40),
+)
+def test_mutated_common_frames_parse_the_same_both_ways(pos, value, cut, payload):
+    base = g.ether(g.ipv4(g.tcp(1234, 80, payload, flags=ACK)))
+    frame = _mutate(base, pos % len(base), value)[: max(cut, 1)]
+    assert _outcome(parse_frame, 1, frame) == _outcome(parse_general, 1, frame)
+
+
+@pytest.mark.parametrize("path", REAL, ids=lambda p: p.name)
+def test_fixtures_parse_the_same_both_ways(path):
+    for linktype, _ts, _orig_len, frame in open_capture(path):
+        assert _outcome(parse_frame, linktype, frame) == _outcome(parse_general, linktype, frame)

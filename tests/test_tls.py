@@ -11,19 +11,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from decoders import testing as harness
 from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
 from decoders.registry import select
+from decoders.testing import Event
 from decoders.tls import TlsDecoder
 from decoders.tls_hello import HRR_RANDOM, ja4_alpn, parse_client_hello, parse_server_hello
 from decoders.tls_stream import MAX_HANDSHAKE
 from streams.replay import replay_records
-from tests import decoder_harness as harness
-from tests.decoder_harness import Event, apply
 from tests.test_task_restore import keyed_packets
 from tests.test_task_restore import run as run_task
 
@@ -404,21 +403,14 @@ def test_server_hello_fields_and_hrr():
 FLOW = FlowInfo("Ctest", "tcp", Endpoint("10.0.0.1", 40000), Endpoint("10.0.0.2", 443))
 
 
-class FakeCtx(harness.FakeCtx):
+class FakeCtx(harness.FakeContext):
     def __init__(self, flow: FlowInfo = FLOW, out: list | None = None) -> None:
         super().__init__(flow, out, ts_ns=0)
 
 
 def run(events: list[Event], cls: Any = TlsDecoder, flow: FlowInfo = FLOW, restore_every=False):
-    """Feed events; with restore_every, snapshot -> msgpack -> restore after each one."""
-    ctx = FakeCtx(flow)
-    dec = cls(ctx, {})
-    for e in events:
-        apply(dec, ctx, e)
-        if restore_every:
-            blob = msgpack.packb(dec.snapshot(), use_bin_type=True)
-            dec = cls.restore(ctx, {}, msgpack.unpackb(blob, raw=False))
-    return ctx.out
+    """Feed events; with restore_every, snapshot -> msgpack -> restore before each one."""
+    return harness.run_events(cls, events, restore_every=restore_every, ctx=FakeCtx(flow))
 
 
 def split(data: bytes, rng: random.Random, max_chunk: int) -> list[bytes]:

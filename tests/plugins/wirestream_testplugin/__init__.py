@@ -1,6 +1,7 @@
 """A third-party decoder, as a plugin author would write one: a line protocol recognised by
 content ("LINECOUNT" greeting), emitting one record per flow with the lines per direction.
-It lives outside wirestream and reaches it only through the entry point."""
+It lives outside wirestream and reaches it only through the entry point. docs/plugins.md
+walks through it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ MAGIC = b"LINECOUNT"
 
 class LineCountDecoder(Decoder):
     name = "linecount"
+    # -O linecount.weight=0.5 -O linecount.tag=lab -O linecount.count_gaps=false; every
+    # decoder also takes -O linecount.ports=7000,7001 (empty by default here).
+    option_defaults = {"weight": 1.0, "tag": "", "count_gaps": True}
 
     @classmethod
     def probe(cls, direction: int, data: bytes) -> bool | None:
@@ -32,7 +36,8 @@ class LineCountDecoder(Decoder):
         self.lines[direction] += data.count(b"\n")
 
     def on_gap(self, direction: int, length: int) -> None:
-        self.gaps += 1
+        if self.options["count_gaps"]:
+            self.gaps += 1
 
     def on_close(self, reason: str) -> None:
         self.ctx.emit(
@@ -42,6 +47,8 @@ class LineCountDecoder(Decoder):
                 "client_lines": self.lines[0],
                 "server_lines": self.lines[1],
                 "gaps": self.gaps,
+                "weighted_lines": (self.lines[0] + self.lines[1]) * self.options["weight"],
+                "tag": self.options["tag"],
             },
         )
 
