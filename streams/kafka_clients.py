@@ -78,10 +78,17 @@ def new_group_consumer(settings: RunSettings, member: str, assignor: Any) -> Kaf
 
 
 def new_restore_consumer(settings: RunSettings, member: str) -> KafkaConsumer:
-    """The changelog reader: no group, so restoring never takes part in a rebalance."""
+    """The changelog reader: no group, so restoring never takes part in a rebalance.
+
+    Incremental fetch sessions (KIP-227) are off: a changelog partition restored, dropped
+    and assigned again at the same offset is left out of the broker's incremental fetch
+    responses (nothing changed for it in the session), so kafka-python never learns its
+    high watermark and a restore that is already complete waits forever. Seen on Apache
+    Kafka 4.1 with kafka-python 3.0.12; full fetches of a few partitions cost nothing."""
     return KafkaConsumer(
         group_id=None,
         client_id=f"wirestream-{member}-restore",
+        enable_incremental_fetch_sessions=False,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed" if settings.exactly_once else "read_uncommitted",
