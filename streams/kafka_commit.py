@@ -31,8 +31,10 @@ if TYPE_CHECKING:
     from streams.kafka_runtime import KafkaRuntime
 
 # A transaction step normally takes milliseconds; kafka-python 3.0 never finishes one that
-# spans a broker restart, so after this long the partition's producer is replaced.
-TXN_WAIT_SECONDS = 5.0
+# spans a broker restart, so after this long the partition's producer is replaced. Not
+# shorter: on a busy machine (two cores shared with the broker) a step can take seconds,
+# and each timeout sends the partition back to its last commit.
+TXN_WAIT_SECONDS = 15.0
 
 
 def commit(rt: KafkaRuntime) -> bool:
