@@ -132,6 +132,14 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         "connection carry different tags (Suricata's vlan.use-for-tracking: false)",
     )
     p.add_argument(
+        "--community-id-seed",
+        type=_community_id_seed,
+        default=0,
+        metavar="N",
+        help="seed of the Community ID v1 hash on every flow's records (0..65535; sensors "
+        "whose records are joined must use the same) (default: 0)",
+    )
+    p.add_argument(
         "--tcp-idle-timeout",
         type=_seconds,
         default=d.tcp_idle_timeout_ns,
@@ -171,6 +179,13 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _community_id_seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError("the Community ID seed is a 16-bit number (0..65535)")
+    return value
+
+
 def _runtime_config(args: argparse.Namespace) -> Any:
     from streams.config import RuntimeConfig
 
@@ -194,6 +209,7 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         reorder_window_ns=args.reorder_window,
         vlan_in_flow_key=not args.no_vlan_in_flow_key,
         stream_chunks=args.stream_chunks,
+        community_id_seed=args.community_id_seed,
     )
     if args.window_stats is not None:
         from stats.windows import configure

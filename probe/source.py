@@ -170,6 +170,9 @@ class PacketSource:
                             win,
                             (),
                             orig_len,
+                            0,
+                            0,
+                            tlen,
                         )
                         add(
                             new(

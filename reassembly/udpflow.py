@@ -15,10 +15,11 @@ PHASE_ACTIVE, PHASE_CLOSED = 1, 2
 
 
 class UdpSide:
-    __slots__ = ("bytes", "hasher", "packets")
+    __slots__ = ("bytes", "hasher", "ip_bytes", "packets")
 
     def __init__(self) -> None:
         self.packets = 0
+        self.ip_bytes = 0
         self.bytes = 0
         self.hasher: ResumableSha256 | None = None
 
@@ -70,6 +71,7 @@ class UdpFlow:
                 self.flipped = True
         half = self.halves[side]
         half.packets += 1
+        half.ip_bytes += pkt.ip_len
         if self.phase == PHASE_CLOSED:
             return
         payload = pkt.payload
@@ -107,7 +109,10 @@ class UdpFlow:
     def snapshot(self) -> list[Any]:
         return [
             self.uid,
-            [[h.packets, h.bytes, h.hasher.save() if h.hasher else None] for h in self.halves],
+            [
+                [h.packets, h.bytes, h.hasher.save() if h.hasher else None, h.ip_bytes]
+                for h in self.halves
+            ],
             self.client_side,
             self.flipped,
             self.phase,
@@ -121,8 +126,9 @@ class UdpFlow:
         cls, key: bytes, state: list[Any], sink: StreamSink, budget: object = None
     ) -> UdpFlow:
         flow = cls(key, state[0], state[6], sink)
-        for half, (packets, nbytes, hasher) in zip(flow.halves, state[1], strict=True):
+        for half, (packets, nbytes, hasher, *rest) in zip(flow.halves, state[1], strict=True):
             half.packets, half.bytes = packets, nbytes
+            half.ip_bytes = rest[0] if rest else 0  # (states saved before ip_bytes existed)
             half.hasher = ResumableSha256.load(hasher) if hasher is not None else None
         flow.client_side, flow.flipped, flow.phase, flow.close_reason = state[2:6]
         flow.ts_last = state[7]
