@@ -243,7 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         default="-",
         metavar="FILE",
-        help="where the JSON lines go; '-' = stdout (default)",
+        help="where the JSON lines go; '-' = stdout (default); with --format zeek or "
+        "zeek-json: the directory the logs go to",
+    )
+    rp.add_argument(
+        "--format",
+        choices=("json", "zeek", "zeek-json"),
+        default="json",
+        help="json: wirestream's records (docs/records.md); zeek: conn/http/ssl/dns/weird.log "
+        "in Zeek's TSV format; zeek-json: the same as Zeek's JSON logs (docs/zeek-logs.md) "
+        "(default: json)",
     )
     rp.add_argument(
         "--partitions",
@@ -297,7 +306,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     log = structlog.get_logger("wirestream")
     config = _runtime_config(args)
     check_options(config.decoder_options)
-    if args.output == "-":
+    zeek = None
+    if args.format != "json":
+        from streams.zeekwriter import ZeekLogWriter
+
+        if args.output == "-":
+            log.error("zeek_format_needs_a_directory", hint="-o DIR")
+            return EXIT_USAGE
+        try:
+            zeek = ZeekLogWriter(args.output, use_json=args.format == "zeek-json")
+        except OSError as exc:
+            log.error("cannot_open_output", path=args.output, error=exc.strerror)
+            return EXIT_USAGE
+        out = zeek
+        close = False
+    elif args.output == "-":
         out = sys.stdout.buffer
         close = False
     else:
@@ -322,7 +345,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return EXIT_OK
     finally:
-        if close:
+        if zeek is not None:
+            zeek.close()
+        elif close:
             out.close()
         else:
             try:
