@@ -38,7 +38,6 @@ class IpFlow:
     __slots__ = (
         "client_side",
         "close_reason",
-        "flipped",
         "halves",
         "header",
         "key",
@@ -57,7 +56,6 @@ class IpFlow:
         self.sink = sink
         self.halves = (IpSide(), IpSide())
         self.client_side = -1
-        self.flipped = False
         self.phase = PHASE_ACTIVE
         self.close_reason = ""
         self.ts_first = ts_ns

@@ -381,6 +381,7 @@ class WindowAggregator:
             "type": RECORD_TYPE,
             "id": f"{window_id}:{RECORD_TYPE}:1",
             "window_id": window_id,  # not a flow: no `uid` (that names flows everywhere else)
+            "ts": ts_seconds(start),  # every record has a `ts`: here the window's start
             "window_start": ts_seconds(start),
             "window_end": ts_seconds(start + self.size),
             "grace": ts_seconds(self.grace),

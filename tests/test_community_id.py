@@ -110,7 +110,7 @@ def test_every_record_of_every_flow_carries_the_reference_id(capture: Path) -> N
     assert {f["community_id"] for f in flows.values()} == packet_ids(capture)
 
 
-def _icmp_capture(path: Path) -> Path:
+def icmp_capture(path: Path) -> Path:
     def echo(kind: int, seq: int) -> bytes:
         return bytes(dpkt.icmp.ICMP(type=kind, data=dpkt.icmp.ICMP.Echo(id=7, seq=seq)))
 
@@ -135,7 +135,7 @@ def _icmp_capture(path: Path) -> Path:
 
 
 def test_icmp_and_other_protocols_make_flows_like_zeeks_conn_log(tmp_path: Path) -> None:
-    capture = _icmp_capture(tmp_path / "icmp.pcap")
+    capture = icmp_capture(tmp_path / "icmp.pcap")
     flows = [r for r in replay_records([str(capture)]) if r["type"] == "flow"]
     by = {(f["ip_proto"], f["client"]["port"], f["server"]["port"]): f for f in flows}
     assert sorted(by) == [(1, 3, 1), (1, 8, 0), (47, 0, 0), (58, 128, 129)]

@@ -312,10 +312,11 @@ def test_top_talkers_order_and_ties() -> None:
         agg.add_fixed(BASE, "tcp", "http", ip, nbytes, True)
     agg.add_fixed(BASE + 10, "tcp", "http", "10.0.0.1", 400, False)
     (record,) = agg.close()
-    assert list(record)[:9] == [
-        "type", "id", "window_id", "window_start", "window_end", "grace", "partition", "groups",
-        "late",
+    assert list(record)[:10] == [
+        "type", "id", "window_id", "ts", "window_start", "window_end", "grace", "partition",
+        "groups", "late",
     ]  # fmt: skip
+    assert record["ts"] == record["window_start"]
     assert record["window_id"] == f"W2-{BASE}" and record["id"] == f"W2-{BASE}:window_stats:1"
     (group,) = record["groups"]
     assert [(t["ip"], t["bytes"]) for t in group["top_talkers"]] == [
