@@ -106,6 +106,7 @@ def test_every_record_of_every_flow_carries_the_reference_id(capture: Path) -> N
         assert flow["community_id"] == of_flow_record(flow), flow["uid"]
     for r in records:
         assert r["community_id"] == flows[r["uid"]]["community_id"], r["id"]
+    check_anomalies(records, flows)
     # Every packet's reference ID names a flow we report, and every flow has packets.
     assert {f["community_id"] for f in flows.values()} == packet_ids(capture)
 
@@ -184,3 +185,30 @@ def test_ipv6_addresses_hash_packed() -> None:
     src, dst = "2001:db8::1", "2001:db8::2"
     assert ipaddress.ip_address(src).version == 6
     assert reference(6, src, dst, 1234, 80) == reference(6, dst, src, 80, 1234)
+
+
+def check_anomalies(records: list[dict[str, Any]], flows: dict[str, dict[str, Any]]) -> None:
+    """Anomalies carry their flow's endpoints, and the decoder they concern (none for
+    reassembly and flow-table anomalies)."""
+    for a in (r for r in records if r["type"] == "anomaly"):
+        flow = flows[a["uid"]]
+        assert (a["proto"], a["client"], a["server"]) == (
+            flow["proto"], flow["client"], flow["server"],
+        ), a["id"]  # fmt: skip
+        if a["name"] in streams.session.RUNTIME_ANOMALIES:
+            assert a["decoder"] is None, a["id"]
+        elif a["decoder"] is not None:
+            assert a["decoder"] in (flow["service"] or "").split(","), a["id"]
+
+
+@pytest.mark.parametrize(
+    "capture,decoder",
+    [
+        ("sv__eve-overlap-payload-01__tcp-overlap.pcap", None),
+        ("sv__http-chunked__input.pcap", "http"),
+    ],
+)
+def test_anomalies_name_their_decoder_or_none(capture: str, decoder: str | None) -> None:
+    records = replay_records([str(FIXTURES / capture)])
+    anomalies = [r for r in records if r["type"] == "anomaly"]
+    assert anomalies and {a["decoder"] for a in anomalies} == {decoder}
