@@ -140,6 +140,13 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         "whose records are joined must use the same) (default: 0)",
     )
     p.add_argument(
+        "--zeek-topics",
+        action="store_true",
+        help="also emit each record's Zeek JSON log line as a record of type zeek-conn, "
+        "zeek-http, zeek-ssl, zeek-dns or zeek-weird; Kafka mode sends them to topics "
+        "<prefix>zeek-conn ... as zeek-kafka does (docs/zeek-logs.md)",
+    )
+    p.add_argument(
         "--tcp-idle-timeout",
         type=_seconds,
         default=d.tcp_idle_timeout_ns,
@@ -211,6 +218,10 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         stream_chunks=args.stream_chunks,
         community_id_seed=args.community_id_seed,
     )
+    if args.zeek_topics:
+        from streams.zeektopics import configure as zeek_topics
+
+        zeek_topics(config)
     if args.window_stats is not None:
         from stats.windows import configure
 

@@ -495,6 +495,7 @@ class WindowStats:
     """TaskExtension: feeds a WindowAggregator from a task's packets and records."""
 
     name = RECORD_TYPE
+    packets = True
 
     def __init__(self, partition: int, emit: Emit, options: dict[str, Any]) -> None:
         self.agg = WindowAggregator(

@@ -40,6 +40,9 @@ class TaskExtension(Protocol):
     with the task's at every commit, so it moves with the partition like the flows."""
 
     name: str
+    # Whether on_packet is wanted: an extension that only watches records (e.g. the Zeek
+    # JSON output) leaves the task's batch path as it is without extensions.
+    packets: bool
 
     def on_packet(self, pkt: Packet, flow: Flow | None) -> None: ...
 
@@ -78,6 +81,7 @@ class Task:
             factory(partition, emit, config.extension_options.get(factory.name, {}))
             for factory in config.extensions
         ]
+        self._packet_extensions = [ext for ext in self.extensions if ext.packets]
         record_emit = self._emit_and_observe if self.extensions else emit
         self.sessions = SessionConfig(
             decoders,
@@ -98,13 +102,13 @@ class Task:
         flow = self.tracker.process(pkt, key, forward)
         if pkt.flags & FLAG_FRAGMENT_CONFLICT and flow is not None:
             flow.sink.anomaly("fragment_overlap_different_data", "first copy kept")
-        if self.extensions:
-            for ext in self.extensions:
+        if self._packet_extensions:
+            for ext in self._packet_extensions:
                 ext.on_packet(pkt, flow)
 
     def process_batch(self, batch: Sequence[KeyedPacket]) -> None:
         """`process_packet` for each keyed packet of a batch, in order (replay's hot path)."""
-        if self.extensions:
+        if self._packet_extensions:
             for kp in batch:
                 self.process_packet(kp.packet, kp.key, kp.forward)
             return

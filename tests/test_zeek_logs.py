@@ -16,6 +16,7 @@ from zat.log_to_dataframe import LogToDataFrame
 
 from runner import main
 from streams.replay import replay_records
+from streams.serde import dumps_record
 from streams.zeeklogs import fields_of, zeek_json_lines, zeek_rows, zeek_tsv
 from tests.oracles import parse_zeek_log
 
@@ -202,3 +203,33 @@ def test_pure_record_to_json_function_gives_the_file_lines(tmp_path: Path) -> No
     assert sorted(by_path) == sorted(p.stem for p in js.iterdir())
     for path, lines in by_path.items():
         assert (js / f"{path}.log").read_text().splitlines() == lines
+
+
+def test_zeek_topics_option_emits_the_json_log_lines_as_records(tmp_path: Path) -> None:
+    """--zeek-topics: one `zeek-<log>` record per Zeek log line (Kafka: one topic per log),
+    byte for byte the lines of --format zeek-json; the other records are unchanged and the
+    task keeps its batch path (the extension watches records, not packets)."""
+    from streams.config import RuntimeConfig
+    from streams.replay import Replay
+    from streams.task import Task
+    from streams.zeektopics import configure
+
+    config = RuntimeConfig()
+    configure(config)
+    assert not Task(0, config, [], lambda *a: None)._packet_extensions
+    out: list[bytes] = []
+    replay = Replay(config, out.append)
+    summary = replay.run([str(FIXTURES / c) for c in MIXED])
+    lines = b"".join(out).decode().splitlines()
+    zeek = sorted(line for line in lines if not line.startswith('{"type":'))
+    plain = [line for line in lines if line.startswith('{"type":')]
+    js = run_zeek(tmp_path, MIXED, "zeek-json")
+    expected = sorted(line for p in js.iterdir() for line in p.read_text().splitlines())
+    assert zeek == expected
+    assert plain == [serde_line(r) for r in replay_records([str(FIXTURES / c) for c in MIXED])]
+    logs = {p.stem: len(p.read_text().splitlines()) for p in js.iterdir()}
+    assert {t[5:]: n for t, n in summary.records.items() if t.startswith("zeek-")} == logs
+
+
+def serde_line(record: dict[str, Any]) -> str:
+    return dumps_record(record).decode()
