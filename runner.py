@@ -142,6 +142,21 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
         "connection carry different tags (Suricata's vlan.use-for-tracking: false)",
     )
     p.add_argument(
+        "--community-id-seed",
+        type=_community_id_seed,
+        default=0,
+        metavar="N",
+        help="seed of the Community ID v1 hash on every flow's records (0..65535; sensors "
+        "whose records are joined must use the same) (default: 0)",
+    )
+    p.add_argument(
+        "--zeek-topics",
+        action="store_true",
+        help="also emit each record's Zeek JSON log line as a record of type zeek-conn, "
+        "zeek-http, zeek-ssl, zeek-dns or zeek-weird; Kafka mode sends them to topics "
+        "<prefix>zeek-conn ... as zeek-kafka does (docs/zeek-logs.md)",
+    )
+    p.add_argument(
         "--tcp-idle-timeout",
         type=_seconds,
         default=d.tcp_idle_timeout_ns,
@@ -181,6 +196,13 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _community_id_seed(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError("the Community ID seed is a 16-bit number (0..65535)")
+    return value
+
+
 def _runtime_config(args: argparse.Namespace) -> Any:
     from decoders.registry import check_options, select
     from streams.config import RuntimeConfig
@@ -211,7 +233,12 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         reorder_window_ns=args.reorder_window,
         vlan_in_flow_key=not args.no_vlan_in_flow_key,
         stream_chunks=args.stream_chunks,
+        community_id_seed=args.community_id_seed,
     )
+    if args.zeek_topics:
+        from streams.zeektopics import configure as zeek_topics
+
+        zeek_topics(config)
     if args.window_stats is not None:
         from stats.windows import configure
 
@@ -247,7 +274,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         default="-",
         metavar="FILE",
-        help="where the JSON lines go; '-' = stdout (default)",
+        help="where the JSON lines go; '-' = stdout (default); with --format zeek or "
+        "zeek-json: the directory the logs go to",
+    )
+    rp.add_argument(
+        "--format",
+        choices=("json", "zeek", "zeek-json"),
+        default="json",
+        help="json: wirestream's records (docs/records.md); zeek: conn/http/ssl/dns/weird.log "
+        "in Zeek's TSV format; zeek-json: the same as Zeek's JSON logs (docs/zeek-logs.md) "
+        "(default: json)",
     )
     rp.add_argument(
         "--partitions",
@@ -310,7 +346,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _check_replay_args(args)
     config = _runtime_config(args)
     config.commit_every_packets = args.commit_every
-    if args.output == "-":
+    zeek = None
+    if args.format != "json":
+        from streams.zeekwriter import ZeekLogWriter
+
+        if args.output == "-":
+            log.error("zeek_format_needs_a_directory", hint="-o DIR")
+            return EXIT_USAGE
+        try:
+            zeek = ZeekLogWriter(args.output, use_json=args.format == "zeek-json")
+        except OSError as exc:
+            log.error("cannot_open_output", path=args.output, error=exc.strerror)
+            return EXIT_USAGE
+        out = zeek
+        close = False
+    elif args.output == "-":
         out = sys.stdout.buffer
         close = False
     else:
@@ -335,7 +385,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return EXIT_OK
     finally:
-        if close:
+        if zeek is not None:
+            zeek.close()
+        elif close:
             out.close()
         else:
             try:

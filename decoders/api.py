@@ -34,7 +34,7 @@ class FlowInfo:
     """What a decoder may know about its flow."""
 
     uid: str
-    transport: str  # "tcp" or "udp"
+    transport: str  # "tcp" or "udp" (decoders see no other; flows also "icmp", ...)
     client: Endpoint
     server: Endpoint
 

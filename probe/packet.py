@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # IP protocol numbers we track as flows.
+PROTO_ICMP = 1
 PROTO_TCP = 6
 PROTO_UDP = 17
+PROTO_ICMP6 = 58
+PROTO_SCTP = 132
 
 # TCP flag bits, as on the wire.
 FIN = 0x01
@@ -25,7 +28,9 @@ class Packet:
 
     Addresses are raw network-order bytes (4 for IPv4, 16 for IPv6): cheap to compare
     and to put in a flow key; `ipaddress.ip_address(src)` gives the text form at the edge.
-    For protocols other than TCP/UDP, ports are 0 and the TCP fields are 0.
+    For ICMP/ICMPv6, the ports are Zeek's port equivalents (probe.icmptypes): sport = the
+    message type, dport = the reply type of a request/reply pair, else the code; SCTP has
+    its ports; other protocols have ports 0. The TCP fields are 0 except for TCP.
     """
 
     ts_ns: int  # capture timestamp, nanoseconds since the epoch
@@ -46,3 +51,4 @@ class Packet:
     # the segment really carried len(payload) + truncated bytes; reassembly sees a gap.
     truncated: int = 0
     flags: int = 0  # packet record flags (probe.record.FLAG_*), e.g. fragment conflicts
+    ip_len: int = 0  # the IP header's total length (IPv6: 40 + payload length): ip_bytes

@@ -8,7 +8,8 @@ checksum is ever checked (loopback and offloaded captures carry wrong ones). Len
 from the IP header, which also trims Ethernet padding and FCS.
 
 Outcomes of `parse_frame`:
-  Packet    an IP packet (TCP/UDP with ports and TCP fields; other protocols with ports 0).
+  Packet    an IP packet (TCP/UDP/SCTP with ports, TCP fields; ICMP with its type/code as
+            ports the way Zeek pairs them, probe.icmptypes; other protocols with ports 0).
             A frame cut short by the snaplen still gives a Packet when its L4 header is
             complete: `payload` is what was captured, `truncated` what is missing.
   Fragment  one fragment of an IP datagram: feed it to probe.defrag.Defragmenter
@@ -24,7 +25,8 @@ import struct
 from dataclasses import dataclass
 
 from probe.errors import ParseError
-from probe.packet import PROTO_TCP, PROTO_UDP, Packet
+from probe.icmptypes import port_equivalents
+from probe.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Packet
 
 __all__ = [
     "LINKTYPE_ETHERNET",
@@ -169,6 +171,9 @@ def parse_frame(linktype: int, frame: bytes, ts_ns: int, orig_len: int) -> Packe
                 win,
                 (),
                 orig_len,
+                0,
+                0,
+                end - 14,  # ip_len: the common frame's IP total length
             )
     return parse_general(linktype, frame, ts_ns, orig_len)
 
@@ -292,9 +297,10 @@ def _ipv4(
         )
     if tlen > avail:  # cut by the snaplen: keep what was captured, report the rest
         return _l4(
-            frame, off + ihl, len(frame), tlen - avail, proto, 4, src, dst, vlan, ts_ns, orig_len
-        )
-    return _l4(frame, off + ihl, off + tlen, 0, proto, 4, src, dst, vlan, ts_ns, orig_len)
+            frame, off + ihl, len(frame), tlen - avail, proto, 4, src, dst, vlan, ts_ns, orig_len,
+            tlen,
+        )  # fmt: skip
+    return _l4(frame, off + ihl, off + tlen, 0, proto, 4, src, dst, vlan, ts_ns, orig_len, tlen)
 
 
 def _ipv6(
@@ -355,7 +361,7 @@ def _ipv6(
             )
         else:
             break
-    return _l4(frame, pos, end, missing, nh, 6, src, dst, vlan, ts_ns, orig_len)
+    return _l4(frame, pos, end, missing, nh, 6, src, dst, vlan, ts_ns, orig_len, 40 + plen)
 
 
 def _l4(
@@ -370,9 +376,10 @@ def _l4(
     vlan: tuple[int, ...],
     ts_ns: int,
     orig_len: int,
+    ip_len: int,
 ) -> Packet:
     """L4 header at frame[start:]; frame[start:end] is the captured rest of the IP packet,
-    `missing` the number of its bytes the capture lacks."""
+    `missing` the number of its bytes the capture lacks, `ip_len` the IP total length."""
     if proto == PROTO_TCP:
         if end - start < 20:
             raise ParseError("truncated_tcp")
@@ -398,6 +405,8 @@ def _l4(
             vlan,
             orig_len,
             missing,
+            0,
+            ip_len,
         )
     if proto == PROTO_UDP:
         if end - start < 8:
@@ -425,7 +434,16 @@ def _l4(
             vlan,
             orig_len,
             missing,
+            0,
+            ip_len,
         )
+    sport = dport = 0
+    if proto in (PROTO_ICMP, PROTO_ICMP6):
+        if end - start >= 4:  # type, code, checksum: the ports are Zeek's equivalents
+            sport, dport, _ = port_equivalents(proto, frame[start], frame[start + 1])
+    elif proto == PROTO_SCTP and end - start >= 4:
+        sport, dport = _U16.unpack_from(frame, start)[0], _U16.unpack_from(frame, start + 2)[0]
     return Packet(
-        ts_ns, version, proto, src, dst, 0, 0, frame[start:end], 0, 0, 0, 0, vlan, orig_len, missing
-    )
+        ts_ns, version, proto, src, dst, sport, dport, frame[start:end], 0, 0, 0, 0, vlan,
+        orig_len, missing, 0, ip_len,
+    )  # fmt: skip

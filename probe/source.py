@@ -157,6 +157,9 @@ class PacketSource:
                             win,
                             (),
                             orig_len,
+                            0,
+                            0,
+                            end - start - 14,  # ip_len
                         )
                         add(
                             new(

@@ -95,6 +95,7 @@ class HalfStream:
         "bytes",
         "fin_off",
         "hasher",
+        "ip_bytes",
         "max_end",
         "missed",
         "next",
@@ -125,6 +126,7 @@ class HalfStream:
         self.acked = 0  # highest stream offset acknowledged by the peer
         self.max_end = 0  # highest stream offset seen in any segment
         self.packets = 0
+        self.ip_bytes = 0  # IP total lengths of the packets seen (conn.log's *_ip_bytes)
         self.bytes = 0  # payload bytes delivered in order
         self.missed = 0  # bytes declared lost (gaps)
         self.pending_zeros = 0  # gap bytes not yet hashed (trailing gaps are never hashed)
@@ -354,6 +356,7 @@ class HalfStream:
             self.zero_budget,
             self.beyond_depth,
             self.recent,
+            self.ip_bytes,
         ]
 
     @classmethod
@@ -375,7 +378,9 @@ class HalfStream:
             h.zero_budget,
             h.beyond_depth,
             recent,
+            *rest,
         ) = state
+        h.ip_bytes = rest[0] if rest else 0  # (states saved before ip_bytes existed)
         h.recent = bytes(recent)
         h.parked = {o: bytes(d) for o, d in parked}
         h.parked_offsets = [o for o, _ in parked]

@@ -136,6 +136,7 @@ class TcpFlow:
         self.ts_last = pkt.ts_ns
         half = self.halves[side]
         half.packets += 1
+        half.ip_bytes += pkt.ip_len
         phase = self.phase
         if phase == PHASE_CLOSED:
             return

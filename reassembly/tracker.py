@@ -16,12 +16,13 @@ from typing import Any
 
 from probe.packet import ACK, PROTO_TCP, PROTO_UDP, SYN, Packet
 from reassembly.halfstream import ParkingBudget
+from reassembly.ipflow import IpFlow
 from reassembly.limits import Limits
 from reassembly.sink import StreamSink
 from reassembly.tcpflow import PHASE_ACTIVE, PHASE_CLOSED, PHASE_RESET, PHASE_SYN, TcpFlow
 from reassembly.udpflow import UdpFlow
 
-Flow = TcpFlow | UdpFlow
+Flow = TcpFlow | UdpFlow | IpFlow
 
 
 def make_uid(key: bytes, ts_ns: int) -> str:
@@ -72,8 +73,6 @@ class FlowTracker:
             if ts >= self._next_expiry:
                 self.expire()
         proto = pkt.proto
-        if proto != PROTO_TCP and proto != PROTO_UDP:
-            return None
         flows = self.flows
         flow = flows.get(key)
         if flow is None:
@@ -107,7 +106,8 @@ class FlowTracker:
             self._anomaly(old, "flow_evicted", f"max_flows={self.limits.max_flows}")
             self._close(old, "evicted")
             self._remove(old_key, old)
-        cls = TcpFlow if pkt.proto == PROTO_TCP else UdpFlow
+        proto = pkt.proto
+        cls = TcpFlow if proto == PROTO_TCP else UdpFlow if proto == PROTO_UDP else IpFlow
         flow = cls(key, make_uid(key, pkt.ts_ns), pkt.ts_ns, None, self.budget)  # type: ignore[arg-type]
         flow.sink = self._new_sink(flow)
         self.flows[key] = flow
@@ -150,7 +150,7 @@ class FlowTracker:
         lim = self.limits
         if flow.phase == PHASE_CLOSED or flow.phase == PHASE_RESET:
             return flow.ts_last + lim.closed_linger_ns
-        if isinstance(flow, UdpFlow):
+        if not isinstance(flow, TcpFlow):  # UDP, ICMP, others: Zeek's 1 min inactivity too
             return flow.ts_last + lim.udp_idle_timeout_ns
         if flow.phase == PHASE_SYN:
             return flow.ts_last + lim.syn_only_timeout_ns

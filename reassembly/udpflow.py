@@ -15,10 +15,11 @@ PHASE_ACTIVE, PHASE_CLOSED = 1, 2
 
 
 class UdpSide:
-    __slots__ = ("bytes", "hasher", "packets")
+    __slots__ = ("bytes", "hasher", "ip_bytes", "packets")
 
     def __init__(self) -> None:
         self.packets = 0
+        self.ip_bytes = 0
         self.bytes = 0
         self.hasher: ResumableSha256 | None = None
 
@@ -70,6 +71,7 @@ class UdpFlow:
                 self.flipped = True
         half = self.halves[side]
         half.packets += 1
+        half.ip_bytes += pkt.ip_len
         if self.phase == PHASE_CLOSED:
             return
         payload = pkt.payload
@@ -121,7 +123,8 @@ class UdpFlow:
     def snapshot(self) -> list[Any]:
         values = {name: getattr(self, name) for name in self._STATE_FIELDS}
         values["halves"] = [
-            [h.packets, h.bytes, h.hasher.save() if h.hasher else None] for h in self.halves
+            [h.packets, h.bytes, h.hasher.save() if h.hasher else None, h.ip_bytes]
+            for h in self.halves
         ]
         return [values[name] for name in self._STATE_FIELDS]
 
@@ -131,8 +134,11 @@ class UdpFlow:
     ) -> UdpFlow:
         values = dict(zip(cls._STATE_FIELDS, state, strict=True))
         flow = cls(key, values["uid"], values["ts_first"], sink)
-        for half, (packets, nbytes, hasher) in zip(flow.halves, values["halves"], strict=True):
+        for half, (packets, nbytes, hasher, *rest) in zip(
+            flow.halves, values["halves"], strict=True
+        ):
             half.packets, half.bytes = packets, nbytes
+            half.ip_bytes = rest[0] if rest else 0  # (states saved before ip_bytes existed)
             half.hasher = ResumableSha256.load(hasher) if hasher is not None else None
         for name in cls._PLAIN_FIELDS:
             setattr(flow, name, values[name])

@@ -35,7 +35,7 @@ from typing import Any
 import structlog
 
 from decoders.api import ts_seconds
-from probe.packet import Packet
+from probe.packet import PROTO_TCP, PROTO_UDP, Packet
 
 RECORD_TYPE = "window_stats"
 STATE_FORMAT = 1
@@ -375,12 +375,13 @@ class WindowAggregator:
             totals[2] += started
             totals[3] += transactions
         start = k * self.hop
-        uid = f"W{self.partition}-{start}"
+        window_id = f"W{self.partition}-{start}"
         late, self.late = self.late, [0, 0, 0]
         return {
             "type": RECORD_TYPE,
-            "id": f"{uid}:{RECORD_TYPE}:1",
-            "uid": uid,
+            "id": f"{window_id}:{RECORD_TYPE}:1",
+            "window_id": window_id,  # not a flow: no `uid` (that names flows everywhere else)
+            "ts": ts_seconds(start),  # every record has a `ts`: here the window's start
             "window_start": ts_seconds(start),
             "window_end": ts_seconds(start + self.size),
             "grace": ts_seconds(self.grace),
@@ -494,6 +495,7 @@ class WindowStats:
     """TaskExtension: feeds a WindowAggregator from a task's packets and records."""
 
     name = RECORD_TYPE
+    packets = True
 
     def __init__(self, partition: int, emit: Emit, options: dict[str, Any]) -> None:
         self.agg = WindowAggregator(
@@ -510,13 +512,15 @@ class WindowStats:
 
     def _out(self, records: list[dict[str, Any]]) -> None:
         for record in records:
-            self._emit(RECORD_TYPE, record["uid"], record)
+            self._emit(RECORD_TYPE, record["window_id"], record)
 
     # -- hot path --
     def on_packet(self, pkt: Packet, flow: Any) -> None:
         agg = self.agg
         ts = pkt.ts_ns
         nbytes = pkt.wire_len or len(pkt.payload)
+        if pkt.proto != PROTO_TCP and pkt.proto != PROTO_UDP:
+            flow = None  # ICMP and other flows: grouped by protocol number, as before
         if flow is not None:
             uid = flow.uid
             lab = agg.labels.get(uid)

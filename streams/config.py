@@ -27,6 +27,8 @@ class RuntimeConfig:
     # Probe side: timestamp reordering window, and whether VLAN ids are part of flow keys.
     reorder_window_ns: int = 1_000_000_000
     vlan_in_flow_key: bool = True
+    # Community ID v1 seed (probe.communityid): sensors that share data must share it.
+    community_id_seed: int = 0
 
     def packet_source(self) -> PacketSource:
         return PacketSource(

@@ -18,7 +18,9 @@ import msgpack
 from decoders.api import CLIENT, Decoder, Endpoint, FlowInfo, ts_seconds
 from decoders.detect import Detector, role_hint
 from decoders.options import merged, ports
+from probe.communityid import flow_community_id
 from probe.flowkey import decode_flow_key
+from probe.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
     from reassembly.tracker import Flow
@@ -31,6 +33,17 @@ _DATA, _GAP = 0, 1
 # detection looks for another (Zeek's analyzer_violation -> disable_analyzer).
 MAX_VIOLATIONS = 5
 STREAM_CHUNK_MAX = 64 * 1024  # bytes per stream_chunk record
+# Anomalies of reassembly and the flow table: their record names no decoder (`decoder`
+# is null), whichever is attached; every other anomaly names the decoder of the flow.
+RUNTIME_ANOMALIES = frozenset(
+    (
+        "overlap_different_data", "rexmit_inconsistency", "ack_above_data", "task_memcap",
+        "process_memcap", "fragment_overlap_different_data", "rst_invalid",
+        "data_after_reset", "flow_evicted",
+    )
+)  # fmt: skip
+# conn.log's `proto` (Zeek's transport_proto: ICMPv6 is "icmp" too); others by number.
+_TRANSPORTS = {PROTO_TCP: "tcp", PROTO_UDP: "udp", PROTO_ICMP: "icmp", PROTO_ICMP6: "icmp"}
 _DIRECTIONS = ("client_to_server", "server_to_client")
 ERROR_DETAIL_MAX = 300  # characters of a decoder_error's detail (decoder, hook, exception)
 
@@ -47,6 +60,7 @@ class SessionConfig:
         "by_name",
         "by_transport",
         "candidates",
+        "community_id_seed",
         "emit",
         "options",
         "ports",
@@ -59,9 +73,11 @@ class SessionConfig:
         options: Mapping[str, Any],
         emit: Emit,
         stream_chunks: bool = False,
+        community_id_seed: int = 0,
     ) -> None:
         self.candidates = candidates
         self.stream_chunks = stream_chunks
+        self.community_id_seed = community_id_seed
         self.by_name = {cls.name: cls for cls in candidates}
         self.by_transport = {
             transport: [cls for cls in candidates if transport in cls.transports]
@@ -77,6 +93,7 @@ class FlowSession:
     """StreamSink + DecoderContext for one flow."""
 
     __slots__ = (
+        "_community_id",
         "_info",
         "_replay_ts",
         "buffered",
@@ -109,6 +126,7 @@ class FlowSession:
         self.counters: dict[str, int] = {}
         self.state = self.PROBING if config.candidates else self.NONE
         self._info: FlowInfo | None = None
+        self._community_id: str | None = None  # computed at the flow's first record
         self.services: list[str] = []  # every decoder attached so far, in order
         self.excluded: list[str] = []  # decoders detached from this flow for violations
         self.violations = 0
@@ -128,16 +146,53 @@ class FlowSession:
             self._info = flow_info(self.conn)
         return self._info
 
+    @property
+    def community_id(self) -> str:
+        """The flow's Community ID, computed once (from the key: symmetric, so roles decided
+        later cannot change it; one-way ICMP's originator is its first packet's sender)."""
+        cid = self._community_id
+        if cid is None:
+            conn = self.conn
+            side = conn.client_side if conn.client_side >= 0 else 0
+            cid = flow_community_id(conn.key, side, self.config.community_id_seed)
+            self._community_id = cid
+        return cid
+
     def emit(self, record_type: str, fields: dict[str, Any]) -> None:
         n = self.counters.get(record_type, 0) + 1
         self.counters[record_type] = n
         uid = self.conn.uid
-        record = {"type": record_type, "id": f"{uid}:{record_type}:{n}", "uid": uid}
+        record = {
+            "type": record_type,
+            "id": f"{uid}:{record_type}:{n}",
+            "uid": uid,
+            "community_id": self._community_id or self.community_id,
+        }
         record.update(fields)
         self.config.emit(record_type, uid, record)
 
     def anomaly(self, name: str, detail: str = "") -> None:
-        self.emit("anomaly", {"ts": ts_seconds(self.ts_ns), "name": name, "detail": detail})
+        decoder = None
+        if name not in RUNTIME_ANOMALIES and self.decoder is not None:
+            decoder = self.decoder.name
+        self._anomaly(name, detail, decoder)
+
+    def _anomaly(self, name: str, detail: str, decoder: str | None) -> None:
+        # Endpoints from the flow as it is now, not the cached decoder view: an anomaly
+        # may come before a TCP flow's roles are fixed, and must not fix them.
+        info = flow_info(self.conn)
+        self.emit(
+            "anomaly",
+            {
+                "ts": ts_seconds(self.ts_ns),
+                "name": name,
+                "detail": detail,
+                "proto": info.transport,
+                "client": info.client.as_json(),
+                "server": info.server.as_json(),
+                "decoder": decoder,
+            },
+        )
 
     def violation(self, reason: str) -> None:
         """The decoder says the flow breaks its protocol. After MAX_VIOLATIONS it is
@@ -152,7 +207,7 @@ class FlowSession:
         try:  # let it flush what it has (Zeek's Done() on a removed analyzer)
             decoder.on_close("violation")
         except Exception as exc:
-            self.anomaly("decoder_error", error_detail(name, "on_close", exc))
+            self._anomaly("decoder_error", error_detail(name, "on_close", exc), name)
 
     def hand_off(self, leftovers: list[tuple[int, bytes]], protocol: str | None = None) -> None:
         """The decoder is done with this flow but the flow goes on in another protocol
@@ -179,7 +234,7 @@ class FlowSession:
 
     # -- StreamSink --
     def _candidates(self) -> list[type[Decoder]]:
-        found = self.config.by_transport[self.flow.transport]
+        found = self.config.by_transport.get(self.flow.transport, [])
         if self.excluded:
             found = [cls for cls in found if cls.name not in self.excluded]
         return found
@@ -196,7 +251,7 @@ class FlowSession:
 
     def _probe_failed(self, cls: type[Decoder], exc: Exception) -> None:
         """A probe raised: the decoder is out of this flow's detection for good."""
-        self.anomaly("decoder_error", error_detail(cls.name, "probe", exc))
+        self._anomaly("decoder_error", error_detail(cls.name, "probe", exc), cls.name)
         if cls.name not in self.excluded:
             self.excluded.append(cls.name)
 
@@ -271,7 +326,7 @@ class FlowSession:
         try:
             self.decoder = cls(self, self.config.options[cls.name])
         except Exception as exc:  # e.g. a bad option value: report, run without it
-            self.anomaly("decoder_error", error_detail(cls.name, "__init__", exc))
+            self._anomaly("decoder_error", error_detail(cls.name, "__init__", exc), cls.name)
             self.state = self.NONE
             return
         self.state = self.ATTACHED
@@ -307,14 +362,16 @@ class FlowSession:
         """A decoder bug must not stop the flow or the task: report it (naming the decoder,
         the hook and the exception), drop the decoder from this flow."""
         name = self.decoder.name if self.decoder else "?"
-        self.anomaly("decoder_error", error_detail(name, hook, exc))
+        self._anomaly("decoder_error", error_detail(name, hook, exc), name)
         self.decoder = None
         self.state = self.NONE
 
     def _report_restore_fault(self) -> None:
         self.state = self.NONE
         name = self.services[-1] if self.services else "?"
-        self.anomaly("decoder_error", f"{name}.restore: {self.restore_fault}"[:ERROR_DETAIL_MAX])
+        self._anomaly(
+            "decoder_error", f"{name}.restore: {self.restore_fault}"[:ERROR_DETAIL_MAX], name
+        )
 
     @property
     def service(self) -> str | None:
@@ -393,7 +450,7 @@ def flow_info(flow: Flow) -> FlowInfo:
     client_side = flow.client_side if flow.client_side >= 0 else 0
     c_addr, c_port = ends[client_side]
     s_addr, s_port = ends[1 - client_side]
-    transport = "tcp" if fields.proto == 6 else "udp"
+    transport = _TRANSPORTS.get(fields.proto, "unknown_transport")
     return FlowInfo(
         uid=flow.uid,
         transport=transport,
@@ -405,6 +462,7 @@ def flow_info(flow: Flow) -> FlowInfo:
 def flow_record(flow: Flow, session: FlowSession) -> dict[str, Any]:
     """The `flow` record (conn.log-like) of a flow leaving the table."""
     info = flow_info(flow)
+    fields = decode_flow_key(flow.key)
     side = flow.client_side if flow.client_side >= 0 else 0
 
     def direction(half: Any) -> dict[str, Any]:
@@ -414,10 +472,14 @@ def flow_record(flow: Flow, session: FlowSession) -> dict[str, Any]:
             "missed_bytes": half.missed,
             "beyond_depth": half.beyond_depth,
             "sha256": half.digest(),
+            "ip_bytes": half.ip_bytes,
         }
 
     return {
+        "ts": ts_seconds(flow.ts_first),
         "proto": info.transport,
+        "ip_proto": fields.proto,
+        "vlan": list(fields.vlans),
         "ts_start": ts_seconds(flow.ts_first),
         "ts_end": ts_seconds(flow.ts_last),
         "duration": ts_seconds(flow.ts_last - flow.ts_first),

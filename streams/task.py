@@ -20,6 +20,7 @@ from probe.packet import PROTO_TCP, Packet
 from probe.parse import ParseError, parse_frame
 from probe.record import FLAG_FRAGMENT_CONFLICT, RecordError, decode_record
 from probe.source import KeyedPacket
+from reassembly.ipflow import IpFlow
 from reassembly.tcpflow import TcpFlow
 from reassembly.tracker import Flow, FlowTracker
 from reassembly.udpflow import UdpFlow
@@ -30,6 +31,7 @@ from streams.session import Emit, FlowSession, SessionConfig, flow_record
 META_KEY = b"\x00meta"  # task metadata; flow keys start with their format version (1)
 EXTENSION_PREFIX = b"\x00ext:"  # + extension name: an extension's state
 STATE_FORMAT = 1
+_FLOW_KINDS: tuple[type[Flow], ...] = (TcpFlow, UdpFlow, IpFlow)  # the `kind` saved per flow
 
 
 class TaskExtension(Protocol):
@@ -38,6 +40,9 @@ class TaskExtension(Protocol):
     with the task's at every commit, so it moves with the partition like the flows."""
 
     name: str
+    # Whether on_packet is wanted: an extension that only watches records (e.g. the Zeek
+    # JSON output) leaves the task's batch path as it is without extensions.
+    packets: bool
 
     def on_packet(self, pkt: Packet, flow: Flow | None) -> None: ...
 
@@ -76,9 +81,14 @@ class Task:
             factory(partition, emit, config.extension_options.get(factory.name, {}))
             for factory in config.extensions
         ]
+        self._packet_extensions = [ext for ext in self.extensions if ext.packets]
         record_emit = self._emit_and_observe if self.extensions else emit
         self.sessions = SessionConfig(
-            decoders, config.decoder_options, record_emit, stream_chunks=config.stream_chunks
+            decoders,
+            config.decoder_options,
+            record_emit,
+            stream_chunks=config.stream_chunks,
+            community_id_seed=config.community_id_seed,
         )
         self.tracker = FlowTracker(config.limits, self._new_session, self._finished, self._anomaly)
         self.bad_packets: Counter[str] = Counter()
@@ -92,13 +102,13 @@ class Task:
         flow = self.tracker.process(pkt, key, forward)
         if pkt.flags & FLAG_FRAGMENT_CONFLICT and flow is not None:
             flow.sink.anomaly("fragment_overlap_different_data", "first copy kept")
-        if self.extensions:
-            for ext in self.extensions:
+        if self._packet_extensions:
+            for ext in self._packet_extensions:
                 ext.on_packet(pkt, flow)
 
     def process_batch(self, batch: Sequence[KeyedPacket]) -> None:
         """`process_packet` for each keyed packet of a batch, in order (replay's hot path)."""
-        if self.extensions:
+        if self._packet_extensions:
             for kp in batch:
                 self.process_packet(kp.packet, kp.key, kp.forward)
             return
@@ -172,7 +182,7 @@ class Task:
         changed, removed = tracker.take_changes()
         out: dict[bytes, bytes | None] = dict.fromkeys(removed)
         for key, flow in changed:
-            kind = 0 if isinstance(flow, TcpFlow) else 1
+            kind = 0 if isinstance(flow, TcpFlow) else 1 if isinstance(flow, UdpFlow) else 2
             session: FlowSession = flow.sink  # type: ignore[assignment]
             out[key] = msgpack.packb(
                 [STATE_FORMAT, kind, flow.snapshot(), session.snapshot(), tracker.last_touch[key]],
@@ -214,7 +224,7 @@ class Task:
                         ext.restore(msgpack.unpackb(value, raw=False))
                 continue
             _fmt, kind, flow_state, session_state, order = msgpack.unpackb(value, raw=False)
-            cls = TcpFlow if kind == 0 else UdpFlow
+            cls = _FLOW_KINDS[kind]
             flow = cls.restore(key, flow_state, None, self.tracker.budget)  # type: ignore[arg-type]
             flow.sink = FlowSession.restore(flow, self.sessions, session_state)
             flows.append((key, flow, order))

@@ -185,6 +185,7 @@ def test_record_schema_and_answer_text():
             "type",
             "id",
             "uid",
+            "community_id",
             "ts",
             "client",
             "server",

@@ -140,9 +140,26 @@ def test_ipv6_stops_at_esp_and_no_next_header(nh):
 
 
 def test_other_protocols_have_zero_ports():
-    icmp = bytes(dpkt.icmp.ICMP(type=8, data=dpkt.icmp.ICMP.Echo(id=1, seq=2, data=b"ping")))
+    gre = b"\x00\x00\x08\x00inner"
+    pkt = parse(1, g.ether(g.ipv4(gre, V4A, V4B, proto=47)))
+    assert (pkt.proto, pkt.sport, pkt.dport, pkt.payload) == (47, 0, 0, gre)
+    assert pkt.ip_len == 20 + len(gre)
+
+
+@pytest.mark.parametrize(
+    "icmp_type,code,ports",
+    [(8, 0, (8, 0)), (0, 0, (0, 8)), (13, 0, (13, 14)), (3, 1, (3, 1)), (11, 0, (11, 0))],
+)
+def test_icmp_ports_are_zeeks_type_and_counterpart_or_code(icmp_type, code, ports):
+    icmp = bytes(dpkt.icmp.ICMP(type=icmp_type, code=code, data=b"\0\0\0\0ping"))
     pkt = parse(1, g.ether(g.ipv4(icmp, V4A, V4B, proto=1)))
-    assert (pkt.proto, pkt.sport, pkt.dport, pkt.payload) == (1, 0, 0, icmp)
+    assert (pkt.proto, (pkt.sport, pkt.dport), pkt.payload) == (1, ports, icmp)
+
+
+@pytest.mark.parametrize("icmp_type,ports", [(128, (128, 129)), (136, (136, 135)), (1, (1, 4))])
+def test_icmp6_ports(icmp_type, ports):
+    pkt = parse(101, g.ipv6(bytes((icmp_type, 4, 0, 0)) + b"data", V6A, V6B, proto=58))
+    assert (pkt.proto, (pkt.sport, pkt.dport), pkt.ip_len) == (58, ports, 48)
 
 
 @pytest.mark.parametrize(

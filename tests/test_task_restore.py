@@ -27,6 +27,7 @@ CAPTURES = [
     "zeek__http__zero-length-bodies-with-drops.pcap",
     "zeek__tcp__reassembly.pcap",
     "zeek__wikipedia.pcap",
+    "zeek__dns__mdns.pcap",  # UDP, ICMPv6 and IGMP flows
 ]
 
 
@@ -81,5 +82,17 @@ def test_restoring_mid_capture_changes_no_record(name: str, tmp_path: Path) -> N
 def test_restore_at_every_packet_of_a_small_capture(tmp_path: Path) -> None:
     packets = keyed_packets("zeek__http__get.pcap")
     reference = run(packets, tmp_path / "ref", set())
+    restored = run(packets, tmp_path / "every", set(range(1, len(packets))))
+    assert restored == reference
+
+
+def test_icmp_and_other_flows_restore_at_every_packet(tmp_path: Path) -> None:
+    from tests.test_community_id import icmp_capture
+
+    capture = icmp_capture(tmp_path / "icmp.pcap")
+    packets = list(PacketSource().keyed(open_capture(capture)))
+    reference = run(packets, tmp_path / "ref", set())
+    flows = [r for r in reference if b'"type":"flow"' in r]
+    assert len(flows) == 4 and any(b'"ip_bytes":84' in r for r in flows)
     restored = run(packets, tmp_path / "every", set(range(1, len(packets))))
     assert restored == reference

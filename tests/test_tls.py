@@ -204,6 +204,7 @@ def test_record_schema():
             "type",
             "id",
             "uid",
+            "community_id",
             "ts",
             "client",
             "server",

@@ -62,6 +62,11 @@ def test_flow_records_match_zeek_conn_log(baseline: Path) -> None:
         assert c2s["packets"] == int(row["orig_pkts"]), key
         assert s2c["packets"] == int(row["resp_pkts"]), key
         assert c2s["missed_bytes"] + s2c["missed_bytes"] == int(row["missed_bytes"]), key
+        if "orig_ip_bytes" in row:  # IP total lengths of every packet, as Zeek sums them
+            assert c2s["ip_bytes"] == int(row["orig_ip_bytes"]), key
+            assert s2c["ip_bytes"] == int(row["resp_ip_bytes"]), key
+        if "ip_proto" in row:
+            assert ours["ip_proto"] == int(row["ip_proto"]), key
         if row["proto"] == "tcp":  # Zeek counts TCP bytes in sequence space, gaps included
             assert c2s["bytes"] + c2s["missed_bytes"] == int(row["orig_bytes"]), key
             assert s2c["bytes"] + s2c["missed_bytes"] == int(row["resp_bytes"]), key
