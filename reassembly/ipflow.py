@@ -93,24 +93,24 @@ class IpFlow:
     def conn_state(self) -> str:
         return "OTH"  # Zeek's state for ICMP and every protocol without a handshake
 
+    # The snapshot: these fields in this order, restored by name (as the tracker's
+    # _META_FIELDS); `halves` holds [packets, bytes, ip_bytes] per side.
+    _STATE_FIELDS = ("uid", "halves", "client_side", "phase", "close_reason", "ts_first", "ts_last")
+    _PLAIN_FIELDS = ("client_side", "phase", "close_reason", "ts_last")
+
     def snapshot(self) -> list[Any]:
-        return [
-            self.uid,
-            [[h.packets, h.bytes, h.ip_bytes] for h in self.halves],
-            self.client_side,
-            self.phase,
-            self.close_reason,
-            self.ts_first,
-            self.ts_last,
-        ]
+        values = {name: getattr(self, name) for name in self._STATE_FIELDS}
+        values["halves"] = [[h.packets, h.bytes, h.ip_bytes] for h in self.halves]
+        return [values[name] for name in self._STATE_FIELDS]
 
     @classmethod
     def restore(
         cls, key: bytes, state: list[Any], sink: StreamSink, budget: object = None
     ) -> IpFlow:
-        flow = cls(key, state[0], state[5], sink)
-        for half, (packets, nbytes, ip_bytes) in zip(flow.halves, state[1], strict=True):
+        values = dict(zip(cls._STATE_FIELDS, state, strict=True))
+        flow = cls(key, values["uid"], values["ts_first"], sink)
+        for half, (packets, nbytes, ip_bytes) in zip(flow.halves, values["halves"], strict=True):
             half.packets, half.bytes, half.ip_bytes = packets, nbytes, ip_bytes
-        flow.client_side, flow.phase, flow.close_reason = state[2:5]
-        flow.ts_last = state[6]
+        for name in cls._PLAIN_FIELDS:
+            setattr(flow, name, values[name])
         return flow

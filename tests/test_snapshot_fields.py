@@ -8,6 +8,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from reassembly.ipflow import IpFlow
 from reassembly.limits import Limits
 from reassembly.tcpflow import TcpFlow
 from reassembly.tracker import FlowTracker
@@ -19,11 +20,13 @@ from tests.test_task_restore import keyed_packets, run
 NOT_STATE = {
     TcpFlow: {"key", "sink", "_callbacks", "hist_seen"},
     UdpFlow: {"key", "sink"},
-    FlowSession: {"conn", "config", "_info", "_replay_ts"},
+    IpFlow: {"key", "sink", "header"},
+    # _community_id: derived from the flow key and the configured seed.
+    FlowSession: {"conn", "config", "_info", "_replay_ts", "_community_id"},
 }
 
 
-@pytest.mark.parametrize("cls", [TcpFlow, UdpFlow, FlowSession])
+@pytest.mark.parametrize("cls", [TcpFlow, UdpFlow, IpFlow, FlowSession])
 def test_every_slot_is_a_named_field_or_declared_not_state(cls: type) -> None:
     fields = getattr(cls, "_STATE_FIELDS", None) or cls._FIELDS
     assert len(set(fields)) == len(fields)
