@@ -1,9 +1,11 @@
 """TLS decoder: one `tls` record per ClientHello/ServerHello pair, with JA3, JA3S and JA4.
 
 Found by content on any TCP port (a handshake record carrying a ClientHello from the client
-or a ServerHello from the server), and attached by port to SMTP (25, 587) to follow STARTTLS
-(decoders/tls_starttls.py). Each direction's records are reassembled into handshake messages
-(decoders/tls_stream.py); hello bodies become record fields in decoders/tls_hello.py.
+or a ServerHello from the server), and attached by port to the protocols that upgrade to TLS
+in place (SMTP, IMAP, POP3, FTP, XMPP, LDAP, PostgreSQL: decoders/tls_starttls_rules.py) to
+follow their STARTTLS dialogue (decoders/tls_starttls.py). Each direction's records are
+reassembled into handshake messages (decoders/tls_stream.py); hello bodies become record
+fields in decoders/tls_hello.py.
 
 Pairing: hellos pair in order. A ServerHello that is a HelloRetryRequest closes its pair and
 parsing goes on for the second ClientHello and its ServerHello (a second record); any other
@@ -19,11 +21,12 @@ from typing import Any
 
 from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
 from decoders.tls_hello import parse_client_hello, parse_server_hello
-from decoders.tls_starttls import SMTP_PORTS, SmtpStartTls
+from decoders.tls_starttls import StartTls
+from decoders.tls_starttls_rules import BY_PORT, PORTS
 from decoders.tls_stream import ERROR, MAX_RECORD, HandshakeReader
 
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_HELLO_REQUEST = 1, 2, 0
-UNDECIDED, TLS, SMTP, OFF = 0, 1, 2, 3
+UNDECIDED, TLS, PLAIN, OFF = 0, 1, 2, 3  # PLAIN: following a dialogue up to STARTTLS
 
 
 def looks_like_hello(direction: int, data: bytes) -> bool | None:
@@ -46,7 +49,7 @@ def looks_like_hello(direction: int, data: bytes) -> bool | None:
 class TlsDecoder(Decoder):
     name = "tls"
     transports = frozenset({"tcp"})
-    ports = SMTP_PORTS  # STARTTLS: the flow starts in plaintext, content detection cannot tell
+    ports = PORTS  # STARTTLS: the flow starts in plaintext, content detection cannot tell
 
     @classmethod
     def probe(cls, direction: int, data: bytes) -> bool | None:
@@ -56,7 +59,7 @@ class TlsDecoder(Decoder):
         super().__init__(ctx, options)
         self.mode = UNDECIDED
         self.readers = [HandshakeReader(), HandshakeReader()]
-        self.smtp: SmtpStartTls | None = None
+        self.upgrade: StartTls | None = None
         # Hellos waiting for their partner: [ts_ns, fields or None (unparsable), tags].
         self.hellos: list[list[list[Any]]] = [[], []]
         self.done = [False, False]  # the direction can bring no more hellos
@@ -74,22 +77,22 @@ class TlsDecoder(Decoder):
                 self.mode = OFF
             elif data[0] == 22:  # a handshake record (what the probe saw, or implicit TLS)
                 self.mode = TLS
-            elif self.ctx.flow.server.port in SMTP_PORTS:
-                self.mode, self.smtp = SMTP, SmtpStartTls()
+            elif self.ctx.flow.server.port in BY_PORT:
+                self.mode, self.upgrade = PLAIN, StartTls(BY_PORT[self.ctx.flow.server.port])
             else:
                 self.mode = OFF
             if self.mode == OFF:
                 return
-        if self.mode == SMTP:
-            self._smtp(direction, data)
+        if self.mode == PLAIN:
+            self._plain(direction, data)
         else:
             self._feed(direction, data)
 
     def on_gap(self, direction: int, length: int) -> None:
         if self.finished or self.mode in (UNDECIDED, OFF):
             return
-        if self.mode == SMTP:  # the dialogue cannot be followed across a hole
-            self.mode, self.smtp = OFF, None
+        if self.mode == PLAIN:  # the dialogue cannot be followed across a hole
+            self.mode, self.upgrade = OFF, None
             return
         if not self.done[direction]:
             self._tag("gap")
@@ -103,13 +106,13 @@ class TlsDecoder(Decoder):
             self._settle()
 
     # -- parsing --
-    def _smtp(self, direction: int, data: bytes) -> None:
-        assert self.smtp is not None
-        switched = self.smtp.feed(direction, data)
-        if self.smtp.abandoned:
-            self.mode, self.smtp = OFF, None
+    def _plain(self, direction: int, data: bytes) -> None:
+        assert self.upgrade is not None
+        switched = self.upgrade.feed(direction, data)
+        if self.upgrade.abandoned:
+            self.mode, self.upgrade = OFF, None
         elif switched is not None:
-            self.mode, self.smtp = TLS, None
+            self.mode, self.upgrade = TLS, None
             self._tag("starttls")
             self._feed(CLIENT, switched[0])
             self._feed(SERVER, switched[1])
@@ -194,10 +197,10 @@ class TlsDecoder(Decoder):
     # -- state --
     def snapshot(self) -> Any:
         return {
-            "v": 1,
+            "v": 2,
             "mode": self.mode,
             "readers": [r.snapshot() for r in self.readers],
-            "smtp": self.smtp.snapshot() if self.smtp else None,
+            "upgrade": self.upgrade.snapshot() if self.upgrade else None,
             "hellos": self.hellos,
             "done": self.done,
             "finished": self.finished,
@@ -209,7 +212,7 @@ class TlsDecoder(Decoder):
         d = cls(ctx, options)
         d.mode = state["mode"]
         d.readers = [HandshakeReader.restore(r) for r in state["readers"]]
-        d.smtp = SmtpStartTls.restore(state["smtp"]) if state["smtp"] else None
+        d.upgrade = StartTls.restore(state["upgrade"]) if state["upgrade"] else None
         d.hellos = [[list(h) for h in side] for side in state["hellos"]]
         d.done = list(state["done"])
         d.finished = state["finished"]
