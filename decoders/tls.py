@@ -23,15 +23,19 @@ from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
 from decoders.tls_hello import parse_client_hello, parse_server_hello
 from decoders.tls_starttls import StartTls
 from decoders.tls_starttls_rules import BY_PORT, PORTS
-from decoders.tls_stream import ERROR, MAX_RECORD, HandshakeReader
+from decoders.tls_stream import ERROR, HandshakeReader
 
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_HELLO_REQUEST = 1, 2, 0
 UNDECIDED, TLS, PLAIN, OFF = 0, 1, 2, 3  # PLAIN: following a dialogue up to STARTTLS
 
 
 def looks_like_hello(direction: int, data: bytes) -> bool | None:
-    """Handshake record header (type 22, version 3.0-3.4, sane length) followed by a
-    ClientHello (client side) or ServerHello (server side); None while undecidable."""
+    """TLS from the first record-header bytes: a handshake record (type 22) of version 3.x
+    (x <= 4), as Zeek's DPD signature starts and Suricata's pattern matches, so three bytes
+    are enough (a tunnel's short first segment, a record whose length or body is odd). The
+    handshake type, once seen, only tells the direction: the other side's hello (a
+    ServerHello from the client, a ClientHello from the server) is not this direction's
+    TLS, which lets the probes tell a midstream flow's roles. None while undecidable."""
     n = len(data)
     if n >= 1 and data[0] != 22:
         return False
@@ -39,11 +43,10 @@ def looks_like_hello(direction: int, data: bytes) -> bool | None:
         return False
     if n >= 3 and data[2] > 4:
         return False
-    if n >= 5 and not 4 <= int.from_bytes(data[3:5], "big") <= MAX_RECORD:
-        return False
-    if n < 6:
+    if n < 3:
         return None
-    return data[5] == (HS_CLIENT_HELLO if direction == CLIENT else HS_SERVER_HELLO)
+    other_hello = HS_SERVER_HELLO if direction == CLIENT else HS_CLIENT_HELLO
+    return n < 6 or data[5] != other_hello
 
 
 class TlsDecoder(Decoder):

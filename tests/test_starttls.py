@@ -45,7 +45,7 @@ def _expected(name: str) -> Counter:
         if h["type"] == "client_hello":
             key = (a, b, h["version"], h["sni"], tuple(h["cipher_suites"]))
             hellos[("ch", *key, tuple(h["supported_versions"]), tuple(h["alpn"]), h["ja3"])] += 1
-            hellos[("ts", a, b, _us(h["ts"]))] += 1
+            hellos[("ts", a, b, _us(h["ts_first"]))] += 1  # when the hello began
         else:
             (suite,) = h["cipher_suites"]
             versions = tuple(h["supported_versions"])

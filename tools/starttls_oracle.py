@@ -1,7 +1,9 @@
 """tshark's view of the TLS hellos in a capture, as the oracle of tests/test_starttls.py.
 
 One JSON line per ClientHello/ServerHello that tshark dissects (tshark follows STARTTLS for
-the protocols it knows on their ports): capture time, endpoints, and the hello fields.
+the protocols it knows on their ports): endpoints, the hello fields, and two capture times:
+`ts`, the frame where tshark completed the hello, and `ts_first`, the frame of its first TCP
+segment (what our records' `ts` is: when the hello started to arrive).
 
     python3 tools/starttls_oracle.py CAPTURE OUTPUT.jsonl [tshark -d option ...]
 """
@@ -26,6 +28,7 @@ FIELDS = {
     "tls.handshake.extensions_alpn_str": "alpn",
     "tls.handshake.ja3": "ja3",
     "tls.handshake.ja3s": "ja3s",
+    "tcp.segment": "segments",
 }
 
 
@@ -43,6 +46,14 @@ def hellos(capture: str, extra: list[str]) -> list[dict]:
     for f in FIELDS:
         cmd += ["-e", f]
     frames = json.loads(subprocess.run(cmd, check=True, capture_output=True).stdout or b"[]")
+    times_cmd = ["tshark", "-r", capture, "-T", "fields", "-e", "frame.number", "-e",
+                 "frame.time_epoch"]  # fmt: skip
+    times = dict(
+        line.split("\t")
+        for line in subprocess.run(
+            times_cmd, check=True, capture_output=True, text=True
+        ).stdout.splitlines()
+    )
     out = []
     for frame in frames:
         layers = frame["_source"]["layers"]
@@ -52,6 +63,7 @@ def hellos(capture: str, extra: list[str]) -> list[dict]:
             {
                 "type": kind,
                 "ts": v["ts"][0],
+                "ts_first": times[min(v["segments"], key=int)] if v["segments"] else v["ts"][0],
                 "src": v["src"][0],
                 "sport": int(v["sport"][0]),
                 "dst": v["dst"][0],
