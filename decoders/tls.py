@@ -21,7 +21,7 @@ from typing import Any
 
 from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
 from decoders.tls_hello import parse_client_hello, parse_server_hello
-from decoders.tls_starttls import StartTls
+from decoders.tls_starttls import StartTls, from_smtp_v1
 from decoders.tls_starttls_rules import BY_PORT, PORTS
 from decoders.tls_stream import ERROR, HandshakeReader
 
@@ -215,7 +215,10 @@ class TlsDecoder(Decoder):
         d = cls(ctx, options)
         d.mode = state["mode"]
         d.readers = [HandshakeReader.restore(r) for r in state["readers"]]
-        d.upgrade = StartTls.restore(state["upgrade"]) if state["upgrade"] else None
+        if state["v"] == 1:  # SMTP-only STARTTLS state
+            d.upgrade = from_smtp_v1(state["smtp"]) if state["smtp"] else None
+        else:
+            d.upgrade = StartTls.restore(state["upgrade"]) if state["upgrade"] else None
         d.hellos = [[list(h) for h in side] for side in state["hellos"]]
         d.done = list(state["done"])
         d.finished = state["finished"]

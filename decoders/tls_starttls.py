@@ -320,3 +320,16 @@ class StartTls:
         for framer, fs in zip(s.framers, state["framers"], strict=True):
             framer.restore(fs)
         return s
+
+
+def from_smtp_v1(state: list[Any]) -> StartTls:
+    """The SMTP-only dialogue of TLS decoder snapshots "v": 1 ([commands, final replies,
+    command number of STARTTLS, line heads, held client bytes, state]), so that flows saved
+    by the previous version go on after an upgrade."""
+    s = StartTls(BY_NAME["smtp"])
+    s.commands, s.finals, s.request_at, heads, pending, s.state = state
+    s.server_units = s.finals
+    s.pending = bytes(pending)
+    for framer, head in zip(s.framers, heads, strict=True):
+        framer.restore([head])
+    return s

@@ -272,3 +272,22 @@ def test_a_gap_ends_the_dialogue() -> None:
         *[("data", d, b, 5 + i) for i, (d, b) in enumerate(HELLOS)],
     ]
     assert run(events, flow=flow) == []
+
+
+def test_a_version_1_snapshot_of_an_smtp_dialogue_goes_on() -> None:
+    """Flows saved by the SMTP-only version (TLS snapshot "v": 1) keep their dialogue."""
+    from decoders.tls import PLAIN, TlsDecoder
+
+    flow = _flow("smtp")
+    ctx = harness.FakeCtx(flow)
+    dec = TlsDecoder(ctx, {})
+    for e in _events((SERVER, b"220 mx\r\n"), (CLIENT, b"EHLO a\r\nSTARTTLS\r\n"))[:-1]:
+        harness.apply(dec, ctx, e)
+    state = dec.snapshot()
+    assert state["mode"] == PLAIN and state["upgrade"]["request_at"] == 2
+    v1 = {k: v for k, v in state.items() if k != "upgrade"}
+    v1.update(v=1, smtp=[2, 1, 2, [b"", b""], b"", 0])  # what the v1 decoder saved here
+    restored = TlsDecoder.restore(ctx, {}, v1).snapshot()
+    assert restored["upgrade"].pop("scanned") == [0, 0]  # v1 did not count: starts afresh
+    state["upgrade"].pop("scanned")
+    assert restored == state
