@@ -3,8 +3,11 @@
 # Needs root (tcpdump, ports below 1024), tcpdump, tshark, openssl, python3, psql (optional).
 # Real clients (openssl s_client -starttls, Python's smtplib/imaplib/poplib/ftplib, psql) talk
 # to tools/starttls_server.py, which accepts the upgrade and hands the socket to OpenSSL.
-# Run from the repository root: sh tools/make_starttls_captures.sh
+# Run from the repository root: sh tools/make_starttls_captures.sh [NAME ...] (default: all of
+# smtp imap pop3 ftp xmpp ldap postgres dovecot).
 set -eu
+WANTED=${*:-smtp imap pop3 ftp xmpp ldap postgres dovecot}
+wanted() { case " $WANTED " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 OUT=fixtures/pcaps
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -21,6 +24,7 @@ sclient() {  # protocol port [extra s_client options]
 record() {  # protocol port connections clients...
     proto=$1 port=$2 count=$3
     shift 3
+    wanted "$proto" || return 0
     pcap="$OUT/own_starttls_$proto.pcap"
     tcpdump -i lo -U -s 0 -w "$pcap" "tcp port $port" 2>/dev/null &
     dump=$!
@@ -55,9 +59,60 @@ else
     record postgres 5432 1 "sclient postgres 5432"
 fi
 
+# A real server too, when Debian's dovecot-imapd and dovecot-pop3d are installed: Dovecot with a
+# throw-away configuration (static password), IMAP and POP3 clients that upgrade, log in and
+# look at the mailbox over TLS.
+if wanted dovecot && command -v dovecot >/dev/null; then
+    chmod 755 "$TMP"
+    mkdir -p "$TMP/run" "$TMP/state" "$TMP/home"
+    chmod 1777 "$TMP/home"
+    chmod 644 "$TMP/key.pem"
+    cat >"$TMP/dovecot.conf" <<CONF
+protocols = imap pop3
+listen = 127.0.0.1
+base_dir = $TMP/run
+state_dir = $TMP/state
+log_path = $TMP/dovecot.log
+ssl = yes
+ssl_cert = <$TMP/cert.pem
+ssl_key = <$TMP/key.pem
+disable_plaintext_auth = yes
+passdb {
+  driver = static
+  args = password=secret
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=$TMP/home/%u
+}
+mail_location = maildir:~/Maildir
+CONF
+    pcap="$OUT/own_starttls_dovecot.pcap"
+    tcpdump -i lo -U -s 0 -w "$pcap" "tcp port 143 or tcp port 110" 2>/dev/null &
+    dump=$!
+    dovecot -F -c "$TMP/dovecot.conf" &
+    dove=$!
+    sleep 2
+    python3 tools/starttls_client.py imap-login 143
+    sleep 0.3
+    python3 tools/starttls_client.py pop3-login 110
+    sleep 0.3
+    sclient imap 143
+    sleep 0.3
+    sclient pop3 110
+    sleep 1
+    kill "$dump" "$dove"
+    wait "$dump" || true
+    wait "$dove" || true
+    mkdir -p "$OUT/oracles/own_starttls_dovecot.pcap"
+    python3 tools/starttls_oracle.py "$pcap" "$OUT/oracles/own_starttls_dovecot.pcap/tls_tshark.jsonl"
+fi
+
 # The generic oracles every fixture has (flows.jsonl, summary.json, http_*.jsonl: tshark and
 # tcpflow) come from the shared capture set's tool, when it is there.
 SHARED_TOOLS=${SHARED_TOOLS:-../shared/tools}
 if [ -f "$SHARED_TOOLS/make_oracles.py" ]; then
-    python3 "$SHARED_TOOLS/make_oracles.py" --force "$OUT"/own_starttls_*.pcap
+    for name in $WANTED; do
+        python3 "$SHARED_TOOLS/make_oracles.py" --force "$OUT/own_starttls_$name.pcap"
+    done
 fi

@@ -1,7 +1,7 @@
 """Python standard-library clients for the STARTTLS captures (tools/make_starttls_captures.sh):
 each connects, asks for TLS the way the library does, runs the handshake, and quits.
 
-    python3 tools/starttls_client.py PROTOCOL PORT
+    python3 tools/starttls_client.py smtp|imap|pop3|ftp|imap-login|pop3-login PORT
 """
 
 from __future__ import annotations
@@ -37,6 +37,20 @@ def main() -> None:
         f.connect("127.0.0.1", port)
         f.auth()
         f.quit()
+    elif proto == "imap-login":  # a real server (Dovecot): log in and open the mailbox over TLS
+        m = imaplib.IMAP4("127.0.0.1", port)
+        m.starttls(ssl_context=ctx)
+        m.login("alice", "secret")
+        m.select("INBOX")
+        m.logout()
+    elif proto == "pop3-login":
+        p = poplib.POP3("127.0.0.1", port)
+        p.capa()
+        p.stls(context=ctx)
+        p.user("alice")
+        p.pass_("secret")
+        p.stat()
+        p.quit()
     else:
         raise SystemExit(f"no Python client for {proto}")
 
