@@ -4,9 +4,9 @@
 # Real clients (openssl s_client -starttls, Python's smtplib/imaplib/poplib/ftplib, psql) talk
 # to tools/starttls_server.py, which accepts the upgrade and hands the socket to OpenSSL.
 # Run from the repository root: sh tools/make_starttls_captures.sh [NAME ...] (default: all of
-# smtp imap pop3 ftp xmpp ldap postgres dovecot).
+# smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver).
 set -eu
-WANTED=${*:-smtp imap pop3 ftp xmpp ldap postgres dovecot}
+WANTED=${*:-smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver}
 wanted() { case " $WANTED " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 OUT=fixtures/pcaps
 TMP=$(mktemp -d)
@@ -106,6 +106,35 @@ CONF
     wait "$dove" || true
     mkdir -p "$OUT/oracles/own_starttls_dovecot.pcap"
     python3 tools/starttls_oracle.py "$pcap" "$OUT/oracles/own_starttls_dovecot.pcap/tls_tshark.jsonl"
+fi
+
+# A real PostgreSQL server too, when Debian's postgresql is installed: a throw-away cluster
+# (trust authentication) with ssl=on, psql (sslmode=require) and openssl s_client.
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -1)
+if wanted pgserver && [ -x "$PG_BIN/pg_ctl" ] && id postgres >/dev/null 2>&1; then
+    PGDIR=$(mktemp -d)
+    cp "$TMP/cert.pem" "$TMP/key.pem" "$PGDIR/"
+    chmod 600 "$PGDIR/key.pem"
+    chown -R postgres "$PGDIR"
+    su postgres -s /bin/sh -c "$PG_BIN/initdb -D $PGDIR/data -A trust -U postgres >/dev/null"
+    su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $PGDIR/data -l $PGDIR/log -w start -o \
+        '-c listen_addresses=127.0.0.1 -c port=5432 -c unix_socket_directories=$PGDIR \
+         -c ssl=on -c ssl_cert_file=$PGDIR/cert.pem -c ssl_key_file=$PGDIR/key.pem'" >/dev/null
+    pcap="$OUT/own_starttls_pgserver.pcap"
+    tcpdump -i lo -U -s 0 -w "$pcap" "tcp port 5432" 2>/dev/null &
+    dump=$!
+    sleep 1
+    psql "host=127.0.0.1 port=5432 user=postgres dbname=postgres sslmode=require" \
+        -c "select ssl, version from pg_stat_ssl where pid = pg_backend_pid()" >/dev/null
+    sleep 0.3
+    sclient postgres 5432
+    sleep 1
+    kill "$dump"
+    wait "$dump" || true
+    su postgres -s /bin/sh -c "$PG_BIN/pg_ctl -D $PGDIR/data -m fast stop" >/dev/null
+    rm -rf "$PGDIR"
+    mkdir -p "$OUT/oracles/own_starttls_pgserver.pcap"
+    python3 tools/starttls_oracle.py "$pcap" "$OUT/oracles/own_starttls_pgserver.pcap/tls_tshark.jsonl"
 fi
 
 # The generic oracles every fixture has (flows.jsonl, summary.json, http_*.jsonl: tshark and
