@@ -16,11 +16,14 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo, ts_seconds
 from decoders.tls_starttls import HEAD, MAX_PENDING, MAX_SCAN, StartTls
 from decoders.tls_starttls_rules import BY_NAME, LDAP_STARTTLS_OID, RULES
 from tests import decoder_harness as harness
+from tests.fuzzing import fuzz
 from tests.test_tls import CH, SH, records, run, tls_records
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
@@ -299,3 +302,34 @@ def test_a_version_1_snapshot_of_an_smtp_dialogue_goes_on() -> None:
     assert restored["upgrade"].pop("scanned") == [0, 0]  # v1 did not count: starts afresh
     state["upgrade"].pop("scanned")
     assert restored == state
+
+
+# ------------------------------------------------------------------ hostile input
+# Pieces every rule looks for, mixed with arbitrary bytes, so that the fuzzer reaches the
+# dialogue states (requests, answers, refusals, give-up points) and not only "not this".
+_PIECES = [
+    b"\r\n", b"\n", b"220 ", b"220-", b"234 ", b"454 ", b"STARTTLS", b"STLS", b"AUTH TLS",
+    b"a STARTTLS", b"a OK", b"a NO", b"* OK", b"* PREAUTH", b"+OK", b"-ERR", b"MAIL", b"PASS",
+    b"LOGIN", b"<starttls/>", b"<proceed/>", b"<failure/>", b"</proceed>", b"<auth>", b"<", b">",
+    LDAP_START, _ldap_result(1, 0), _ldap_result(1, 0, long_form=True), b"\x30\x84\xff\xff",
+    b"\x30\x85", PG_SSL, PG_GSS, PG_STARTUP, b"S", b"N", b"G", records(CH)[:40], records(SH),
+]  # fmt: skip
+
+
+@fuzz(200)
+@given(
+    st.sampled_from(PROTOCOLS),
+    st.lists(
+        st.tuples(
+            st.sampled_from([CLIENT, SERVER]),
+            st.lists(st.one_of(st.sampled_from(_PIECES), st.binary(max_size=12)), max_size=6),
+        ),
+        max_size=10,
+    ),
+)
+def test_arbitrary_dialogues_never_raise_and_restore_exactly(proto: str, steps: list) -> None:
+    events = _events(*[(d, b"".join(parts)) for d, parts in steps])
+    flow = _flow(proto)
+    reference = run(events, flow=flow)
+    assert run(events, flow=flow, restore_every=True) == reference
+    assert run(_bytewise(events), flow=flow) == reference
