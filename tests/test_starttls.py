@@ -76,9 +76,10 @@ def _ours(recs: list[dict]) -> Counter:
 # capture -> the rules its flows use (own_starttls_dovecot: a real server, Debian's Dovecot)
 CAPTURES = {f"own_starttls_{p}.pcap": (p,) for p in PROTOCOLS}
 CAPTURES["own_starttls_dovecot.pcap"] = ("imap", "pop3")
-# a real PostgreSQL 15 server: its P-256 key share preference makes OpenSSL's clients go
-# through a HelloRetryRequest after the upgrade (two hello pairs per flow)
+# a real PostgreSQL 15 server: its key-share preference makes OpenSSL's clients go through a
+# HelloRetryRequest after the upgrade (two hello pairs per flow)
 CAPTURES["own_starttls_pgserver.pcap"] = ("postgres",)
+CAPTURES["own_starttls_vsftpd.pcap"] = ("ftp",)  # vsftpd 3.0: a HelloRetryRequest as well
 
 
 @pytest.mark.parametrize(("name", "protos"), CAPTURES.items())

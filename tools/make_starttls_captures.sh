@@ -4,9 +4,9 @@
 # Real clients (openssl s_client -starttls, Python's smtplib/imaplib/poplib/ftplib, psql) talk
 # to tools/starttls_server.py, which accepts the upgrade and hands the socket to OpenSSL.
 # Run from the repository root: sh tools/make_starttls_captures.sh [NAME ...] (default: all of
-# smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver).
+# smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver vsftpd).
 set -eu
-WANTED=${*:-smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver}
+WANTED=${*:-smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver vsftpd}
 wanted() { case " $WANTED " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 OUT=fixtures/pcaps
 TMP=$(mktemp -d)
@@ -135,6 +135,43 @@ if wanted pgserver && [ -x "$PG_BIN/pg_ctl" ] && id postgres >/dev/null 2>&1; th
     rm -rf "$PGDIR"
     mkdir -p "$OUT/oracles/own_starttls_pgserver.pcap"
     python3 tools/starttls_oracle.py "$pcap" "$OUT/oracles/own_starttls_pgserver.pcap/tls_tshark.jsonl"
+fi
+
+# A real FTP server too, when Debian's vsftpd is installed: anonymous login after AUTH TLS.
+if wanted vsftpd && command -v vsftpd >/dev/null; then
+    mkdir -p "$TMP/ftp-empty" "$TMP/ftp-anon"
+    cat >"$TMP/vsftpd.conf" <<CONF
+listen=YES
+listen_address=127.0.0.1
+listen_port=21
+background=NO
+anonymous_enable=YES
+no_anon_password=YES
+anon_root=$TMP/ftp-anon
+local_enable=NO
+write_enable=NO
+ssl_enable=YES
+allow_anon_ssl=YES
+rsa_cert_file=$TMP/cert.pem
+rsa_private_key_file=$TMP/key.pem
+secure_chroot_dir=$TMP/ftp-empty
+seccomp_sandbox=NO
+CONF
+    pcap="$OUT/own_starttls_vsftpd.pcap"
+    tcpdump -i lo -U -s 0 -w "$pcap" "tcp port 21" 2>/dev/null &
+    dump=$!
+    vsftpd "$TMP/vsftpd.conf" &
+    ftpd=$!
+    sleep 1
+    python3 tools/starttls_client.py ftp-login 21
+    sleep 0.3
+    sclient ftp 21
+    sleep 1
+    kill "$dump" "$ftpd"
+    wait "$dump" || true
+    wait "$ftpd" || true
+    mkdir -p "$OUT/oracles/own_starttls_vsftpd.pcap"
+    python3 tools/starttls_oracle.py "$pcap" "$OUT/oracles/own_starttls_vsftpd.pcap/tls_tshark.jsonl"
 fi
 
 # The generic oracles every fixture has (flows.jsonl, summary.json, http_*.jsonl: tshark and

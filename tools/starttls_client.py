@@ -1,7 +1,7 @@
 """Python standard-library clients for the STARTTLS captures (tools/make_starttls_captures.sh):
 each connects, asks for TLS the way the library does, runs the handshake, and quits.
 
-    python3 tools/starttls_client.py smtp|imap|pop3|ftp|imap-login|pop3-login PORT
+    python3 tools/starttls_client.py smtp|imap|pop3|ftp|imap-login|pop3-login|ftp-login PORT
 """
 
 from __future__ import annotations
@@ -51,6 +51,13 @@ def main() -> None:
         p.pass_("secret")
         p.stat()
         p.quit()
+    elif proto == "ftp-login":  # a real server (vsftpd): anonymous login over TLS
+        f = ftplib.FTP_TLS(context=ctx)
+        f.connect("127.0.0.1", port)
+        f.auth()
+        f.login()
+        f.pwd()
+        f.quit()
     else:
         raise SystemExit(f"no Python client for {proto}")
 
