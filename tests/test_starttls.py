@@ -80,6 +80,7 @@ CAPTURES["own_starttls_dovecot.pcap"] = ("imap", "pop3")
 # HelloRetryRequest after the upgrade (two hello pairs per flow)
 CAPTURES["own_starttls_pgserver.pcap"] = ("postgres",)
 CAPTURES["own_starttls_vsftpd.pcap"] = ("ftp",)  # vsftpd 3.0: a HelloRetryRequest as well
+CAPTURES["own_starttls_prosody.pcap"] = ("xmpp",)  # Prosody 0.12, STARTTLS required
 
 
 @pytest.mark.parametrize(("name", "protos"), CAPTURES.items())

@@ -4,9 +4,9 @@
 # Real clients (openssl s_client -starttls, Python's smtplib/imaplib/poplib/ftplib, psql) talk
 # to tools/starttls_server.py, which accepts the upgrade and hands the socket to OpenSSL.
 # Run from the repository root: sh tools/make_starttls_captures.sh [NAME ...] (default: all of
-# smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver vsftpd).
+# smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver vsftpd prosody).
 set -eu
-WANTED=${*:-smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver vsftpd}
+WANTED=${*:-smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver vsftpd prosody}
 wanted() { case " $WANTED " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 OUT=fixtures/pcaps
 TMP=$(mktemp -d)
@@ -172,6 +172,46 @@ CONF
     wait "$ftpd" || true
     mkdir -p "$OUT/oracles/own_starttls_vsftpd.pcap"
     python3 tools/starttls_oracle.py "$pcap" "$OUT/oracles/own_starttls_vsftpd.pcap/tls_tshark.jsonl"
+fi
+
+# A real XMPP server too, when Debian's prosody is installed: c2s with STARTTLS required.
+if wanted prosody && command -v prosody >/dev/null; then
+    mkdir -p "$TMP/xmpp-data"
+    chmod 755 "$TMP"
+    chmod 644 "$TMP/key.pem"
+    cat >"$TMP/prosody.cfg.lua" <<CONF
+pidfile = "$TMP/prosody.pid"
+data_path = "$TMP/xmpp-data"
+daemonize = false
+run_as_root = true
+interfaces = { "127.0.0.1" }
+c2s_ports = { 5222 }
+c2s_direct_tls_ports = {}
+s2s_ports = {}
+http_ports = {}
+https_ports = {}
+modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping" }
+modules_disabled = { "s2s"; "posix" }
+c2s_require_encryption = true
+log = { info = "$TMP/prosody.log" }
+VirtualHost "localhost"
+  ssl = { certificate = "$TMP/cert.pem"; key = "$TMP/key.pem" }
+CONF
+    pcap="$OUT/own_starttls_prosody.pcap"
+    tcpdump -i lo -U -s 0 -w "$pcap" "tcp port 5222" 2>/dev/null &
+    dump=$!
+    prosody --config "$TMP/prosody.cfg.lua" >/dev/null 2>&1 &
+    xmppd=$!
+    sleep 3
+    sclient xmpp 5222 -xmpphost localhost
+    sleep 0.3
+    sclient xmpp 5222 -xmpphost localhost -tls1_2
+    sleep 1
+    kill "$dump" "$xmppd"
+    wait "$dump" || true
+    wait "$xmppd" || true
+    mkdir -p "$OUT/oracles/own_starttls_prosody.pcap"
+    python3 tools/starttls_oracle.py "$pcap" "$OUT/oracles/own_starttls_prosody.pcap/tls_tshark.jsonl"
 fi
 
 # The generic oracles every fixture has (flows.jsonl, summary.json, http_*.jsonl: tshark and
