@@ -81,6 +81,7 @@ CAPTURES["own_starttls_dovecot.pcap"] = ("imap", "pop3")
 CAPTURES["own_starttls_pgserver.pcap"] = ("postgres",)
 CAPTURES["own_starttls_vsftpd.pcap"] = ("ftp",)  # vsftpd 3.0: a HelloRetryRequest as well
 CAPTURES["own_starttls_prosody.pcap"] = ("xmpp",)  # Prosody 0.12, STARTTLS required
+CAPTURES["own_starttls_slapd.pcap"] = ("ldap",)  # OpenLDAP 2.5 (GnuTLS), ldapwhoami -ZZ
 
 
 @pytest.mark.parametrize(("name", "protos"), CAPTURES.items())

@@ -4,9 +4,9 @@
 # Real clients (openssl s_client -starttls, Python's smtplib/imaplib/poplib/ftplib, psql) talk
 # to tools/starttls_server.py, which accepts the upgrade and hands the socket to OpenSSL.
 # Run from the repository root: sh tools/make_starttls_captures.sh [NAME ...] (default: all of
-# smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver vsftpd prosody).
+# smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver vsftpd prosody slapd).
 set -eu
-WANTED=${*:-smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver vsftpd prosody}
+WANTED=${*:-smtp imap pop3 ftp xmpp ldap postgres dovecot pgserver vsftpd prosody slapd}
 wanted() { case " $WANTED " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 OUT=fixtures/pcaps
 TMP=$(mktemp -d)
@@ -212,6 +212,40 @@ CONF
     wait "$xmppd" || true
     mkdir -p "$OUT/oracles/own_starttls_prosody.pcap"
     python3 tools/starttls_oracle.py "$pcap" "$OUT/oracles/own_starttls_prosody.pcap/tls_tshark.jsonl"
+fi
+
+# A real LDAP server too, when Debian's slapd and ldap-utils are installed: OpenLDAP with an
+# LDIF database, ldapwhoami -ZZ (StartTLS required, then a simple bind over TLS) and s_client.
+if wanted slapd && command -v slapd >/dev/null && command -v ldapwhoami >/dev/null; then
+    mkdir -p "$TMP/ldap-db"
+    cat >"$TMP/slapd.conf" <<CONF
+include /etc/ldap/schema/core.schema
+pidfile $TMP/slapd.pid
+argsfile $TMP/slapd.args
+TLSCertificateFile $TMP/cert.pem
+TLSCertificateKeyFile $TMP/key.pem
+database ldif
+directory $TMP/ldap-db
+suffix "dc=example,dc=test"
+rootdn "cn=admin,dc=example,dc=test"
+rootpw secret
+CONF
+    pcap="$OUT/own_starttls_slapd.pcap"
+    tcpdump -i lo -U -s 0 -w "$pcap" "tcp port 389" 2>/dev/null &
+    dump=$!
+    slapd -f "$TMP/slapd.conf" -h "ldap://127.0.0.1:389/" -d 0 >/dev/null 2>&1 &
+    ldapd=$!
+    sleep 2
+    LDAPTLS_REQCERT=never ldapwhoami -ZZ -x -H ldap://127.0.0.1:389 \
+        -D "cn=admin,dc=example,dc=test" -w secret >/dev/null
+    sleep 0.3
+    sclient ldap 389
+    sleep 1
+    kill "$dump" "$ldapd"
+    wait "$dump" || true
+    wait "$ldapd" || true
+    mkdir -p "$OUT/oracles/own_starttls_slapd.pcap"
+    python3 tools/starttls_oracle.py "$pcap" "$OUT/oracles/own_starttls_slapd.pcap/tls_tshark.jsonl"
 fi
 
 # The generic oracles every fixture has (flows.jsonl, summary.json, http_*.jsonl: tshark and
