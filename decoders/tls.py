@@ -113,6 +113,9 @@ class TlsDecoder(Decoder):
         assert self.upgrade is not None
         switched = self.upgrade.feed(direction, data)
         if self.upgrade.abandoned:
+            if self.upgrade.unanswered:
+                rule = self.upgrade.rule.name
+                self.ctx.anomaly("tls_starttls_unanswered", f"{rule}: no answer to the request")
             self.mode, self.upgrade = OFF, None
         elif switched is not None:
             self.mode, self.upgrade = TLS, None

@@ -36,7 +36,7 @@ BER_HEAD = 64  # bytes kept of an LDAP message's content: id, operation, the Sta
 MAX_PENDING = 64 * 1024  # client bytes held between the request and its answer
 MAX_SCAN = 256 * 1024  # plaintext bytes looked at per direction before giving up
 
-SCANNING, ABANDONED = 0, 1
+SCANNING, ABANDONED, UNANSWERED = 0, 1, 2  # UNANSWERED: given up, a request never answered
 
 
 class Lines:
@@ -237,11 +237,17 @@ class StartTls:
 
     @property
     def abandoned(self) -> bool:
-        return self.state == ABANDONED
+        return self.state != SCANNING
+
+    @property
+    def unanswered(self) -> bool:
+        """Given up with a request outstanding and MAX_PENDING client bytes behind it: odd
+        (a client does not send that much before the server answers), worth an anomaly."""
+        return self.state == UNANSWERED
 
     def feed(self, direction: int, data: bytes) -> tuple[bytes, bytes] | None:
         """None while plaintext; (client TLS bytes, server TLS bytes) when TLS starts."""
-        if self.state == ABANDONED:
+        if self.state != SCANNING:
             return None
         self.scanned[direction] += len(data)
         if self.scanned[direction] > MAX_SCAN:
@@ -256,7 +262,7 @@ class StartTls:
         if self.request_at:
             self.pending += data
             if len(self.pending) > MAX_PENDING:
-                self.state = ABANDONED
+                self.state = UNANSWERED
             return
         framer, rule, pos = self.framers[CLIENT], self.rule, 0
         while self.state == SCANNING:

@@ -265,6 +265,16 @@ def test_held_client_bytes_are_capped() -> None:
     assert not s.abandoned
     s.feed(CLIENT, b"\x16")
     assert s.abandoned and s.feed(SERVER, b"a OK\r\n") is None
+    assert s.unanswered
+
+
+def test_an_unanswered_request_is_reported() -> None:
+    flow = _flow("imap")
+    big = b"\x17\x03\x03\x40\x00" + b"\x00" * 0x4000
+    steps = [(SERVER, b"* OK\r\n"), (CLIENT, b"a STARTTLS\r\n")] + [(CLIENT, big)] * 4
+    out = run(_events(*steps, (SERVER, b"a OK\r\n"), *HELLOS), flow=flow)
+    assert [(t, f["name"]) for t, f in out] == [("anomaly", "tls_starttls_unanswered")]
+    assert out[0][1]["detail"] == "imap: no answer to the request"
 
 
 def test_plaintext_is_scanned_up_to_a_bound() -> None:
