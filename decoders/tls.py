@@ -1,11 +1,10 @@
 """TLS decoder: one `tls` record per ClientHello/ServerHello pair, with JA3, JA3S and JA4.
 
-Found by content on any TCP port (a handshake record carrying a ClientHello from the client
-or a ServerHello from the server), and attached by port to the protocols that upgrade to TLS
-in place (SMTP, IMAP, POP3, FTP, XMPP, LDAP, PostgreSQL: decoders/tls_starttls_rules.py) to
-follow their STARTTLS dialogue (decoders/tls_starttls.py). Each direction's records are
-reassembled into handshake messages (decoders/tls_stream.py); hello bodies become record
-fields in decoders/tls_hello.py.
+Found by content on any TCP port (a handshake record header: `looks_like_hello`), and
+attached by port to the protocols that upgrade to TLS in place (SMTP, IMAP, POP3, FTP, XMPP,
+LDAP, PostgreSQL: decoders/tls_starttls_rules.py) to follow their STARTTLS dialogue
+(decoders/tls_starttls.py). Each direction's records are reassembled into handshake messages
+(decoders/tls_stream.py); hello bodies become record fields in decoders/tls_hello.py.
 
 Pairing: hellos pair in order. A ServerHello that is a HelloRetryRequest closes its pair and
 parsing goes on for the second ClientHello and its ServerHello (a second record); any other
