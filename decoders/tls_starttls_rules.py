@@ -41,10 +41,12 @@ def _verb(head: bytes) -> bytes:
 
 def _numeric_reply(head: bytes) -> int:
     """SMTP and FTP replies: "NNN text" (or "NNN") ends a reply, "NNN-text" continues it,
-    other lines may sit inside an FTP multi-line reply."""
+    other lines may sit inside an FTP multi-line reply. A 1yz reply is preliminary (RFC 959
+    §4.2: "120 ready in nnn minutes" before the greeting, "150" before a transfer's end):
+    the final reply comes after it."""
     if not head[:3].isdigit():
         return ALIEN
-    if head[3:4] == b"-":
+    if head[3:4] == b"-" or head[:1] == b"1":
         return INTERIM
     return FINAL_OK if head[:1] == b"2" else FINAL_NO
 

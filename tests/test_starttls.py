@@ -194,6 +194,8 @@ DIALOGUES = [
     ("ftp", [(SERVER, b"220-Welcome\r\n plain text inside the greeting\r\n220 ready\r\n"),
              (CLIENT, b"AUTH TLS\r\n"), (SERVER, b"504 not now\r\n"), (CLIENT, b"AUTH SSL\r\n"),
              (SERVER, b"234 go\r\n")], True),
+    ("ftp", [(SERVER, b"120 ready in 1 minute\r\n"), (SERVER, b"220 ready\r\n"),
+             (CLIENT, b"AUTH TLS\r\n"), (SERVER, b"234 go\r\n")], True),  # preliminary 1yz
     ("ftp", [(SERVER, b"220 ready\r\n"), (CLIENT, b"LIST\r\n"), (SERVER, b"425 no\r\n"),
              (CLIENT, b"AUTH TLS\r\n"), (SERVER, b"234 go\r\n")], False),
     ("xmpp", [(CLIENT, XMPP_HEAD), (SERVER, XMPP_FEATURES),
