@@ -1,7 +1,8 @@
 """TLS decoder: one `tls` record per ClientHello/ServerHello pair, with JA3, JA3S and JA4.
 
-Found by content on any TCP port (a handshake record carrying a ClientHello from the client
-or a ServerHello from the server), and attached by port to SMTP (25, 587) to follow STARTTLS
+Found by content on any TCP port (a handshake record header: `looks_like_hello`), and
+attached by port to the protocols that upgrade to TLS in place (SMTP, IMAP, POP3, FTP, XMPP,
+LDAP, PostgreSQL: decoders/tls_starttls_rules.py) to follow their STARTTLS dialogue
 (decoders/tls_starttls.py). Each direction's records are reassembled into handshake messages
 (decoders/tls_stream.py); hello bodies become record fields in decoders/tls_hello.py.
 
@@ -19,16 +20,21 @@ from typing import Any
 
 from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
 from decoders.tls_hello import parse_client_hello, parse_server_hello
-from decoders.tls_starttls import SMTP_PORTS, SmtpStartTls
-from decoders.tls_stream import ERROR, MAX_RECORD, HandshakeReader
+from decoders.tls_starttls import StartTls, from_smtp_v1
+from decoders.tls_starttls_rules import BY_PORT, PORTS
+from decoders.tls_stream import ERROR, HandshakeReader
 
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_HELLO_REQUEST = 1, 2, 0
-UNDECIDED, TLS, SMTP, OFF = 0, 1, 2, 3
+UNDECIDED, TLS, PLAIN, OFF = 0, 1, 2, 3  # PLAIN: following a dialogue up to STARTTLS
 
 
 def looks_like_hello(direction: int, data: bytes) -> bool | None:
-    """Handshake record header (type 22, version 3.0-3.4, sane length) followed by a
-    ClientHello (client side) or ServerHello (server side); None while undecidable."""
+    """TLS from the first record-header bytes: a handshake record (type 22) of version 3.x
+    (x <= 4), as Zeek's DPD signature starts and Suricata's pattern matches, so three bytes
+    are enough (a tunnel's short first segment, a record whose length or body is odd). The
+    handshake type, once seen, only tells the direction: the other side's hello (a
+    ServerHello from the client, a ClientHello from the server) is not this direction's
+    TLS, which lets the probes tell a midstream flow's roles. None while undecidable."""
     n = len(data)
     if n >= 1 and data[0] != 22:
         return False
@@ -36,17 +42,16 @@ def looks_like_hello(direction: int, data: bytes) -> bool | None:
         return False
     if n >= 3 and data[2] > 4:
         return False
-    if n >= 5 and not 4 <= int.from_bytes(data[3:5], "big") <= MAX_RECORD:
-        return False
-    if n < 6:
+    if n < 3:
         return None
-    return data[5] == (HS_CLIENT_HELLO if direction == CLIENT else HS_SERVER_HELLO)
+    other_hello = HS_SERVER_HELLO if direction == CLIENT else HS_CLIENT_HELLO
+    return n < 6 or data[5] != other_hello
 
 
 class TlsDecoder(Decoder):
     name = "tls"
     transports = frozenset({"tcp"})
-    ports = SMTP_PORTS  # STARTTLS: the flow starts in plaintext, content detection cannot tell
+    ports = PORTS  # STARTTLS: the flow starts in plaintext, content detection cannot tell
 
     @classmethod
     def probe(cls, direction: int, data: bytes) -> bool | None:
@@ -56,7 +61,7 @@ class TlsDecoder(Decoder):
         super().__init__(ctx, options)
         self.mode = UNDECIDED
         self.readers = [HandshakeReader(), HandshakeReader()]
-        self.smtp: SmtpStartTls | None = None
+        self.upgrade: StartTls | None = None
         # Hellos waiting for their partner: [ts_ns, fields or None (unparsable), tags].
         self.hellos: list[list[list[Any]]] = [[], []]
         self.done = [False, False]  # the direction can bring no more hellos
@@ -74,22 +79,22 @@ class TlsDecoder(Decoder):
                 self.mode = OFF
             elif data[0] == 22:  # a handshake record (what the probe saw, or implicit TLS)
                 self.mode = TLS
-            elif self.ctx.flow.server.port in SMTP_PORTS:
-                self.mode, self.smtp = SMTP, SmtpStartTls()
+            elif self.ctx.flow.server.port in BY_PORT:
+                self.mode, self.upgrade = PLAIN, StartTls(BY_PORT[self.ctx.flow.server.port])
             else:
                 self.mode = OFF
             if self.mode == OFF:
                 return
-        if self.mode == SMTP:
-            self._smtp(direction, data)
+        if self.mode == PLAIN:
+            self._plain(direction, data)
         else:
             self._feed(direction, data)
 
     def on_gap(self, direction: int, length: int) -> None:
         if self.finished or self.mode in (UNDECIDED, OFF):
             return
-        if self.mode == SMTP:  # the dialogue cannot be followed across a hole
-            self.mode, self.smtp = OFF, None
+        if self.mode == PLAIN:  # the dialogue cannot be followed across a hole
+            self.mode, self.upgrade = OFF, None
             return
         if not self.done[direction]:
             self._tag("gap")
@@ -103,13 +108,16 @@ class TlsDecoder(Decoder):
             self._settle()
 
     # -- parsing --
-    def _smtp(self, direction: int, data: bytes) -> None:
-        assert self.smtp is not None
-        switched = self.smtp.feed(direction, data)
-        if self.smtp.abandoned:
-            self.mode, self.smtp = OFF, None
+    def _plain(self, direction: int, data: bytes) -> None:
+        assert self.upgrade is not None
+        switched = self.upgrade.feed(direction, data)
+        if self.upgrade.abandoned:
+            if self.upgrade.unanswered:
+                rule = self.upgrade.rule.name
+                self.ctx.anomaly("tls_starttls_unanswered", f"{rule}: no answer to the request")
+            self.mode, self.upgrade = OFF, None
         elif switched is not None:
-            self.mode, self.smtp = TLS, None
+            self.mode, self.upgrade = TLS, None
             self._tag("starttls")
             self._feed(CLIENT, switched[0])
             self._feed(SERVER, switched[1])
@@ -194,10 +202,10 @@ class TlsDecoder(Decoder):
     # -- state --
     def snapshot(self) -> Any:
         return {
-            "v": 1,
+            "v": 2,
             "mode": self.mode,
             "readers": [r.snapshot() for r in self.readers],
-            "smtp": self.smtp.snapshot() if self.smtp else None,
+            "upgrade": self.upgrade.snapshot() if self.upgrade else None,
             "hellos": self.hellos,
             "done": self.done,
             "finished": self.finished,
@@ -209,7 +217,10 @@ class TlsDecoder(Decoder):
         d = cls(ctx, options)
         d.mode = state["mode"]
         d.readers = [HandshakeReader.restore(r) for r in state["readers"]]
-        d.smtp = SmtpStartTls.restore(state["smtp"]) if state["smtp"] else None
+        if state["v"] == 1:  # SMTP-only STARTTLS state
+            d.upgrade = from_smtp_v1(state["smtp"]) if state["smtp"] else None
+        else:
+            d.upgrade = StartTls.restore(state["upgrade"]) if state["upgrade"] else None
         d.hellos = [[list(h) for h in side] for side in state["hellos"]]
         d.done = list(state["done"])
         d.finished = state["finished"]
