@@ -119,10 +119,13 @@ def test_options_are_merged_with_the_defaults() -> None:
     assert seen == [{"ports": [], "limit": 3, "ratio": 0.25}]
 
 
+ENVELOPE = ("type", "id", "uid", "community_id")  # what the runtime adds to every record
+
+
 def test_recorded_events_drive_a_decoder_as_the_runtime_does() -> None:
     capture = FIXTURES / "zeek__tls__tls1.2.pcap"
     from_runtime = [
-        {k: v for k, v in r.items() if k not in ("type", "id", "uid", "community_id")  # the envelope}
+        {k: v for k, v in r.items() if k not in ENVELOPE}
         for r in run_capture(capture, ["tls"])
         if r["type"] == "tls"
     ]
