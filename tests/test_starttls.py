@@ -19,10 +19,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from decoders import testing as harness
 from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo, ts_seconds
 from decoders.tls_starttls import HEAD, MAX_PENDING, MAX_SCAN, StartTls
 from decoders.tls_starttls_rules import BY_NAME, LDAP_STARTTLS_OID, RULES
-from tests import decoder_harness as harness
 from tests.fuzzing import fuzz
 from tests.test_tls import CH, SH, records, run, tls_records
 
@@ -305,7 +305,7 @@ def test_a_version_1_snapshot_of_an_smtp_dialogue_goes_on() -> None:
     from decoders.tls import PLAIN, TlsDecoder
 
     flow = _flow("smtp")
-    ctx = harness.FakeCtx(flow)
+    ctx = harness.FakeContext(flow)
     dec = TlsDecoder(ctx, {})
     for e in _events((SERVER, b"220 mx\r\n"), (CLIENT, b"EHLO a\r\nSTARTTLS\r\n"))[:-1]:
         harness.apply(dec, ctx, e)
