@@ -39,6 +39,7 @@ class Commands:
         self._sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
         self._settings: dict[str, tuple[type, ...]] = {}
         self._handlers: dict[str, Handler] = {}
+        self._parsers: dict[str, argparse.ArgumentParser] = {}
 
     def add(
         self,
@@ -63,7 +64,11 @@ class Commands:
         )
         self._settings[name] = tuple(settings)
         self._handlers[name] = handler
+        self._parsers[name] = p
         return p
+
+    def parser_for(self, name: str) -> argparse.ArgumentParser:
+        return self._parsers[name]
 
     def options(self, name: str) -> list[Option]:
         return [opt for cls in self._settings[name] for opt in options_of(cls)]
