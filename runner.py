@@ -139,6 +139,15 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _log_sources(inv: Invocation) -> None:
+    """At debug level, which settings did not come from their defaults, and from where:
+    the answer to "why does it use that value" with three sources in play."""
+    import structlog
+
+    chosen = {name: src for name, src in inv.sources.items() if src != "default"}
+    structlog.get_logger("wirestream").debug("settings", command=inv.command, sources=chosen)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from decoders.registry import UnknownDecoderError
     from streams.logs import configure_logging
@@ -149,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         inv = commands.layer(args)
         logs = inv.get(LogSettings)
         configure_logging(logs.log_format, logs.log_level)
+        _log_sources(inv)
         return int(commands.run(inv))
     except (UnknownDecoderError, UsageError) as exc:
         # one line naming what is valid (for settings: where the value came from); the

@@ -5,6 +5,7 @@ environment > TOML file > defaults, and exit codes come from one IntEnum."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -246,6 +247,24 @@ def test_bad_settings_exit_2_naming_their_source(
     err = done.stderr.decode()
     assert says in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert err.startswith(f"wirestream {argv[0]}: error: ")
+
+
+def test_debug_log_says_where_settings_came_from() -> None:
+    done = _cli(
+        "replay", GOOD, "--no-progress", "--log-level", "debug", "--log-format", "json",
+        env={"WIRESTREAM_MAX_FLOWS": "500"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-500:]
+    (event,) = [
+        json.loads(line) for line in done.stderr.decode().splitlines() if '"settings"' in line
+    ]
+    assert event["command"] == "replay"
+    assert event["sources"] == {
+        "max_flows": "environment",
+        "log_level": "command line",
+        "log_format": "command line",
+        "no_progress": "command line",
+    }
 
 
 def test_bad_config_file_value_names_file_and_key(tmp_path: Path) -> None:
