@@ -6,43 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
 
-from reassembly.limits import SECOND, Limits
-from streams.argtypes import non_negative_int, positive_int, seconds
-
-EXIT_OK, EXIT_INPUT_ERROR, EXIT_USAGE = 0, 1, 2
-
-
-def _seconds(text: str) -> int:
-    return int(seconds(text) * SECOND)
-
-
-def _seconds_or_zero(text: str) -> int:
-    return int(seconds(text, allow_zero=True) * SECOND)
-
-
-def _decoder_list(text: str) -> list[str] | None:
-    if text == "all":
-        return None
-    if text in ("", "none"):
-        return []
-    return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def _decoder_option(text: str) -> tuple[str, str, Any]:
-    """DECODER.OPTION=VALUE; the value stays text until the decoder's `option_defaults`
-    give it a type (decoders.options)."""
-    name, sep, value = text.partition("=")
-    decoder, dot, option = name.partition(".")
-    if not sep or not dot or not decoder or not option:
-        raise argparse.ArgumentTypeError(f"expected DECODER.OPTION=VALUE, got {text!r}")
-    return decoder, option, value
-
-
-class UsageError(Exception):
-    """A command line that cannot do what it says: one line on stderr, exit 2."""
+from streams.commands import Commands, Invocation
+from streams.exitcodes import ExitCode, UsageError
+from streams.logs import LogSettings
+from streams.replay_settings import ReplaySettings
+from streams.runtime_settings import RuntimeSettings
 
 
 def _version() -> str:
@@ -54,297 +23,57 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--log-format",
-        choices=("auto", "console", "json"),
-        default="auto",
-        help="log format on stderr: console (readable), json (one object per line), "
-        "auto = console on a terminal, json otherwise (default: auto)",
-    )
-    p.add_argument(
-        "--log-level",
-        choices=("debug", "info", "warning", "error"),
-        default="info",
-        help="lowest log level shown (default: info)",
-    )
-
-
-def _add_runtime(p: argparse.ArgumentParser) -> None:
-    d = Limits()
-    p.add_argument(
-        "--decoders",
-        type=_decoder_list,
-        default=None,
-        metavar="LIST",
-        help="comma-separated decoders to run (e.g. http), 'all' (default) or 'none' "
-        "(reassembly and flow records only)",
-    )
-    p.add_argument(
-        "-O",
-        "--decoder-option",
-        type=_decoder_option,
-        action="append",
-        default=[],
-        metavar="DECODER.OPTION=VALUE",
-        help="set a decoder option, e.g. -O http.max_decompressed=1048576 or "
-        "-O http.ports=80,8080 (repeatable; typed by the decoder's defaults, docs/plugins.md)",
-    )
-    p.add_argument(
-        "--stream-chunks",
-        action="store_true",
-        help="also emit every reassembled byte as stream_chunk records (base64), for "
-        "low-level analysis downstream (off by default: it is the whole traffic again)",
-    )
-    p.add_argument(
-        "--max-flows",
-        type=positive_int,
-        default=d.max_flows,
-        help=f"flows tracked per partition; beyond, the least recently active is evicted "
-        f"(default: {d.max_flows})",
-    )
-    p.add_argument(
-        "--max-parked-bytes",
-        type=positive_int,
-        default=d.max_parked_bytes,
-        help=f"out-of-order bytes parked per direction before the first hole is declared "
-        f"a gap (default: {d.max_parked_bytes})",
-    )
-    p.add_argument(
-        "--depth",
-        type=non_negative_int,
-        default=d.max_depth,
-        metavar="BYTES",
-        help="reassembly depth: deliver at most this many bytes of each direction to the "
-        "decoders (the rest is counted as beyond_depth); 0 = no limit (default: 0)",
-    )
-    p.add_argument(
-        "--overlap-policy",
-        choices=("first", "last", "bsd", "windows", "linux", "solaris"),
-        default=d.overlap_policy,
-        help="whose bytes win where out-of-order TCP segments overlap with different data: "
-        "first/last copy, or the target OS's rule as Suricata models it "
-        f"(default: {d.overlap_policy}, Suricata's default)",
-    )
-    p.add_argument(
-        "--reorder-window",
-        type=_seconds_or_zero,
-        default=SECOND,
-        metavar="SECONDS",
-        help="put packets back in timestamp order within this much capture time (captures "
-        "from several CPU queues or taps list packets out of order); 0 = file order "
-        "(default: 1)",
-    )
-    p.add_argument(
-        "--no-vlan-in-flow-key",
-        action="store_true",
-        help="leave VLAN ids out of flow keys, for links where the two directions of a "
-        "connection carry different tags (Suricata's vlan.use-for-tracking: false)",
-    )
-    p.add_argument(
-        "--community-id-seed",
-        type=_community_id_seed,
-        default=0,
-        metavar="N",
-        help="seed of the Community ID v1 hash on every flow's records (0..65535; sensors "
-        "whose records are joined must use the same) (default: 0)",
-    )
-    p.add_argument(
-        "--zeek-topics",
-        action="store_true",
-        help="also emit each record's Zeek JSON log line as a record of type zeek-conn, "
-        "zeek-http, zeek-ssl, zeek-dns or zeek-weird; Kafka mode sends them to topics "
-        "<prefix>zeek-conn ... as zeek-kafka does (docs/zeek-logs.md)",
-    )
-    p.add_argument(
-        "--tcp-idle-timeout",
-        type=_seconds,
-        default=d.tcp_idle_timeout_ns,
-        metavar="SECONDS",
-        help=f"close a TCP flow after this much capture time without packets "
-        f"(default: {d.tcp_idle_timeout_ns // SECOND})",
-    )
-    p.add_argument(
-        "--window-stats",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="also emit window_stats records: traffic per (protocol, service) in event-time "
-        "windows of this size (docs/windows.md) (default: off)",
-    )
-    p.add_argument(
-        "--window-hop",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="hopping windows: a new window every SECONDS (default: the size, tumbling)",
-    )
-    p.add_argument(
-        "--window-grace",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="wait this much stream time past a window's end for late packets (default: 1)",
-    )
-    p.add_argument(
-        "--udp-idle-timeout",
-        type=_seconds,
-        default=d.udp_idle_timeout_ns,
-        metavar="SECONDS",
-        help=f"close a UDP flow after this much capture time without packets "
-        f"(default: {d.udp_idle_timeout_ns // SECOND})",
-    )
-
-
-def _community_id_seed(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 0xFFFF:
-        raise argparse.ArgumentTypeError("the Community ID seed is a 16-bit number (0..65535)")
-    return value
-
-
-def _runtime_config(args: argparse.Namespace) -> Any:
-    from decoders.registry import check_options, select
-    from streams.config import RuntimeConfig
-
-    limits = replace(
-        Limits(),
-        max_flows=args.max_flows,
-        max_parked_bytes=args.max_parked_bytes,
-        overlap_policy=args.overlap_policy,
-        max_depth=args.depth,
-        tcp_idle_timeout_ns=args.tcp_idle_timeout,
-        udp_idle_timeout_ns=args.udp_idle_timeout,
-    )
-    options: dict[str, dict[str, Any]] = {}
-    for decoder, option, value in args.decoder_option:
-        options.setdefault(decoder, {})[option] = value
-    selected = [cls.name for cls in select(args.decoders)] if options else None
-    options = check_options(options, selected)
-    if args.window_stats is None:
-        for flag in ("window_hop", "window_grace"):
-            if getattr(args, flag) is not None:
-                raise UsageError(f"--{flag.replace('_', '-')} does nothing without --window-stats")
-    config = RuntimeConfig(
-        limits=limits,
-        decoders=args.decoders,
-        decoder_options=options,
-        partitions=getattr(args, "partitions", 1),
-        reorder_window_ns=args.reorder_window,
-        vlan_in_flow_key=not args.no_vlan_in_flow_key,
-        stream_chunks=args.stream_chunks,
-        community_id_seed=args.community_id_seed,
-    )
-    if args.zeek_topics:
-        from streams.zeektopics import configure as zeek_topics
-
-        zeek_topics(config)
-    if args.window_stats is not None:
-        from stats.windows import configure
-
-        try:
-            configure(config, args.window_stats, args.window_hop, args.window_grace)
-        except ValueError as exc:
-            print(f"wirestream: error: {exc}", file=sys.stderr)
-            raise SystemExit(EXIT_USAGE) from None
-    return config
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_commands() -> Commands:
+    """Every command with the settings classes its options are generated from."""
     parser = argparse.ArgumentParser(
         prog="wirestream",
         description="TCP reassembly and protocol decoding, embedded (replay) or as a Kafka "
-        "consumer group.",
+        "consumer group. Every option can also be set as WIRESTREAM_<OPTION> in the "
+        "environment or in a TOML file (--config); the command line wins.",
     )
     parser.add_argument("--version", action="version", version=f"wirestream {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    rp = sub.add_parser(
+    commands = Commands(parser)
+    commands.add(
         "replay",
+        (ReplaySettings, RuntimeSettings, LogSettings),
+        cmd_replay,
+        positionals=lambda p: p.add_argument(
+            "pcaps", nargs="+", metavar="PCAP", help="capture files (pcap or pcapng); '-' = stdin"
+        ),
         help="replay captures in this process (no broker) and print decoded records",
         description="Replay pcap/pcapng captures through reassembly and the decoders; print "
         "one JSON record per line (http, flow, anomaly, ...). A summary goes to stderr.",
     )
-    rp.add_argument(
-        "pcaps", nargs="+", metavar="PCAP", help="capture files (pcap or pcapng); '-' = stdin"
-    )
-    rp.add_argument(
-        "-o",
-        "--output",
-        default="-",
-        metavar="FILE",
-        help="where the JSON lines go; '-' = stdout (default); with --format zeek or "
-        "zeek-json: the directory the logs go to",
-    )
-    rp.add_argument(
-        "--format",
-        choices=("json", "zeek", "zeek-json"),
-        default="json",
-        help="json: wirestream's records (docs/records.md); zeek: conn/http/ssl/dns/weird.log "
-        "in Zeek's TSV format; zeek-json: the same as Zeek's JSON logs (docs/zeek-logs.md) "
-        "(default: json)",
-    )
-    rp.add_argument(
-        "--partitions",
-        type=positive_int,
-        default=1,
-        help="virtual partitions: flows are assigned with Kafka's partitioner, each with "
-        "its own stream time and limits, as a group on an N-partition topic (default: 1)",
-    )
-    rp.add_argument(
-        "--workers",
-        type=positive_int,
-        default=1,
-        help="worker processes sharing the partitions (use all cores); needs "
-        "--partitions >= workers; output is then grouped by partition (default: 1)",
-    )
-    rp.add_argument(
-        "--state-dir",
-        default=None,
-        metavar="DIR",
-        help="keep the RocksDB state here (default: a temporary directory, removed at exit)",
-    )
-    rp.add_argument(
-        "--no-progress", action="store_true", help="never show the progress bar on stderr"
-    )
-    rp.add_argument(
-        "--commit-every",
-        type=positive_int,
-        default=50_000,
-        metavar="PACKETS",
-        help="save every changed flow's state (decoder snapshots included) every this many "
-        "packets, as the Kafka mode does at each commit; records never depend on it, so a "
-        "small value tests a decoder's snapshot() (default: 50000)",
-    )
-    _add_runtime(rp)
-    _add_common(rp)
-    rp.set_defaults(func=cmd_replay)
-
     try:
         from streams import kafka_cli
     except ImportError:
         kafka_cli = None  # type: ignore[assignment]
     if kafka_cli is not None:
-        kafka_cli.add_commands(sub, _add_runtime, _add_common, _runtime_config)
+        kafka_cli.add_commands(commands)
     try:
         from enrich import cli as enrich_cli
     except ImportError:
         enrich_cli = None  # type: ignore[assignment]
     if enrich_cli is not None:
-        enrich_cli.add_commands(sub, _add_common)
-    return parser
+        enrich_cli.add_commands(commands)
+    return commands
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    return build_commands().parser
+
+
+def cmd_replay(inv: Invocation) -> int:
     import structlog
 
     from state.store import StoreError
     from streams.replay import Replay
 
     log = structlog.get_logger("wirestream")
-    _check_replay_args(args)
-    config = _runtime_config(args)
+    args = inv.get(ReplaySettings)
+    pcaps = inv.args.pcaps
+    _check_replay_args(args, pcaps)
+    config = inv.get(RuntimeSettings).to_config(partitions=args.partitions)
     config.commit_every_packets = args.commit_every
     zeek = None
     if args.format != "json":
@@ -352,12 +81,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
         if args.output == "-":
             log.error("zeek_format_needs_a_directory", hint="-o DIR")
-            return EXIT_USAGE
+            return ExitCode.USAGE
         try:
             zeek = ZeekLogWriter(args.output, use_json=args.format == "zeek-json")
         except OSError as exc:
             log.error("cannot_open_output", path=args.output, error=exc.strerror)
-            return EXIT_USAGE
+            return ExitCode.USAGE
         out = zeek
         close = False
     elif args.output == "-":
@@ -368,7 +97,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             out = open(args.output, "wb")  # noqa: SIM115 - closed below
         except OSError as exc:
             log.error("cannot_open_output", path=args.output, error=exc.strerror)
-            return EXIT_USAGE
+            return ExitCode.USAGE
         close = True
     try:
         replay = Replay(
@@ -378,12 +107,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
             progress=not args.no_progress and sys.stderr.isatty(),
             workers=args.workers,
         )
-        summary = replay.run(args.pcaps)
+        summary = replay.run(pcaps)
     except StoreError as exc:
         log.error("state_store_error", error=str(exc))
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except BrokenPipeError:
-        return EXIT_OK
+        return ExitCode.OK
     finally:
         if zeek is not None:
             zeek.close()
@@ -395,10 +124,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             except BrokenPipeError:
                 pass
     log.info("replay_finished", **summary.as_log())
-    return EXIT_INPUT_ERROR if summary.errors else EXIT_OK
+    return ExitCode.INPUT_ERROR if summary.errors else ExitCode.OK
 
 
-def _check_replay_args(args: argparse.Namespace) -> None:
+def _check_replay_args(args: ReplaySettings, pcaps: list[str]) -> None:
     """Refuse what would do nothing or destroy an input, before anything is opened."""
     if args.workers > args.partitions:
         raise UsageError(
@@ -406,13 +135,13 @@ def _check_replay_args(args: argparse.Namespace) -> None:
             f"owns whole partitions; --partitions {args.partitions} would leave "
             f"{args.workers - args.partitions} workers idle)"
         )
-    stdin = args.pcaps.count("-")
+    stdin = pcaps.count("-")
     if stdin > 1:
         raise UsageError("'-' (stdin) can be read only once")
     if stdin and args.workers > 1:
         raise UsageError("'-' (stdin) cannot be read by several --workers; use a file")
     if args.output != "-":
-        for pcap in args.pcaps:
+        for pcap in pcaps:
             if pcap != "-" and _same_file(pcap, args.output):
                 raise UsageError(f"-o {args.output} is an input capture; refusing to overwrite it")
 
@@ -426,21 +155,34 @@ def _same_file(a: str, b: str) -> bool:
         return os.path.realpath(a) == os.path.realpath(b)
 
 
+def _log_sources(inv: Invocation) -> None:
+    """At debug level, which settings did not come from their defaults, and from where:
+    the answer to "why does it use that value" with three sources in play."""
+    import structlog
+
+    chosen = {name: src for name, src in inv.sources.items() if src != "default"}
+    structlog.get_logger("wirestream").debug("settings", command=inv.command, sources=chosen)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from decoders.registry import UnknownDecoderError
     from streams.logs import configure_logging
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    configure_logging(args.log_format, args.log_level)
+    commands = build_commands()
+    args = commands.parser.parse_args(argv)
     try:
-        return int(args.func(args))
+        inv = commands.layer(args)
+        logs = inv.get(LogSettings)
+        configure_logging(logs.log_format, logs.log_level)
+        _log_sources(inv)
+        return int(commands.run(inv))
     except (UnknownDecoderError, UsageError) as exc:
-        # one line naming what is valid; the usage would bury it
+        # one line naming what is valid (for settings: where the value came from); the
+        # usage would bury it
         print(f"wirestream {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

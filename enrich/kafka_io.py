@@ -26,7 +26,6 @@ import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -35,14 +34,14 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from enrich.lookup import Lookup, LookupSettings
+from enrich.lookup import Lookup
 from enrich.ordering import OffsetTracker, Slot
+from enrich.settings import EnrichSettings
 from enrich.stage import EnrichStage
 from enrich.template import UrlTemplate
+from streams.exitcodes import ExitCode
 
 log = structlog.get_logger("wirestream.enrich")
-
-EXIT_OK, EXIT_ERROR = 0, 1
 
 
 def _fast_crc() -> bool:
@@ -56,25 +55,6 @@ def _fast_crc() -> bool:
 
 
 CHECK_CRCS = _fast_crc()
-
-
-@dataclass(frozen=True)
-class EnrichSettings:
-    bootstrap_servers: str
-    input_topic: str
-    output_topic: str
-    url: str
-    group_id: str = "wirestream-enrich"
-    lookup: LookupSettings = field(default_factory=LookupSettings)
-    max_pending: int = 2_000
-    commit_interval: float = 1.0
-    drain_timeout: float = 10.0
-    exit_when_idle: float | None = None
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    max_poll_records: int = 500
-    replication_factor: int = -1
-    stats_interval: float = 10.0
 
 
 class KafkaEnricher:
@@ -113,7 +93,7 @@ class KafkaEnricher:
             return asyncio.run(self._main())
         except KafkaError as exc:
             log.error("enrich_failed", error=str(exc)[:300], kind=type(exc).__name__)
-            return EXIT_ERROR
+            return ExitCode.ERROR
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -170,8 +150,8 @@ class KafkaEnricher:
         self._log_stats("enrich_stopped", drained=drained)
         if self._fatal is not None:
             log.error("enrich_failed", error=str(self._fatal)[:300])
-            return EXIT_ERROR
-        return EXIT_OK
+            return ExitCode.ERROR
+        return ExitCode.OK
 
     def _setup_topics(self) -> None:
         from streams.kafka_topics import admin_client, ensure_topic, partition_count

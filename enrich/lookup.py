@@ -19,20 +19,9 @@ from typing import Any
 import aiohttp
 
 from enrich.cache import TtlCache
+from enrich.settings import LookupSettings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True, slots=True)
-class LookupSettings:
-    max_in_flight: int = 100
-    timeout: float = 2.0  # seconds per attempt, connect to last byte
-    retries: int = 2  # attempts after the first, for transient failures
-    backoff: float = 0.1  # first backoff; doubles per retry, full jitter
-    backoff_max: float = 2.0
-    cache_ttl: float = 300.0
-    cache_size: int = 100_000
-    max_body: int = 1 << 20
 
 
 @dataclass(slots=True)

@@ -30,6 +30,7 @@ from probe.capture import open_capture
 from probe.errors import CaptureError
 from probe.flowkey import kafka_partition
 from probe.source import PacketSource
+from streams.exitcodes import ExitCode
 from streams.kafka_live import LiveCapture, LiveCaptureError
 from streams.kafka_retry import (
     RECONNECT_BACKOFF_MAX_MS,
@@ -43,7 +44,7 @@ from streams.kafka_topics import TopicError, admin_client, ensure_topic
 
 log = structlog.get_logger("wirestream.probe")
 
-EXIT_OK, EXIT_INPUT_ERROR, EXIT_BROKER_ERROR = 0, 1, 3
+
 FLUSH_GRACE_SECONDS = 10.0
 
 Frame = tuple[int, int, int, bytes]
@@ -202,7 +203,7 @@ class Probe:
             capture = LiveCapture(interface, bpf, should_stop=self._stopping)
         except LiveCaptureError as exc:
             log.error("capture_error", error=str(exc))
-            return EXIT_INPUT_ERROR
+            return ExitCode.INPUT_ERROR
         try:
             self._connect()
             log.info(
@@ -235,8 +236,8 @@ class Probe:
         self._summary(started)
         if self._send_error is not None:
             self._lost(self._send_error)
-            return EXIT_BROKER_ERROR
-        return EXIT_INPUT_ERROR if self.errors else EXIT_OK
+            return ExitCode.BROKER
+        return ExitCode.INPUT_ERROR if self.errors else ExitCode.OK
 
     def _broker_failed(self, exc: BaseException, started: float, flush: bool = True) -> int:
         """A broker error outside the producer's callbacks (connect, topic, `send` blocked
@@ -245,7 +246,7 @@ class Probe:
         producer, self.producer = self.producer, None
         if producer is None:  # never connected: nothing was read
             log.error("broker_error", error=str(exc)[:400])
-            return EXIT_BROKER_ERROR
+            return ExitCode.BROKER
         try:
             if flush:
                 producer.flush(timeout=self.settings.reconnect_timeout + FLUSH_GRACE_SECONDS)
@@ -255,7 +256,7 @@ class Probe:
             discard_producer(producer)
         self._summary(started)
         self._lost(exc)
-        return EXIT_BROKER_ERROR
+        return ExitCode.BROKER
 
     def _lost(self, exc: BaseException) -> None:
         """Unacknowledged records may still have reached the topic (a broker that stops can

@@ -31,6 +31,7 @@ from kafka.structs import MemberState
 from decoders.registry import select
 from state.store import StoreError
 from streams.config import RuntimeConfig
+from streams.exitcodes import ExitCode
 from streams.feature_settings import FeatureSettings
 from streams.kafka_clients import (
     CHECK_CRCS,
@@ -73,7 +74,7 @@ BASE_RECORD_TYPES = ("flow", "anomaly")
 END_OF_INPUT_ATTEMPTS = 10
 END_OF_INPUT_RETRY_SECONDS = 1.0
 STABLE = MemberState.STABLE
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE
 
 
 class KafkaRuntime:

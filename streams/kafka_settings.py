@@ -1,10 +1,20 @@
-"""Settings of the Kafka mode (`probe` and `run`), after CLI/env/file layering."""
+"""Settings of the Kafka mode (`probe` and `run`): each field is an option of its command
+(streams/options.py), with its default and help written here once; the layering
+(command line > WIRESTREAM_* environment > TOML file > default) fills them.
+
+Adding an option to `probe` or `run` is adding one field here (see docs/kafka-mode.md,
+"Settings").
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from dataclasses import dataclass
+
+from streams.argtypes import positive_int, positive_seconds
+from streams.options import option
 
 AT_LEAST_ONCE = "at_least_once"
 EXACTLY_ONCE = "exactly_once"
@@ -22,39 +32,155 @@ CONNECT_TIMEOUT = 30.0
 RECONNECT_TIMEOUT = 300.0
 
 
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    bootstrap_servers: str
-    application_id: str
-    state_dir: str = DEFAULT_STATE_DIR
-    input_topic: str = DEFAULT_INPUT_TOPIC
-    topic_prefix: str = DEFAULT_PREFIX
-    processing_guarantee: str = AT_LEAST_ONCE
-    commit_interval: float = 1.0
-    exit_when_idle: float | None = None
-    punctuate_idle: float = 30.0
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    replication_factor: int = -1
-    metrics_port: int | None = None
-    restore_timeout: float = 120.0
-    max_poll_records: int = 2_000
-    connect_timeout: float = CONNECT_TIMEOUT
-    reconnect_timeout: float = RECONNECT_TIMEOUT
+def replication(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(f"expected -1 (broker default) or >= 1, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value}")
+    return value
+
+
+def port_or_zero(text: str) -> int:
+    if text.strip() == "0":
+        return 0
+    return port(text)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrokerSettings:
+    """What every command talking to Kafka needs (probe, run, enrich)."""
+
+    bootstrap_servers: str = option(metavar="HOST:PORT[,...]", help="Kafka bootstrap servers")
+    replication_factor: int = option(
+        -1,
+        parse=replication,
+        help="replication factor of topics this command creates; -1 = the broker's default",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconnectSettings:
+    """Broker faults of probe and run (streams/kafka_retry.py)."""
+
+    connect_timeout: float = option(
+        CONNECT_TIMEOUT,
+        parse=positive_seconds,
+        metavar="SECONDS",
+        help="at start, keep trying to reach the brokers this long (with backoff), then "
+        "exit 3 with an error",
+    )
+    reconnect_timeout: float = option(
+        RECONNECT_TIMEOUT,
+        parse=positive_seconds,
+        metavar="SECONDS",
+        help="after losing the brokers, keep retrying (with backoff) this long before "
+        "giving up with exit 3",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupSettings:
+    """Consumer group membership (run, enrich)."""
+
+    session_timeout_ms: int = option(
+        10_000, parse=positive_int, help="consumer group session timeout"
+    )
+    heartbeat_interval_ms: int = option(
+        3_000, parse=positive_int, help="consumer group heartbeat interval"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSettings(GroupSettings, ReconnectSettings, BrokerSettings):
+    """`wirestream run`: one member of the decoding consumer group."""
+
+    application_id: str = option(
+        metavar="ID",
+        help="consumer group id; also names the changelog topic and the state directory",
+    )
+    state_dir: str = option(
+        DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help="RocksDB stores go to DIR/ID/flows-<partition>",
+    )
+    input_topic: str = option(DEFAULT_INPUT_TOPIC, help="packets topic")
+    topic_prefix: str = option(
+        DEFAULT_PREFIX, help=f"records go to <prefix><type>, e.g. {DEFAULT_PREFIX}http"
+    )
+    processing_guarantee: str = option(
+        AT_LEAST_ONCE,
+        choices=GUARANTEES,
+        help="at_least_once: after a crash some records may be produced twice, identical "
+        "(same id, same bytes); exactly_once: transactions, read outputs with read_committed",
+    )
+    commit_interval: float = option(
+        1.0,
+        parse=positive_seconds,
+        metavar="SECONDS",
+        help="commit (changelog, offsets, local checkpoint) this often",
+    )
+    exit_when_idle: float | None = option(
+        None,
+        parse=positive_seconds,
+        metavar="SECONDS",
+        help="after this long without input on any assigned partition, close every flow "
+        "(end of input, as replay does), commit and exit 0",
+    )
+    punctuate_idle: float = option(
+        30.0,
+        parse=positive_seconds,
+        metavar="SECONDS",
+        help="a partition without input this long has its flow timeouts advanced by the "
+        "wall clock (liveness; logged)",
+    )
+    metrics_port: int | None = option(
+        None, parse=port, help="serve Prometheus metrics on this port at /metrics (default: off)"
+    )
+    restore_timeout: float = option(
+        120.0,
+        parse=positive_seconds,
+        metavar="SECONDS",
+        help="give up restoring a store after this long without progress",
+    )
+    max_poll_records: int = option(2_000, parse=positive_int, help="records per poll")
 
     @property
     def exactly_once(self) -> bool:
         return self.processing_guarantee == EXACTLY_ONCE
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeSettings:
-    bootstrap_servers: str
-    topic: str = DEFAULT_INPUT_TOPIC
-    partitions: int = 8
-    replication_factor: int = -1
-    pace: bool = False
-    linger_ms: int = 10
-    batch_size: int = 256 << 10
-    connect_timeout: float = CONNECT_TIMEOUT
-    reconnect_timeout: float = RECONNECT_TIMEOUT
+@dataclass(frozen=True, kw_only=True)
+class ProbeSettings(ReconnectSettings, BrokerSettings):
+    """`wirestream probe`: packet records from captures or an interface to Kafka."""
+
+    interface: str | None = option(
+        None,
+        metavar="IFACE",
+        help="capture live on this interface (AF_PACKET, needs root/CAP_NET_RAW) until "
+        "SIGINT/SIGTERM, instead of reading files",
+    )
+    bpf: str | None = option(
+        None,
+        metavar="FILTER",
+        help="with --interface: BPF filter in tcpdump syntax (compiled with libpcap)",
+    )
+    topic: str = option(DEFAULT_INPUT_TOPIC, help="packets topic")
+    partitions: int = option(
+        8,
+        parse=positive_int,
+        help="partitions of the topic when it is created; an existing topic keeps its own",
+    )
+    pace: bool = option(False, help="produce at capture pace instead of as fast as possible")
+    linger_ms: int = option(
+        10, parse=int, help="producer linger.ms: wait this long to fill batches"
+    )
+    batch_size: int = option(256 << 10, parse=positive_int, help="producer batch.size in bytes")

@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 
 import structlog
+
+from streams.options import option
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogSettings:
+    """Options of every command."""
+
+    log_format: str = option(
+        "auto",
+        choices=("auto", "console", "json"),
+        help="log format on stderr: console (readable), json (one object per line), "
+        "auto = console on a terminal, json otherwise",
+    )
+    log_level: str = option(
+        "info", choices=("debug", "info", "warning", "error"), help="lowest log level shown"
+    )
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:

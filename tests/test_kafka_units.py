@@ -4,6 +4,8 @@ routing and the stale state cleaner."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
 import urllib.request
 from collections import Counter
@@ -24,22 +26,24 @@ from state.changelog import (
     offset_headers,
 )
 from state.store import StateStore
-from streams import kafka_cli
 from streams.kafka_assignor import decode_userdata, encode_userdata, plan
-from streams.kafka_config import ConfigError, resolve
 from streams.kafka_metrics import Metrics, serve
+from streams.settings_source import ConfigError
 
 PCAPS = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
 
 # --------------------------------------------------------------------------- settings
 
+REQUIRED = ["--bootstrap-servers", "b:1", "--application-id", "a"]
+
 
 def _parse(argv: list[str], env: dict[str, str]) -> tuple[object, dict[str, str]]:
-    """Parse like runner.main, then layer env/file over the defaults like the commands do."""
-    args = runner.build_parser().parse_args(argv)
-    commands = {name: set(opts) for name, opts in kafka_cli.OPTIONS.items()}
-    sources = resolve(args, args.command, kafka_cli.OPTIONS[args.command], commands, env)
-    return args, sources
+    """Parse and layer like runner.main; every setting of the command as one namespace."""
+    inv = runner.build_commands().parse(argv, env)
+    merged: dict[str, object] = {}
+    for settings in inv.settings.values():
+        merged.update({f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)})
+    return argparse.Namespace(**merged), dict(inv.sources)
 
 
 def test_precedence_cli_over_env_over_file_over_defaults(tmp_path: Path) -> None:
@@ -79,9 +83,9 @@ def test_precedence_cli_over_env_over_file_over_defaults(tmp_path: Path) -> None
 
 def test_bad_settings_are_rejected_with_their_origin(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="WIRESTREAM_COMMIT_INTERVAL"):
-        _parse(["run"], {"WIRESTREAM_COMMIT_INTERVAL": "soon"})
+        _parse(["run", *REQUIRED], {"WIRESTREAM_COMMIT_INTERVAL": "soon"})
     with pytest.raises(ConfigError, match="choose from"):
-        _parse(["run"], {"WIRESTREAM_PROCESSING_GUARANTEE": "maybe"})
+        _parse(["run", *REQUIRED], {"WIRESTREAM_PROCESSING_GUARANTEE": "maybe"})
     config = tmp_path / "typo.toml"
     config.write_text("bootstrap_server = 'x'\n")
     with pytest.raises(ConfigError, match="unknown setting 'bootstrap_server'"):
@@ -91,11 +95,10 @@ def test_bad_settings_are_rejected_with_their_origin(tmp_path: Path) -> None:
 def test_cli_reports_missing_required_settings(capsys: pytest.CaptureFixture[str]) -> None:
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("WIRESTREAM_")}
     try:
-        with pytest.raises(SystemExit) as exc:
-            runner.main(["run", "--bootstrap-servers", "127.0.0.1:1"])
+        code = runner.main(["run", "--bootstrap-servers", "127.0.0.1:1"])
     finally:
         os.environ.update(saved)
-    assert exc.value.code == 2
+    assert code == 2
     assert "--application-id is required" in capsys.readouterr().err
 
 
