@@ -399,7 +399,7 @@ def cmd_run(
         parser.error("--bootstrap-servers is required (or WIRESTREAM_BOOTSTRAP_SERVERS)")
     if not args.application_id:
         parser.error("--application-id is required (or WIRESTREAM_APPLICATION_ID)")
-    from streams.kafka_runtime import KafkaRuntime
+    from streams.kafka.runtime import KafkaRuntime
 
     settings = RunSettings(
         bootstrap_servers=args.bootstrap_servers,

@@ -21,7 +21,7 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:
-    from streams.kafka_slot import PartitionSlot
+    from streams.kafka.slot import PartitionSlot
 
 # `*_created` series double the output and say nothing a scraper needs here.
 prometheus_client.disable_created_metrics()

@@ -14,12 +14,12 @@ from kafka import TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 
-from streams.kafka_commit import checkpoint, commit_failed, commit_transaction, produce_changelog
+from streams.kafka.guarantee import checkpoint, commit_failed, commit_transaction, produce_changelog
+from streams.kafka.partitions import drop_slot
 from streams.kafka_errors import FatalError
-from streams.kafka_partitions import drop_slot
 
 if TYPE_CHECKING:
-    from streams.kafka_runtime import KafkaRuntime
+    from streams.kafka.runtime import KafkaRuntime
 
 REVOKE_FLUSH_SECONDS = 30.0  # revocation runs on the consumer's IO thread: keep it bounded
 

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 from kafka import TopicPartition
 
 from state.changelog import ChangelogRestorer
+from streams.kafka.restore import RestoreJob, restore
+from streams.kafka.slot import PartitionSlot
+from streams.kafka.stores import open_checked
 from streams.kafka_clients import BROKER_WAIT_SECONDS, new_producer
-from streams.kafka_restore import RestoreJob, restore
 from streams.kafka_retry import discard_producer, finish_transaction
-from streams.kafka_slot import PartitionSlot
-from streams.kafka_stores import open_checked
 from streams.task import Task
 
 if TYPE_CHECKING:
-    from streams.kafka_runtime import KafkaRuntime
+    from streams.kafka.runtime import KafkaRuntime
 
 ABORT_WAIT_SECONDS = 2.0  # an abort is a courtesy: the next owner's init aborts it anyway
 

@@ -31,8 +31,8 @@ from streams.serde import dumps_record
 if TYPE_CHECKING:
     from kafka.producer.future import FutureRecordMetadata
 
-    from streams.kafka_features import Features
-    from streams.kafka_runtime import KafkaRuntime
+    from streams.kafka.features import Features
+    from streams.kafka.runtime import KafkaRuntime
     from streams.task import Task
 
 _FLOW_DIRECTIONS = ("client_to_server", "server_to_client")

@@ -32,19 +32,23 @@ from decoders.registry import select
 from state.store import StoreError
 from streams.config import RuntimeConfig
 from streams.feature_settings import FeatureSettings
+from streams.kafka.features import Features
+from streams.kafka.guarantee import commit
+from streams.kafka.partitions import close_slots, drop_slot, init_pending
+from streams.kafka.rebalance import RebalanceListener
+from streams.kafka.restore import RestoreError
+from streams.kafka.rewind import broker_trouble
+from streams.kafka.slot import PartitionSlot
+from streams.kafka.statedir import StateDirError, StateDirLock, claim
+from streams.kafka.stores import STORE_NAME, local_checkpoints
 from streams.kafka_clients import (
     CHECK_CRCS,
     new_group_consumer,
     new_producer,
     new_restore_consumer,
 )
-from streams.kafka_commit import commit
 from streams.kafka_errors import BROKER_ERRORS, FatalError
-from streams.kafka_features import Features
 from streams.kafka_metrics import Metrics, serve
-from streams.kafka_partitions import close_slots, drop_slot, init_pending
-from streams.kafka_rebalance import RebalanceListener
-from streams.kafka_restore import RestoreError
 from streams.kafka_retry import (
     EXIT_BROKER,
     BrokerUnavailable,
@@ -52,11 +56,7 @@ from streams.kafka_retry import (
     connect,
     peak_rss_mib,
 )
-from streams.kafka_rewind import broker_trouble
 from streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
-from streams.kafka_slot import PartitionSlot
-from streams.kafka_statedir import StateDirError, StateDirLock, claim
-from streams.kafka_stores import STORE_NAME, local_checkpoints
 from streams.kafka_topics import (
     TopicError,
     admin_client,

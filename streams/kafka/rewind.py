@@ -13,11 +13,11 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from streams.kafka_partitions import drop_slot
+from streams.kafka.partitions import drop_slot
 from streams.kafka_retry import discard_producer
 
 if TYPE_CHECKING:
-    from streams.kafka_runtime import KafkaRuntime
+    from streams.kafka.runtime import KafkaRuntime
 
 
 def broker_trouble(rt: KafkaRuntime, exc: BaseException) -> None:

@@ -21,14 +21,14 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
+from streams.kafka.partitions import drop_slot
+from streams.kafka.slot import PartitionSlot
 from streams.kafka_clients import BROKER_WAIT_SECONDS
 from streams.kafka_errors import OWNERSHIP_ERRORS, REBALANCE_ERRORS
-from streams.kafka_partitions import drop_slot
 from streams.kafka_retry import finish_transaction
-from streams.kafka_slot import PartitionSlot
 
 if TYPE_CHECKING:
-    from streams.kafka_runtime import KafkaRuntime
+    from streams.kafka.runtime import KafkaRuntime
 
 # A transaction step normally takes milliseconds; kafka-python 3.0 never finishes one that
 # spans a broker restart, so after this long the partition's producer is replaced.

@@ -35,18 +35,18 @@ from streams.flowstats import (
     ViewRegistry,
     decode_items,
 )
+from streams.kafka.cleanup import StateCleaner
+from streams.kafka.restore import RestoreJob, restore
 from streams.kafka_assignor import GroupMember, StateAwareAssignor
-from streams.kafka_cleanup import StateCleaner
 from streams.kafka_errors import FatalError
 from streams.kafka_queries import GroupMap, QueryService
 from streams.kafka_queries import serve as serve_queries
-from streams.kafka_restore import RestoreJob, restore
 from streams.kafka_settings import MAX_REQUEST_BYTES
 from streams.kafka_topics import changelog_topic, ensure_topic, output_topic
 
 if TYPE_CHECKING:
-    from streams.kafka_runtime import KafkaRuntime
-    from streams.kafka_slot import PartitionSlot
+    from streams.kafka.runtime import KafkaRuntime
+    from streams.kafka.slot import PartitionSlot
 
 log = structlog.get_logger("wirestream.kafka")
 
