@@ -3,11 +3,16 @@ first send, which would give the wrong partition counts)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+# Apache Kafka answers CreateTopics before every broker's metadata lists the topic (KRaft
+# propagates it a moment later): after creating, its partition count is polled this long.
+CREATE_VISIBLE_SECONDS = 10.0
 
 # -1: the broker's default replication factor (KIP-464), accepted by Kafka >= 2.4 and both
 # test brokers.
@@ -64,7 +69,11 @@ def ensure_topic(
         pass  # created concurrently by another member or probe
     except KafkaError as exc:
         raise TopicError(f"cannot create topic {topic}: {exc}") from exc
+    deadline = time.monotonic() + CREATE_VISIBLE_SECONDS
     count = partition_count(admin, topic)
+    while count is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        count = partition_count(admin, topic)
     if count is None:
         raise TopicError(f"topic {topic} still missing after creating it")
     return count, True
