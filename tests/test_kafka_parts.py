@@ -777,3 +777,231 @@ def test_the_guarantee_is_chosen_once() -> None:
             if "exactly_once" in line and "name = " not in line:
                 hits.append(f"{path.name}:{lineno}")
     assert len(hits) == 1 and hits[0].startswith("runtime.py"), hits
+
+
+# --------------------------------------------------------------------------- topics, features
+
+
+class FakeAdmin:
+    """describe_topics / create_topics as ensure_topic uses them."""
+
+    def __init__(self, existing: dict[str, int] | None = None) -> None:
+        self.topics = dict(existing or {})
+        self.created: list[tuple[str, int, dict[str, str]]] = []
+
+    def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
+        out = []
+        for name in names:
+            if name in self.topics:
+                out.append({"name": name, "error_code": 0, "partitions": [{}] * self.topics[name]})
+            else:
+                out.append({"name": name, "error_code": 3, "partitions": []})
+        return out
+
+    def create_topics(self, new: list[Any]) -> None:
+        for t in new:
+            self.topics[t.name] = t.num_partitions
+            self.created.append((t.name, t.num_partitions, dict(t.topic_configs)))
+
+
+def _run_settings(**over: Any) -> Any:
+    from streams.kafka_settings import RunSettings
+
+    fields = dict(
+        bootstrap_servers="127.0.0.1:1",
+        application_id="app",
+        input_topic=TOPIC,
+        topic_prefix="ws.",
+        state_dir="unused",
+    )
+    fields.update(over)
+    return RunSettings(**fields)
+
+
+def test_member_topics_create_each_output_topic_once() -> None:
+    from streams.kafka.topics import MemberTopics
+
+    log = FakeLog()
+    topics = MemberTopics(_run_settings(), log)
+    topics.admin = FakeAdmin({"ws.http": 2})
+    topics.input_partitions = 4
+    assert topics.output_topic("flow") == ("ws.flow", 4)
+    assert topics.output_topic("flow") == ("ws.flow", 4)
+    assert topics.output_topic("http") == ("ws.http", 2)  # an existing topic keeps its count
+    assert [c[0] for c in topics.admin.created] == ["ws.flow"]
+    assert log.named("topic_created") == [{"topic": "ws.flow", "partitions": 4}]
+    assert topics.changelog == "app-flows-changelog"
+
+
+def test_features_create_their_topics_only_when_enabled(tmp_path: Path) -> None:
+    from streams.feature_settings import FeatureSettings
+    from streams.kafka.features import Features
+
+    stores = StoreManager(str(tmp_path), "app", FakeLog(), cleanup_delay=600)
+    off = Features(_run_settings(), FeatureSettings(), stores, Metrics(), FakeLog())
+    admin = FakeAdmin()
+    off.start(admin, 3)
+    assert admin.created == [] and off.substreams is None and off.stats_changelog is None
+    on = Features(
+        _run_settings(),
+        FeatureSettings(flow_stats_topic=True, substreams=True),
+        stores,
+        Metrics(),
+        FakeLog(),
+    )
+    on.start(admin, 3)
+    created = {name: (n, cfg.get("cleanup.policy")) for name, n, cfg in admin.created}
+    assert created == {
+        "app-flowstats-changelog": (3, "compact"),
+        "ws.flowstats": (3, "compact"),
+        "ws.packets.tcp": (3, None),
+        "ws.packets.udp": (3, None),
+        "ws.packets.other": (3, None),
+    }
+    assert on.substreams == {
+        6: ("ws.packets.tcp", 3),
+        17: ("ws.packets.udp", 3),
+        None: ("ws.packets.other", 3),
+    }
+    assert on.stats_topic == ("ws.flowstats", 3)
+
+
+class ChangelogConsumer:
+    """A restore consumer over fixed changelog records: one poll returns them all."""
+
+    def __init__(self, records: dict[int, list[Any]]) -> None:
+        self.records = records
+        self.positions: dict[Any, int] = {}
+
+    def assign(self, tps: Any) -> None:
+        self.tps = list(tps)
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def poll(self, timeout_ms: int = 0, max_records: int = 0) -> dict[Any, Any]:
+        out = {}
+        for tp in self.tps:
+            recs = [r for r in self.records.get(tp.partition, []) if r.offset >= self.positions[tp]]
+            if recs:
+                out[tp] = recs
+                self.positions[tp] = recs[-1].offset + 1
+        return out
+
+    def highwater(self, tp: Any) -> int:
+        return len(self.records.get(tp.partition, []))
+
+    def position(self, tp: Any) -> int:
+        return self.positions[tp]
+
+    def pause(self, tp: Any) -> None:
+        pass
+
+    def unsubscribe(self) -> None:
+        pass
+
+
+def test_features_restore_the_flow_stats_table_and_its_view(tmp_path: Path) -> None:
+    from state.changelog import offset_headers
+    from streams.feature_settings import FeatureSettings
+    from streams.flowstats import encode_entry
+    from streams.kafka.features import Features
+
+    entry = ("tcp", "10.0.0.1", 40000, "10.0.0.2", 80, 1, 2, 3, 300, 0, 2, 200, 0, "SF")
+    entry += (False, "fin", "http")
+    committed_rec = SimpleNamespace(
+        offset=0, key=b"uid-1", value=encode_entry(entry), headers=offset_headers(5)
+    )
+    uncommitted = SimpleNamespace(
+        offset=1, key=b"uid-2", value=encode_entry(entry), headers=offset_headers(99)
+    )
+    log = FakeLog()
+    metrics = Metrics()
+    stores = StoreManager(str(tmp_path), "app", log, cleanup_delay=600)
+    features = Features(_run_settings(), FeatureSettings(flow_stats=True), stores, metrics, log)
+    slot = SimpleNamespace(stats=None, stats_store=None, stats_view=None, stats_changelog_next=0)
+    reader = ChangelogConsumer({2: [committed_rec, uncommitted]})
+    features.restore({2: slot}, {2: 10}, reader, timeout=5.0)  # type: ignore[dict-item]
+    # Only the record whose input offset was committed is restored.
+    assert slot.stats_view.get("uid-1") == entry and slot.stats_view.get("uid-2") is None
+    assert slot.stats_changelog_next == 2
+    assert features.views.get(2) is slot.stats_view
+    ready = log.named("flowstats_ready")[0]
+    assert (ready["restored_records"], ready["skipped_records"], ready["entries"]) == (1, 1, 1)
+    features.released(2)
+    assert features.views.get(2) is None
+    slot.stats_store.close()
+
+
+# --------------------------------------------------------------------------- slot
+
+
+class SendingProducer:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.errbacks: list[Any] = []
+
+    def send(self, topic: str, **kw: Any) -> Any:
+        self.sent.append({"topic": topic, **kw})
+        future = FakeFuture(len(self.sent) - 1)
+        outer = self
+
+        class Recorded:
+            def add_errback(self, fn: Any) -> Any:
+                outer.errbacks.append(fn)
+                return future
+
+        return Recorded()
+
+
+def test_slot_sends_outputs_dead_letters_and_substream_copies(tmp_path: Path) -> None:
+    from streams.kafka.slot import PartitionSlot, SlotContext
+
+    dead: list[tuple[int, str]] = []
+    released: list[int] = []
+    topics = SimpleNamespace(
+        changelog="app-flows-changelog",
+        deadletter=("ws.deadletter", 1),
+        input_partitions=4,
+        output_topic=lambda t: (f"ws.{t}", 4),
+    )
+    features = SimpleNamespace(
+        substreams={6: ("ws.packets.tcp", 4), 17: ("ws.packets.udp", 2), None: ("o", 4)},
+        stats_changelog=None,
+        stats_topic=None,
+    )
+    ctx = SlotContext(
+        input_topic=TOPIC,
+        topics=topics,  # type: ignore[arg-type]
+        features=features,  # type: ignore[arg-type]
+        metrics=Metrics(),
+        dead_lettered=lambda slot, reason: dead.append((slot.partition, reason)),
+        released=released.append,
+    )
+    producer = SendingProducer()
+
+    def errback(exc: BaseException) -> None:
+        pass
+
+    slot = PartitionSlot(ctx, 1, producer, errback)  # type: ignore[arg-type]
+    processed: list[bytes] = []
+    slot.task = SimpleNamespace(process_record=processed.append)  # type: ignore[assignment]
+    slot.emit("anomaly", "k1", {"name": "gap"})
+    assert producer.sent[0]["topic"] == "ws.anomaly" and slot.anomalies["gap"] == 1
+    # A TCP record (flow key: version 1, proto 6) is copied, co-partitioned with the input.
+    slot.current = SimpleNamespace(key=bytes([1, 0, 6, 0]), partition=1, topic=TOPIC, offset=7)
+    slot.processor()(b"packet")
+    assert processed == [b"packet"]
+    assert producer.sent[-1]["topic"] == "ws.packets.tcp" and producer.sent[-1]["partition"] == 1
+    # A dead-lettered record is not copied; it goes to the dead-letter topic with its source.
+    slot.current = SimpleNamespace(
+        key=bytes([1, 0, 17, 0]), partition=1, topic=TOPIC, offset=8, value=b"bad"
+    )
+    slot.task = SimpleNamespace(process_record=lambda v: slot.deadletter("too_short"))  # type: ignore[assignment]
+    slot.processor()(b"bad")
+    assert producer.sent[-1]["topic"] == "ws.deadletter"
+    assert dict(producer.sent[-1]["headers"])["source.offset"] == b"8"
+    assert dead == [(1, "too_short")]
+    assert all(fn is errback for fn in producer.errbacks) and len(producer.errbacks) == 3
+    slot.close()
+    assert released == [1]
