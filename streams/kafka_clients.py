@@ -78,9 +78,16 @@ def new_group_consumer(settings: RunSettings, member: str, assignor: Any) -> Kaf
 
 
 def new_restore_consumer(settings: RunSettings, member: str) -> KafkaConsumer:
-    """The changelog reader: no group, so restoring never takes part in a rebalance."""
+    """The changelog reader: no group, so restoring never takes part in a rebalance.
+
+    No incremental fetch sessions (KIP-227): the reader is reassigned for each restore,
+    and kafka-python keeps a broker's session across the reassignment; a partition restored
+    again from the same offset is then "unchanged", left out of the fetch, and the broker
+    never reports its high watermark: the restore stalled until restore_timeout (seen on
+    Apache Kafka when a rebalance gave a member back partitions it had just restored)."""
     return KafkaConsumer(
         group_id=None,
+        enable_incremental_fetch_sessions=False,
         client_id=f"wirestream-{member}-restore",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
