@@ -517,6 +517,9 @@ class FakeRestoreConsumer:
     def unsubscribe(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
 
 class FakeTask:
     def __init__(self, partition: int, fail: bool = False) -> None:
@@ -798,6 +801,9 @@ class FakeAdmin:
                 out.append({"name": name, "error_code": 3, "partitions": []})
         return out
 
+    def close(self) -> None:
+        pass
+
     def create_topics(self, new: list[Any]) -> None:
         for t in new:
             self.topics[t.name] = t.num_partitions
@@ -944,14 +950,8 @@ class SendingProducer:
     def send(self, topic: str, **kw: Any) -> Any:
         self.sent.append({"topic": topic, **kw})
         future = FakeFuture(len(self.sent) - 1)
-        outer = self
-
-        class Recorded:
-            def add_errback(self, fn: Any) -> Any:
-                outer.errbacks.append(fn)
-                return future
-
-        return Recorded()
+        future.add_errback = self.errbacks.append  # type: ignore[method-assign,assignment]
+        return future
 
 
 def test_slot_sends_outputs_dead_letters_and_substream_copies(tmp_path: Path) -> None:
@@ -1005,3 +1005,115 @@ def test_slot_sends_outputs_dead_letters_and_substream_copies(tmp_path: Path) ->
     assert all(fn is errback for fn in producer.errbacks) and len(producer.errbacks) == 3
     slot.close()
     assert released == [1]
+
+
+# --------------------------------------------------------------------------- the poll loop
+
+
+class LoopConsumer:
+    """The group consumer of one member that gets partition 0 of a two-record topic: the
+    first poll joins (the listener assigns), later polls deliver the records from the
+    consumer's position, like Kafka does."""
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+        self.listener: Any = None
+        self.assigned: set[TopicPartition] = set()
+        self.positions: dict[TopicPartition, int] = {}
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.closed = False
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+
+    def poll(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Any]]:
+        tp = TopicPartition(TOPIC, 0)
+        if not self.assigned:
+            self.assigned = {tp}
+            asyncio.run(self.listener.on_partitions_assigned([tp]))
+            return {}
+        pos = self.positions.get(tp, 0)
+        batch = [r for r in self.records if r.offset >= pos]
+        if not batch:
+            return {}
+        self.positions[tp] = batch[-1].offset + 1
+        return {tp: batch}
+
+    def group_metadata(self) -> Any:
+        from kafka.structs import MemberState
+
+        return SimpleNamespace(state=MemberState.STABLE, member_id="m-1")
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    def committed(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        return None
+
+    def seek_to_beginning(self, tp: TopicPartition) -> None:
+        self.positions[tp] = 0
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.records)
+
+    def commit(self, offsets: Any, timeout_ms: int | None = None) -> None:
+        self.commits.append({tp: o.offset for tp, o in offsets.items()})
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class LoopProducer(SendingProducer):
+    def flush(self, timeout: float | None = None) -> None:
+        pass
+
+    def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+def test_runtime_loop_with_fake_clients_dead_letters_commits_and_exits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The wiring and the loop end to end, without a broker: assignment through the
+    listener, init from the (empty) changelog, a null and an undecodable record to the
+    dead-letter topic, --exit-when-idle's final commit of offset 2, the clients closed."""
+    from streams.config import RuntimeConfig
+    from streams.kafka.runtime import Clients, KafkaRuntime
+
+    def record(offset: int, value: bytes | None) -> Any:
+        return SimpleNamespace(
+            topic=TOPIC, partition=0, offset=offset, key=b"k", value=value, headers=[]
+        )
+
+    consumer = LoopConsumer([record(0, None), record(1, b"\x01garbage")])
+    producer = LoopProducer()
+    admin = FakeAdmin({TOPIC: 1})
+    clients = Clients(
+        admin=lambda settings, log: admin,
+        group_consumer=lambda settings, member, assignor: consumer,
+        producer=lambda settings, member, **extra: producer,
+        restore_consumer=lambda settings, member: FakeRestoreConsumer(),
+    )
+    settings = _run_settings(state_dir=str(tmp_path), exit_when_idle=0.2, commit_interval=60)
+    runtime = KafkaRuntime(settings, RuntimeConfig(), clients=clients)
+    assert runtime.run() == 0
+    dead = [m for m in producer.sent if m["topic"] == "ws.deadletter"]
+    assert [dict(m["headers"])["source.offset"] for m in dead] == [b"0", b"1"]
+    reasons = [dict(m["headers"])["reason"] for m in dead]
+    assert reasons[0] == b"null_value" and reasons[1] != b"null_value"
+    assert consumer.commits[-1] == {TopicPartition(TOPIC, 0): 2}
+    assert consumer.closed
+    assert runtime.metrics.total("wirestream_input_records_total") == 2
+    assert runtime.metrics.total("wirestream_deadletter_records_total") == 2
+    assert {c[0] for c in admin.created} >= {"app-flows-changelog", "ws.flow", "ws.deadletter"}
+    # The store was checkpointed at the commit: a restarted member announces it.
+    manager = StoreManager(str(tmp_path), "app", FakeLog(), 600)
+    manager.claim()
+    assert 0 in manager.local_state()
+    manager.release()

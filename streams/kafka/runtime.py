@@ -31,6 +31,8 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -62,9 +64,9 @@ from streams.kafka_clients import (
 )
 from streams.kafka_errors import BROKER_ERRORS, FatalError
 from streams.kafka_metrics import Metrics, serve
-from streams.kafka_retry import EXIT_BROKER, BrokerUnavailable, Outage, peak_rss_mib
+from streams.kafka_retry import EXIT_BROKER, BrokerUnavailable, Outage, connect, peak_rss_mib
 from streams.kafka_settings import RunSettings
-from streams.kafka_topics import TopicError
+from streams.kafka_topics import TopicError, admin_client
 from streams.task import Task
 
 log = structlog.get_logger("wirestream.kafka")
@@ -73,6 +75,26 @@ END_OF_INPUT_ATTEMPTS = 10
 END_OF_INPUT_RETRY_SECONDS = 1.0
 STABLE = MemberState.STABLE
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _connect_admin(settings: RunSettings, log: Any) -> Any:
+    """The admin client, with retries for `connect_timeout` (exit 3 after that)."""
+    return connect(
+        lambda ms: admin_client(settings.bootstrap_servers, bootstrap_timeout_ms=ms),
+        settings.bootstrap_servers,
+        settings.connect_timeout,
+        log,
+    )
+
+
+@dataclass(frozen=True)
+class Clients:
+    """How the member makes its Kafka clients (fakes in the unit tests)."""
+
+    admin: Callable[[RunSettings, Any], Any] = _connect_admin  # (settings, log)
+    group_consumer: Callable[[RunSettings, str, Any], Any] = new_group_consumer
+    producer: Callable[..., Any] = new_producer  # (settings, member, **extra)
+    restore_consumer: Callable[[RunSettings, str], Any] = new_restore_consumer
 
 
 class KafkaRuntime:
@@ -84,8 +106,10 @@ class KafkaRuntime:
         config: RuntimeConfig,
         metrics: Metrics | None = None,
         features: FeatureSettings | None = None,
+        clients: Clients | None = None,
     ) -> None:
         self.settings = settings
+        self.clients = clients or Clients()
         self.config = config
         self.decoders = select(config.decoders)
         self.metrics = metrics or Metrics()
@@ -108,7 +132,7 @@ class KafkaRuntime:
             vlan_in_key=config.vlan_in_flow_key,
         )
         self.outage = Outage(settings.bootstrap_servers, settings.reconnect_timeout, self.log)
-        self.shared = SharedProducer(lambda: new_producer(settings, self.member))
+        self.shared = SharedProducer(lambda: self.clients.producer(settings, self.member))
         self.table = SlotTable()
         self.activity = Activity()
         self.slot_context = SlotContext(
@@ -181,14 +205,14 @@ class KafkaRuntime:
     def _transactional_producer(self, partition: int) -> Any:
         s = self.settings
         transactional_id = f"{s.application_id}-{s.input_topic}-{partition}"
-        return new_producer(s, self.member, transactional_id=transactional_id)
+        return self.clients.producer(s, self.member, transactional_id=transactional_id)
 
     def _new_task(self, partition: int, emit: Any, store: Any, bad_packet: Any) -> Task:
         return Task(partition, self.config, self.decoders, emit, store, bad_packet)
 
     def _restorer(self) -> KafkaConsumer:
         if self._restore_consumer is None:
-            self._restore_consumer = new_restore_consumer(self.settings, self.member)
+            self._restore_consumer = self.clients.restore_consumer(self.settings, self.member)
         return self._restore_consumer
 
     def _released(self, partition: int) -> None:
@@ -214,12 +238,13 @@ class KafkaRuntime:
             self.stores.release()
             return EXIT_USAGE
         try:
-            self.topics.setup(cls.name for cls in self.decoders)
+            admin = self.clients.admin(s, self.log)
+            self.topics.setup(admin, (cls.name for cls in self.decoders))
             self.features.start(self.topics.admin, self.topics.input_partitions)
             if s.metrics_port is not None:
                 self._metrics_server = serve(self.metrics, s.metrics_port)
             assignor = self.features.assignor(self.stores.local_state)
-            self.consumer = new_group_consumer(s, self.member, assignor)
+            self.consumer = self.clients.group_consumer(s, self.member, assignor)
             listener = self._build(self.consumer)
             assert self.guarantee is not None
             self.guarantee.start()

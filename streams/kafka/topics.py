@@ -7,11 +7,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from streams.kafka.stores import STORE_NAME
-from streams.kafka_retry import connect
 from streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
 from streams.kafka_topics import (
     TopicError,
-    admin_client,
     changelog_topic,
     deadletter_topic,
     ensure_topic,
@@ -32,16 +30,11 @@ class MemberTopics:
         self.admin: Any = None
         self._outputs: dict[str, tuple[str, int]] = {}
 
-    def setup(self, record_types: Iterable[str]) -> None:
-        """Connect (with retries), read the input's partition count, create the changelog,
-        dead-letter and output topics with as many partitions."""
+    def setup(self, admin: Any, record_types: Iterable[str]) -> None:
+        """With a connected admin client: read the input's partition count, create the
+        changelog, dead-letter and output topics with as many partitions."""
         s = self.settings
-        self.admin = connect(
-            lambda ms: admin_client(s.bootstrap_servers, bootstrap_timeout_ms=ms),
-            s.bootstrap_servers,
-            s.connect_timeout,
-            self.log,
-        )
+        self.admin = admin
         n = partition_count(self.admin, s.input_topic)
         if n is None:
             raise TopicError(
