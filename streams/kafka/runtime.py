@@ -3,8 +3,9 @@
 Loop: poll -> each record through its partition's task (outputs are produced as they are
 emitted) -> every `commit_interval` a commit -> wall-clock punctuation of idle partitions.
 
-KafkaRuntime builds the parts and runs the loop; each part is constructed with what it
-needs and knows no other part's internals:
+KafkaRuntime builds the parts from its `Clients` (the kafka-python clients by default,
+fakes in tests/test_kafka_parts.py) and runs the loop; each part is constructed with what
+it needs and knows no other part's internals:
 
 - stores.py      StoreManager: state directory and its lock, named RocksDB stores, their
                  checkpoints (announced by the assignor), stale-store cleanup;
