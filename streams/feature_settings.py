@@ -1,4 +1,4 @@
-"""Settings of the state-store features of `wirestream run` (streams/kafka_features.py);
+"""Settings of the state-store features of `wirestream run` (streams/kafka/features.py);
 each field is an option of `run` (streams/options.py).
 
 Kept apart from the features themselves so the CLI can build its options without

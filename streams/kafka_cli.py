@@ -62,6 +62,6 @@ def cmd_probe(inv: Invocation) -> int:
 
 def cmd_run(inv: Invocation) -> int:
     config = inv.get(RuntimeSettings).to_config()
-    from streams.kafka_runtime import KafkaRuntime
+    from streams.kafka.runtime import KafkaRuntime
 
     return KafkaRuntime(inv.get(RunSettings), config, features=inv.get(FeatureSettings)).run()

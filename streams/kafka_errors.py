@@ -15,7 +15,7 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 
-from streams.kafka_restore import RestoreError
+from streams.kafka.restore import RestoreError
 from streams.kafka_topics import TopicError
 
 

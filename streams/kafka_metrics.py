@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-if TYPE_CHECKING:
-    from streams.kafka_slot import PartitionSlot
 
 # `*_created` series double the output and say nothing a scraper needs here.
 prometheus_client.disable_created_metrics()
@@ -178,9 +175,10 @@ class Metrics:
         return generate_latest(self.registry).decode()
 
     # -- per-slot gauges and counters, at each commit --
-    def observe_slot(self, slot: PartitionSlot) -> None:
+    def observe_slot(self, slot: Any, consumer: Any) -> None:
         """Lag, open flows, parked bytes, stream time; anomalies and limits hit since the
-        last call. On the main thread, after a commit."""
+        last call. On the main thread, after a commit. `slot` is a PartitionSlot
+        (streams/kafka/slot.py; not imported: the slot module uses these metrics)."""
         p = slot.partition
         task = slot.task
         if task is not None:
@@ -188,7 +186,6 @@ class Metrics:
             self.set("wirestream_open_flows", len(tracker), partition=p)
             self.set("wirestream_stream_time_seconds", tracker.stream_time / 1e9, partition=p)
             self.set("wirestream_parked_bytes", tracker.budget.bytes, partition=p)
-        consumer = slot.rt.consumer
         if consumer is not None:
             try:
                 high = consumer.highwater(slot.tp)

@@ -19,9 +19,6 @@ from typing import Any
 
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from streams.exitcodes import ExitCode
-
-EXIT_BROKER = ExitCode.BROKER  # the one definition: streams/exitcodes.py
 BACKOFF_FIRST = 0.5  # seconds
 BACKOFF_MAX = 5.0
 # One bootstrap attempt may take this long before the next one (kafka-python retries

@@ -53,7 +53,9 @@ def test_partition_restored_again_at_its_end_reports_its_high_watermark(
         producer.send(topic, key=b"k%d" % i, value=b"v", partition=i % 2)
     producer.flush()
     producer.close()
-    consumer = new_restore_consumer(RunSettings(broker.bootstrap, "app"), "test")
+    consumer = new_restore_consumer(
+        RunSettings(bootstrap_servers=broker.bootstrap, application_id="app"), "test"
+    )
     try:
         tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
         assert _read_to_end(consumer, tps, 0, 30) == set()  # first restore reads records

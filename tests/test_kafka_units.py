@@ -406,7 +406,7 @@ def test_assignor_distributes_the_group_map_with_endpoints() -> None:
 def test_state_cleaner_removes_idle_unowned_stores_only(tmp_path: Path) -> None:
     import time
 
-    from streams.kafka_cleanup import StateCleaner
+    from streams.kafka.cleanup import StateCleaner
 
     now = [time.time() + 1.0]  # a clock we move; files written now count as recent
     root = tmp_path / "app"

@@ -2,29 +2,42 @@
 
 Loop: poll -> each record through its partition's task (outputs are produced as they are
 emitted) -> every `commit_interval` a commit -> wall-clock punctuation of idle partitions.
-KafkaRuntime holds the member's state and runs the loop; the steps live in their own
-modules: the commit protocol (kafka_commit.py), partition init/restore and closing
-(kafka_partitions.py), the rebalance listener (kafka_rebalance.py), the broker-fault
-rewind (kafka_rewind.py), the clients (kafka_clients.py), the local stores
-(kafka_stores.py) and what each error means (kafka_errors.py).
+
+KafkaRuntime builds the parts from its `Clients` (the kafka-python clients by default,
+fakes in tests/test_kafka_parts.py) and runs the loop; each part is constructed with what
+it needs and knows no other part's internals:
+
+- stores.py      StoreManager: state directory and its lock, named RocksDB stores, their
+                 checkpoints (announced by the assignor), stale-store cleanup;
+- topics.py      MemberTopics: input partition count, changelog, dead-letter and output
+                 topics;
+- producer.py    SharedProducer: at-least-once's producer and its generation;
+- guarantee.py   ProcessingGuarantee (AtLeastOnce / ExactlyOnce): begin, commit, abort;
+- partitions.py  PartitionLifecycle: init/restore, drop, rewind;
+- rebalance.py   Rebalancing and the listener that delegates to it;
+- rewind.py      BrokerFaults: rewind and back off after a broker error;
+- features.py    Features: flow statistics, queries, substreams;
+- slot.py        PartitionSlot: one partition's task, store and producer;
+- table.py       SlotTable (which partitions are held or pending) and Activity.
 
 Broker faults (streams/kafka_retry.py): the brokers are tried for `connect_timeout` at start.
 While running, a broker error (poll, produce, commit, transaction, restore) rewinds the
-member to the last committed offsets after a backoff (kafka_rewind.py). The member gives
-up (exit 3) when the errors have lasted `reconnect_timeout`.
+member to the last committed offsets after a backoff. The member gives up (exit 3) when
+the errors have lasted `reconnect_timeout`.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import MemberState
 
@@ -33,53 +46,60 @@ from state.store import StoreError
 from streams.config import RuntimeConfig
 from streams.exitcodes import ExitCode
 from streams.feature_settings import FeatureSettings
+from streams.kafka.features import Features
+from streams.kafka.guarantee import AtLeastOnce, ExactlyOnce, ProcessingGuarantee
+from streams.kafka.partitions import PartitionLifecycle
+from streams.kafka.producer import SharedProducer
+from streams.kafka.rebalance import RebalanceListener, Rebalancing
+from streams.kafka.restore import RestoreError
+from streams.kafka.rewind import BrokerFaults
+from streams.kafka.slot import PartitionSlot, SlotContext
+from streams.kafka.statedir import StateDirError
+from streams.kafka.stores import StoreManager
+from streams.kafka.table import Activity, SlotTable
+from streams.kafka.topics import MemberTopics
 from streams.kafka_clients import (
     CHECK_CRCS,
     new_group_consumer,
     new_producer,
     new_restore_consumer,
 )
-from streams.kafka_commit import commit
 from streams.kafka_errors import BROKER_ERRORS, FatalError
-from streams.kafka_features import Features
 from streams.kafka_metrics import Metrics, serve
-from streams.kafka_partitions import close_slots, drop_slot, init_pending
-from streams.kafka_rebalance import RebalanceListener
-from streams.kafka_restore import RestoreError
-from streams.kafka_retry import (
-    EXIT_BROKER,
-    BrokerUnavailable,
-    Outage,
-    connect,
-    peak_rss_mib,
-)
-from streams.kafka_rewind import broker_trouble
-from streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
-from streams.kafka_slot import PartitionSlot
-from streams.kafka_statedir import StateDirError, StateDirLock, claim
-from streams.kafka_stores import STORE_NAME, local_checkpoints
-from streams.kafka_topics import (
-    TopicError,
-    admin_client,
-    changelog_topic,
-    deadletter_topic,
-    ensure_topic,
-    output_topic,
-    partition_count,
-)
+from streams.kafka_retry import BrokerUnavailable, Outage, connect, peak_rss_mib
+from streams.kafka_settings import RunSettings
+from streams.kafka_topics import TopicError, admin_client
+from streams.task import Task
 
 log = structlog.get_logger("wirestream.kafka")
 
-BASE_RECORD_TYPES = ("flow", "anomaly")
 END_OF_INPUT_ATTEMPTS = 10
 END_OF_INPUT_RETRY_SECONDS = 1.0
 STABLE = MemberState.STABLE
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = ExitCode.OK, ExitCode.ERROR, ExitCode.USAGE
+
+
+def _connect_admin(settings: RunSettings, log: Any) -> Any:
+    """The admin client, with retries for `connect_timeout` (exit 3 after that)."""
+    return connect(
+        lambda ms: admin_client(settings.bootstrap_servers, bootstrap_timeout_ms=ms),
+        settings.bootstrap_servers,
+        settings.connect_timeout,
+        log,
+    )
+
+
+@dataclass(frozen=True)
+class Clients:
+    """How the member makes its Kafka clients (fakes in the unit tests)."""
+
+    admin: Callable[[RunSettings, Any], Any] = _connect_admin  # (settings, log)
+    group_consumer: Callable[[RunSettings, str, Any], Any] = new_group_consumer
+    producer: Callable[..., Any] = new_producer  # (settings, member, **extra)
+    restore_consumer: Callable[[RunSettings, str], Any] = new_restore_consumer
 
 
 class KafkaRuntime:
-    """One group member: owns its clients, slots and counters, and runs the poll loop;
-    the commit, partition, rebalance and rewind modules act on it."""
+    """One group member: builds its parts, runs the poll loop."""
 
     def __init__(
         self,
@@ -87,90 +107,119 @@ class KafkaRuntime:
         config: RuntimeConfig,
         metrics: Metrics | None = None,
         features: FeatureSettings | None = None,
+        clients: Clients | None = None,
     ) -> None:
         self.settings = settings
+        self.clients = clients or Clients()
         self.config = config
         self.decoders = select(config.decoders)
         self.metrics = metrics or Metrics()
         self.member = f"{socket.gethostname()}-{os.getpid()}"
         self.log = log.bind(application_id=settings.application_id, member=self.member)
-        self.state_root = os.path.join(settings.state_dir, settings.application_id)
-        self.changelog = changelog_topic(settings.application_id, STORE_NAME)
-        self.slots: dict[int, PartitionSlot] = {}
-        self.input_partitions = 0
-        self.deadletter: tuple[str, int] = (deadletter_topic(settings.topic_prefix), 1)
-        self._outputs: dict[str, tuple[str, int]] = {}
-        self._to_init: set[int] = set()
-        self._local_checkpoints: dict[int, int] = {}
-        self._stop = False
-        self._send_error: BaseException | None = None
-        self._dead_reasons: set[str] = set()
-        self._error_kinds: set[str] = set()
-        self._last_activity = time.monotonic()
-        self._input_span: list[float] = []  # wall clock of the first and last input batch
-        self.admin: Any = None
+        feature_settings = features or FeatureSettings()
+        self.stores = StoreManager(
+            settings.state_dir,
+            settings.application_id,
+            self.log,
+            feature_settings.state_cleanup_delay,
+        )
+        self.topics = MemberTopics(settings, self.log)
+        self.features = Features(
+            settings,
+            feature_settings,
+            self.stores,
+            self.metrics,
+            self.log,
+            vlan_in_key=config.vlan_in_flow_key,
+        )
+        self.outage = Outage(settings.bootstrap_servers, settings.reconnect_timeout, self.log)
+        self.shared = SharedProducer(lambda: self.clients.producer(settings, self.member))
+        self.table = SlotTable()
+        self.activity = Activity()
+        self.slot_context = SlotContext(
+            input_topic=settings.input_topic,
+            topics=self.topics,
+            features=self.features,
+            metrics=self.metrics,
+            dead_lettered=self.dead_lettered,
+            released=self._released,
+        )
         self.consumer: KafkaConsumer | None = None
-        self.producer: KafkaProducer | None = None  # at-least-once: shared by all slots
+        # Built once the consumer exists (run()).
+        self.guarantee: ProcessingGuarantee | None = None
+        self.lifecycle: PartitionLifecycle | None = None
+        self.faults: BrokerFaults | None = None
         self._restore_consumer: KafkaConsumer | None = None
         self._metrics_server: Any = None
-        self.features = Features(self, features)  # flow stats, queries, substreams, cleanup
-        self.outage = Outage(settings.bootstrap_servers, settings.reconnect_timeout, self.log)
-        self._state_lock: StateDirLock | None = None
-        self._initialising: dict[int, PartitionSlot] = {}  # slots of an unfinished init
-        # At-least-once: errbacks carry the generation of the producer they were sent with,
-        # so that records failing in a discarded producer do not fail its successor.
-        self._producer_generation = 0
-        self.send_failed = functools.partial(self._send_failed, 0)  # type: ignore[method-assign]
+        self._stop = False
+        self._dead_reasons: set[str] = set()
+        self._error_kinds: set[str] = set()
+        self._input_span: list[float] = []  # wall clock of the first and last input batch
 
-    # ------------------------------------------------------------------ setup
-    def _setup_topics(self) -> None:
+    # ------------------------------------------------------------------ wiring
+    def _build(self, consumer: KafkaConsumer) -> RebalanceListener:
+        """The parts that act on the consumer; returns the rebalance listener."""
         s = self.settings
-        self.admin = connect(
-            lambda ms: admin_client(s.bootstrap_servers, bootstrap_timeout_ms=ms),
-            s.bootstrap_servers,
-            s.connect_timeout,
-            self.log,
+        parts: dict[str, Any] = dict(
+            consumer=consumer,
+            table=self.table,
+            stores=self.stores,
+            metrics=self.metrics,
+            outage=self.outage,
+            log=self.log,
         )
-        n = partition_count(self.admin, s.input_topic)
-        if n is None:
-            raise TopicError(
-                f"input topic {s.input_topic} does not exist: start `wirestream probe` first "
-                "or create it with the partition count you want"
-            )
-        self.input_partitions = n
-        rf = s.replication_factor
-        ensure_topic(
-            self.admin,
-            self.changelog,
-            n,
-            rf,
-            {"cleanup.policy": "compact", "max.message.bytes": str(MAX_REQUEST_BYTES)},
+        if s.exactly_once:
+            self.guarantee = ExactlyOnce(self._transactional_producer, **parts)
+        else:
+            self.guarantee = AtLeastOnce(self.shared, **parts)
+        self.lifecycle = PartitionLifecycle(
+            consumer=consumer,
+            table=self.table,
+            guarantee=self.guarantee,
+            stores=self.stores,
+            features=self.features,
+            slot_context=self.slot_context,
+            new_task=self._new_task,
+            restorer=self._restorer,
+            changelog=self.topics.changelog,
+            restore_timeout=s.restore_timeout,
+            activity=self.activity,
+            outage=self.outage,
+            metrics=self.metrics,
+            log=self.log,
         )
-        dead = self.deadletter[0]
-        self.deadletter = (dead, ensure_topic(self.admin, dead, n, rf)[0])
-        for record_type in (*BASE_RECORD_TYPES, *(cls.name for cls in self.decoders)):
-            self.output_topic(record_type)
+        self.faults = BrokerFaults(
+            self.outage, self.lifecycle.rewind, self.activity, self.metrics, lambda: self._stop
+        )
+        rebalancing = Rebalancing(
+            consumer=consumer,
+            table=self.table,
+            lifecycle=self.lifecycle,
+            guarantee=self.guarantee,
+            stores=self.stores,
+            activity=self.activity,
+            metrics=self.metrics,
+            log=self.log,
+        )
+        return RebalanceListener(rebalancing)
 
-    def output_topic(self, record_type: str) -> tuple[str, int]:
-        """(topic, partition count) for a record type; the topic is created on first use."""
-        known = self._outputs.get(record_type)
-        if known is None:
-            name = output_topic(self.settings.topic_prefix, record_type)
-            count, created = ensure_topic(
-                self.admin, name, self.input_partitions, self.settings.replication_factor
-            )
-            if created:
-                self.log.info("topic_created", topic=name, partitions=count)
-            known = self._outputs[record_type] = (name, count)
-        return known
+    def _transactional_producer(self, partition: int) -> Any:
+        s = self.settings
+        transactional_id = f"{s.application_id}-{s.input_topic}-{partition}"
+        return self.clients.producer(s, self.member, transactional_id=transactional_id)
 
-    def _local_state(self) -> dict[int, int]:
-        return dict(self._local_checkpoints)
+    def _new_task(self, partition: int, emit: Any, store: Any, bad_packet: Any) -> Task:
+        return Task(partition, self.config, self.decoders, emit, store, bad_packet)
 
     def _restorer(self) -> KafkaConsumer:
         if self._restore_consumer is None:
-            self._restore_consumer = new_restore_consumer(self.settings, self.member)
+            self._restore_consumer = self.clients.restore_consumer(self.settings, self.member)
         return self._restore_consumer
+
+    def _released(self, partition: int) -> None:
+        """A slot closed (revoked, lost, stopping)."""
+        self.features.released(partition)
+        self.stores.released(partition)
 
     # ------------------------------------------------------------------ main loop
     def request_stop(self, *_: Any) -> None:
@@ -181,31 +230,32 @@ class KafkaRuntime:
         previous = {
             sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
         }
-        code = EXIT_ERROR
+        code = ExitCode.ERROR
         try:
-            self._claim_state_dir()
+            self.stores.claim()
         except (StateDirError, StoreError) as exc:
-            self.log.error("state_dir_unusable", error=str(exc), state_dir=self.state_root)
+            self.log.error("state_dir_unusable", error=str(exc), state_dir=self.stores.root)
             self._restore_signals(previous)
-            if self._state_lock is not None:
-                self._state_lock.release()
-            return EXIT_USAGE
+            self.stores.release()
+            return ExitCode.USAGE
         try:
-            self._setup_topics()
-            self.features.start()
+            admin = self.clients.admin(s, self.log)
+            self.topics.setup(admin, (cls.name for cls in self.decoders))
+            self.features.start(self.topics.admin, self.topics.input_partitions)
             if s.metrics_port is not None:
                 self._metrics_server = serve(self.metrics, s.metrics_port)
-            if not s.exactly_once:
-                self._new_shared_producer()
-            assignor = self.features.assignor(self._local_state)
-            self.consumer = new_group_consumer(s, self.member, assignor)
-            self.consumer.subscribe([s.input_topic], listener=RebalanceListener(self))
+            assignor = self.features.assignor(self.stores.local_state)
+            self.consumer = self.clients.group_consumer(s, self.member, assignor)
+            listener = self._build(self.consumer)
+            assert self.guarantee is not None
+            self.guarantee.start()
+            self.consumer.subscribe([s.input_topic], listener=listener)
             self.log.info(
                 "member_started",
                 input_topic=s.input_topic,
-                partitions=self.input_partitions,
+                partitions=self.topics.input_partitions,
                 guarantee=s.processing_guarantee,
-                local_stores=len(self._local_checkpoints),
+                local_stores=len(self.stores.local_state()),
                 crc_checks=CHECK_CRCS,
             )
             if not CHECK_CRCS:
@@ -218,15 +268,14 @@ class KafkaRuntime:
         except BrokerUnavailable as exc:
             self.log.error("member_failed", error=str(exc), kind="broker_unavailable")
             self._abandon()
-            code = EXIT_BROKER
+            code = ExitCode.BROKER
         except (TopicError, StoreError, FatalError, RestoreError, KafkaError) as exc:
             self.log.error("member_failed", error=str(exc), kind=type(exc).__name__)
             self._abandon()
         finally:
             self._restore_signals(previous)
             self._close_clients()
-            if self._state_lock is not None:
-                self._state_lock.release()
+            self.stores.release()
         return code
 
     @staticmethod
@@ -234,16 +283,13 @@ class KafkaRuntime:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-    def _claim_state_dir(self) -> None:
-        """Before any broker call: the state directory must be writable and ours alone,
-        and so must every store in it (a RocksDB lock held by some other process)."""
-        self._state_lock = claim(self.settings.state_dir, self.settings.application_id)
-        self._local_checkpoints.update(local_checkpoints(self.state_root, self.log, strict=True))
-
     def _loop(self) -> int:
         s = self.settings
-        consumer = self.consumer
-        assert consumer is not None
+        consumer, lifecycle, guarantee = self.consumer, self.lifecycle, self.guarantee
+        faults = self.faults
+        assert consumer is not None and lifecycle is not None and guarantee is not None
+        assert faults is not None
+        table, activity = self.table, self.activity
         last_commit = time.monotonic()
         punctuate_every = max(1.0, s.commit_interval)
         last_punctuation_check = last_commit
@@ -251,58 +297,58 @@ class KafkaRuntime:
         while not self._stop:
             try:
                 batch = consumer.poll(timeout_ms=100)
-                if self._to_init:
-                    batch = init_pending(self, batch)
+                if table.has_pending():
+                    batch = lifecycle.init_pending(batch)
                 if batch:
                     self._process(batch)
-                self._check_send_error()
+                guarantee.check_sends()
                 now = time.monotonic()
                 if now - last_commit >= s.commit_interval:
-                    commit(self)
+                    guarantee.commit()
                     last_commit = now
                 if now - last_punctuation_check >= punctuate_every:
                     self._punctuate(now)
                     last_punctuation_check = now
-                self.features.tick(now)
+                self._sweep(now)
                 if s.exit_when_idle is not None and consumer.group_metadata().state != STABLE:
-                    self._last_activity = now  # joining or rebalancing is not idleness
+                    activity.touch(now)  # joining or rebalancing is not idleness
                 if (
                     s.exit_when_idle is not None
-                    and now - self._last_activity >= s.exit_when_idle
-                    and not self._to_init
+                    and now - activity.last >= s.exit_when_idle
+                    and not table.has_pending()
                 ):
                     if self._end_of_input():
-                        return EXIT_OK
+                        return ExitCode.OK
                     # Usually a rebalance started by a member that finished first: poll to
                     # take part in it (the restored state keeps what was closed), then retry.
                     end_attempts += 1
                     if end_attempts >= END_OF_INPUT_ATTEMPTS and self.outage.since is None:
-                        return EXIT_ERROR
-                    self._last_activity = now - s.exit_when_idle + END_OF_INPUT_RETRY_SECONDS
+                        return ExitCode.ERROR
+                    activity.touch(now - s.exit_when_idle + END_OF_INPUT_RETRY_SECONDS)
             except BROKER_ERRORS as exc:
-                broker_trouble(self, exc)
+                faults.handle(exc)
             except FatalError as exc:
-                if self.settings.exactly_once or self._send_error is None:
+                if not guarantee.send_failed():
                     raise
-                broker_trouble(self, exc)  # a record of the shared producer failed
+                faults.handle(exc)  # a record of the shared producer failed
         self.log.info("stopping")
         try:
-            committed = commit(self)
+            committed = guarantee.commit()
         except (*BROKER_ERRORS, FatalError) as exc:
             self.log.warning("final_commit_error", error=str(exc)[:300])
             committed = False
         if not committed:
             self.log.warning("final_commit_failed", note="the next owner repeats the tail")
-        close_slots(self, list(self.slots))
-        return EXIT_OK
+        lifecycle.close_all()
+        return ExitCode.OK
 
     def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         now = time.monotonic()
         count = 0
         for tp, records in batch.items():
-            slot = self.slots.get(tp.partition)
+            slot = self.table.get(tp.partition)
             if slot is None or slot.task is None:
-                self._to_init.add(tp.partition)  # e.g. after a failed transaction
+                self.table.request_init([tp.partition])  # e.g. after a failed transaction
                 continue
             process = slot.processor()
             for msg in records:
@@ -324,7 +370,7 @@ class KafkaRuntime:
             count += len(records)
             self.metrics.inc("wirestream_input_records_total", len(records), partition=tp.partition)
         if count:
-            self._last_activity = now
+            self.activity.touch(now)
             wall = time.time()
             if not self._input_span:
                 self._input_span = [wall, wall]
@@ -353,35 +399,16 @@ class KafkaRuntime:
                 reason=reason,
                 partition=slot.partition,
                 offset=getattr(msg, "offset", None),
-                topic=self.deadletter[0],
+                topic=self.topics.deadletter[0],
                 note="logged once per reason; see wirestream_deadletter_records_total",
             )
-
-    def _send_failed(self, generation: int, exc: BaseException) -> None:
-        """Producer callback (its IO thread): a record could not be delivered. Exactly-once:
-        the transaction it belongs to fails to commit and is redone, nothing to do here."""
-        if self.settings.exactly_once or generation != self._producer_generation:
-            return
-        if self._send_error is None:
-            self._send_error = exc
-
-    def _new_shared_producer(self) -> None:
-        """At-least-once: the member's producer (again after a rewind)."""
-        self._producer_generation += 1
-        self.send_failed = functools.partial(self._send_failed, self._producer_generation)  # type: ignore[method-assign]
-        self._send_error = None
-        self.producer = new_producer(self.settings, self.member)
-
-    def _check_send_error(self) -> None:
-        if self._send_error is not None:
-            raise FatalError(f"a record could not be produced: {self._send_error}")
 
     # ------------------------------------------------------------------ punctuation
     def _punctuate(self, now: float) -> None:
         """Liveness: expire flows of partitions that received nothing for a while, with a
         time derived from the wall clock (stream time + idle time)."""
         after = self.settings.punctuate_idle
-        for slot in self.slots.values():
+        for slot in self.table:
             task = slot.task
             idle = now - slot.last_input
             if task is None or idle < after:
@@ -400,38 +427,50 @@ class KafkaRuntime:
                     stream_time_ns=stream_time,
                 )
 
+    def _sweep(self, now: float) -> None:
+        """Remove stale state directories now and then (only while the group is stable:
+        mid-rebalance, partitions about to come back look unowned)."""
+        if not self.stores.sweep_due(now):
+            return
+        consumer = self.consumer
+        if consumer is None or consumer.group_metadata().state != STABLE:
+            return
+        owned = self.table.owned()
+        owned.update(tp.partition for tp in consumer.assignment())
+        for partition, idle in self.stores.sweep(owned):
+            self.metrics.inc("wirestream_state_dirs_removed_total")
+            self.log.info("state_dir_removed", partition=partition, idle_seconds=round(idle, 1))
+
     # ------------------------------------------------------------------ end
     def _end_of_input(self) -> bool:
         """--exit-when-idle: close every flow as replay does at the end and commit; True
         when committed (the member then exits)."""
+        assert self.guarantee is not None and self.lifecycle is not None
         flows = 0
-        for slot in self.slots.values():
+        for slot in self.table:
             if slot.task is not None:
                 flows += len(slot.task.tracker)
                 slot.task.close_all("end_of_input")
                 slot.dirty = True
-        if not commit(self):
-            self.log.warning("end_of_input_commit_failed", partitions=sorted(self.slots))
+        if not self.guarantee.commit():
+            self.log.warning("end_of_input_commit_failed", partitions=self.table.partitions())
             return False
         self.log.info(
             "end_of_input",
             idle_seconds=self.settings.exit_when_idle,
-            partitions=sorted(self.slots),
+            partitions=self.table.partitions(),
             flows_closed=flows,
             input_records=int(self.metrics.total("wirestream_input_records_total")),
             restored_records=int(self.metrics.total("wirestream_restored_records_total")),
             input_span=[round(t, 3) for t in self._input_span],
         )
-        close_slots(self, list(self.slots))
+        self.lifecycle.close_all()
         return True
 
     def _abandon(self) -> None:
         """After a fatal error: close without committing (the next owner redoes the tail)."""
-        for slot in list(self.slots.values()):
-            try:
-                drop_slot(self, slot, abort=True)
-            except Exception as exc:
-                self.log.info("close_failed", partition=slot.partition, error=str(exc)[:200])
+        if self.lifecycle is not None:
+            self.lifecycle.abandon()
 
     def _close_clients(self) -> None:
         if self.consumer is not None:
@@ -439,11 +478,10 @@ class KafkaRuntime:
                 self.consumer.close()
             except Exception as exc:
                 self.log.info("consumer_close_failed", error=str(exc)[:200])
-        for client in (self.producer, self._restore_consumer, self.admin):
-            if client is None:
-                continue
+        closers = (self.shared.close, self._close_restorer, self._close_admin)
+        for close in closers:
             try:
-                client.close()
+                close()
             except Exception as exc:
                 self.log.info("client_close_failed", error=str(exc)[:200])
         if self._metrics_server is not None:
@@ -458,3 +496,11 @@ class KafkaRuntime:
             broker_errors=int(self.metrics.total("wirestream_broker_errors_total")),
             peak_rss_mib=peak_rss_mib(),
         )
+
+    def _close_restorer(self) -> None:
+        if self._restore_consumer is not None:
+            self._restore_consumer.close()
+
+    def _close_admin(self) -> None:
+        if self.topics.admin is not None:
+            self.topics.admin.close()

@@ -5,18 +5,23 @@ dead-letter topic, and writes the task's changes to the changelog at commit time
 records also go into the store's write-back cache; RocksDB is written only by
 `checkpoint()`, after the input offsets are committed).
 
-With the features of streams/kafka_features.py it also keeps the partition's flow
+With the features (streams/kafka/features.py) it also keeps the partition's flow
 statistics table (its delta goes to the flowstats store and changelog at each commit, and
 to the query view once committed) and copies input records to the per-protocol
 substreams.
+
+A slot is built with a `SlotContext`: what it needs from the member (topics, metrics,
+the dead-letter report, the features' topics, what to do when it closes), so that it never
+reaches into the runtime.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kafka import KafkaProducer, TopicPartition
 
@@ -31,19 +36,56 @@ from streams.serde import dumps_record
 if TYPE_CHECKING:
     from kafka.producer.future import FutureRecordMetadata
 
-    from streams.kafka_features import Features
-    from streams.kafka_runtime import KafkaRuntime
+    from streams.kafka_metrics import Metrics
     from streams.task import Task
 
 _FLOW_DIRECTIONS = ("client_to_server", "server_to_client")
 
 
+class Topics(Protocol):
+    """The member's topics, as a slot sees them (streams/kafka/topics.py)."""
+
+    changelog: str
+    deadletter: tuple[str, int]
+    input_partitions: int
+
+    def output_topic(self, record_type: str) -> tuple[str, int]: ...
+
+
+class SlotFeatures(Protocol):
+    """The feature topics a slot writes to (streams/kafka/features.py); None when off."""
+
+    substreams: dict[int | None, tuple[str, int]] | None
+    stats_changelog: str | None
+    stats_topic: tuple[str, int] | None
+
+
+@dataclass(frozen=True)
+class SlotContext:
+    """What every slot of a member shares."""
+
+    input_topic: str
+    topics: Topics
+    features: SlotFeatures
+    metrics: Metrics
+    dead_lettered: Callable[[PartitionSlot, str], None]  # count and log a dead letter
+    released: Callable[[int], None]  # the slot closed: views, gauges, cleanup clock
+
+
 class PartitionSlot:
-    def __init__(self, runtime: KafkaRuntime, partition: int, producer: KafkaProducer) -> None:
-        self.rt = runtime
+    def __init__(
+        self,
+        ctx: SlotContext,
+        partition: int,
+        producer: KafkaProducer,
+        errback: Callable[[BaseException], None],
+    ) -> None:
+        self.ctx = ctx
         self.partition = partition
-        self.tp = TopicPartition(runtime.settings.input_topic, partition)
+        self.tp = TopicPartition(ctx.input_topic, partition)
         self.producer = producer  # ALOS: the member's shared producer; EOS: this slot's own
+        # Called when a send fails (ALOS: tied to the shared producer's generation).
+        self.errback = errback
         self.store: StateStore | None = None
         self.task: Task | None = None
         self.next_offset = 0  # next input offset to process (what a commit commits)
@@ -68,18 +110,14 @@ class PartitionSlot:
         self._stats_future: FutureRecordMetadata | None = None
         self._stats_unpublished: Delta = {}
 
-    @property
-    def features(self) -> Features:
-        return self.rt.features
-
     # -- the task's outputs --
     def emit(self, record_type: str, key: str, record: dict[str, Any]) -> None:
-        topic, partitions = self.rt.output_topic(record_type)
+        topic, partitions = self.ctx.topics.output_topic(record_type)
         kb = key.encode()
         future = self.producer.send(
             topic, value=dumps_record(record), key=kb, partition=kafka_partition(kb, partitions)
         )
-        future.add_errback(self.rt.send_failed)
+        future.add_errback(self.errback)
         self.outputs[record_type] += 1
         if record_type == "flow":
             if self.stats is not None:
@@ -101,14 +139,14 @@ class PartitionSlot:
         if self._processor is not None and self._processor[0] is task:
             return self._processor[1]
         process = task.process_record
-        topics = self.features.substreams
+        topics = self.ctx.features.substreams
         if not topics:
             self._processor = (task, process)
             return process
         send = self.producer.send
-        errback = self.rt.send_failed
+        errback = self.errback
         counts = self.substream_counts
-        same = self.rt.input_partitions
+        same = self.ctx.topics.input_partitions
 
         def process_and_split(value: bytes) -> None:
             dead = self.deadlettered
@@ -144,7 +182,7 @@ class PartitionSlot:
         msg = self.current
         if msg is None:
             return
-        topic, partitions = self.rt.deadletter
+        topic, partitions = self.ctx.topics.deadletter
         headers = [
             ("reason", reason.encode()),
             ("source.topic", msg.topic.encode()),
@@ -158,9 +196,9 @@ class PartitionSlot:
             headers=headers,
             partition=msg.partition % partitions,
         )
-        future.add_errback(self.rt.send_failed)
+        future.add_errback(self.errback)
         self.deadlettered += 1
-        self.rt.dead_lettered(self, reason)
+        self.ctx.dead_lettered(self, reason)
 
     # -- commit phases --
     def write_changelog(self) -> int:
@@ -169,7 +207,7 @@ class PartitionSlot:
         headers = offset_headers(self.next_offset)
         stats_records = self._write_stats(headers) if self.stats is not None else 0
         changes = self.task.changes()  # after the statistics: this resets the dirty set
-        future = self._to_changelog(self.rt.changelog, self.store, changes.items(), headers)
+        future = self._to_changelog(self.ctx.topics.changelog, self.store, changes.items(), headers)
         if future is not None:
             self._changelog_future = future
         return len(changes) + stats_records
@@ -192,7 +230,7 @@ class PartitionSlot:
             else:
                 store.put(key, value)
         if future is not None:
-            future.add_errback(self.rt.send_failed)
+            future.add_errback(self.errback)
         return future
 
     def _write_stats(self, headers: list[tuple[str, bytes]]) -> int:
@@ -205,7 +243,7 @@ class PartitionSlot:
         delta = self.stats.collect(touched, tracker.stream_time)
         if not delta:
             return 0
-        features = self.features
+        features = self.ctx.features
         assert features.stats_changelog is not None
         items = [
             (uid.encode(), None if entry is None else encode_entry(entry))
@@ -222,7 +260,7 @@ class PartitionSlot:
                 record = None if entry is None else dumps_record(entry_json(uid, entry))
                 send(name, key=key, value=record, partition=kafka_partition(key, count))
         self._stats_unpublished.update(delta)
-        self.rt.metrics.inc("wirestream_flowstats_records_total", len(delta))
+        self.ctx.metrics.inc("wirestream_flowstats_records_total", len(delta))
         return len(delta)
 
     def changelog_written(self, timeout: float = 30.0) -> None:
@@ -258,4 +296,4 @@ class PartitionSlot:
         self._stats_unpublished = {}
         self.task = None
         self._processor = None
-        self.features.released(self.partition)
+        self.ctx.released(self.partition)
