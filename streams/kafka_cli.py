@@ -15,11 +15,13 @@ from streams.argtypes import positive_int, positive_seconds
 from streams.kafka_config import ConfigError, Option, layerable, resolve
 from streams.kafka_settings import (
     AT_LEAST_ONCE,
+    COMPRESSIONS,
     CONNECT_TIMEOUT,
     DEFAULT_INPUT_TOPIC,
     DEFAULT_PREFIX,
     DEFAULT_STATE_DIR,
     GUARANTEES,
+    LAYOUTS,
     RECONNECT_TIMEOUT,
     ProbeSettings,
     RunSettings,
@@ -243,6 +245,33 @@ def add_commands(
         default=256 << 10,
         help=f"producer batch.size in bytes (default: {256 << 10})",
     )
+    pp.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="bundle",
+        help="packets topic layout: 'bundle' = many packet records per Kafka record, per "
+        "partition (fast); 'packet' = one record per packet (default: bundle)",
+    )
+    pp.add_argument(
+        "--bundle-bytes",
+        type=positive_int,
+        default=256 << 10,
+        help=f"with --layout bundle: a bundle is sent when it reaches this size "
+        f"(default: {256 << 10})",
+    )
+    pp.add_argument(
+        "--bundle-linger-ms",
+        type=int,
+        default=100,
+        help="with --layout bundle: a bundle is sent at the latest this long after its first "
+        "packet (live capture latency; default: 100)",
+    )
+    pp.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default="none",
+        help="producer compression of the packets topic (default: none)",
+    )
     probe_options = layerable(pp, _COMMON)
     _add_config(pp)
     add_common(pp)
@@ -379,6 +408,10 @@ def cmd_probe(
         pace=args.pace,
         linger_ms=args.linger_ms,
         batch_size=args.batch_size,
+        layout=args.layout,
+        bundle_bytes=args.bundle_bytes,
+        bundle_linger_ms=args.bundle_linger_ms,
+        compression=args.compression,
         connect_timeout=args.connect_timeout,
         reconnect_timeout=args.reconnect_timeout,
     )

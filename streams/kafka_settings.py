@@ -58,3 +58,13 @@ class ProbeSettings:
     batch_size: int = 256 << 10
     connect_timeout: float = CONNECT_TIMEOUT
     reconnect_timeout: float = RECONNECT_TIMEOUT
+    # Packets topic layout (docs/wire-formats.md): "bundle" (many packet records per Kafka
+    # record, per partition) or "packet" (one record per packet, the seed's layout).
+    layout: str = "bundle"
+    bundle_bytes: int = 256 << 10
+    bundle_linger_ms: int = 100
+    compression: str = "none"
+
+
+LAYOUTS = ("bundle", "packet")
+COMPRESSIONS = ("none", "lz4", "zstd", "gzip", "snappy")
