@@ -3,6 +3,7 @@ first send, which would give the wrong partition counts)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka import KafkaAdminClient
@@ -12,6 +13,7 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 # -1: the broker's default replication factor (KIP-464), accepted by Kafka >= 2.4 and both
 # test brokers.
 BROKER_DEFAULT_REPLICATION = -1
+CREATE_VISIBLE_SECONDS = 10.0
 
 
 def changelog_topic(application_id: str, store: str = "flows") -> str:
@@ -64,7 +66,11 @@ def ensure_topic(
         pass  # created concurrently by another member or probe
     except KafkaError as exc:
         raise TopicError(f"cannot create topic {topic}: {exc}") from exc
-    count = partition_count(admin, topic)
-    if count is None:
-        raise TopicError(f"topic {topic} still missing after creating it")
+    # Apache Kafka acknowledges the creation before every broker's metadata lists the
+    # topic: ask until it does (a bounded wait for that event, not a guess at its time).
+    deadline = time.monotonic() + CREATE_VISIBLE_SECONDS
+    while (count := partition_count(admin, topic)) is None:
+        if time.monotonic() > deadline:
+            raise TopicError(f"topic {topic} still missing after creating it")
+        time.sleep(0.05)
     return count, True
