@@ -1,25 +1,29 @@
-"""Kafka-mode benchmark (not a test): probe produce rate, consume-and-decode rate per member
-with one and two members, and restore time of a store holding many flows.
+"""Kafka-mode benchmark on Apache Kafka (not a test): one capture, one run, as ratios to replay.
 
-    .venv/bin/python bench/kafka_bench.py                 # starts its own noida-db
-    .venv/bin/python bench/kafka_bench.py --broker tansu
+    .venv/bin/python bench/kafka_bench.py [--capture perf.pcap]   # starts its own Apache Kafka
     .venv/bin/python bench/kafka_bench.py --bootstrap-servers HOST:PORT
 
-Numbers come from the members' own JSON logs (partitions_assigned / end_of_input /
-partition_ready), so they measure the runtime, not process start-up. Prints a Markdown
-table. Install the `crc32c` package for realistic numbers: without it kafka-python
-computes CRC-32C in pure Python (the probe pays it on every batch it produces).
+Rows: `wirestream replay --partitions N` (the embedded path, the reference), `wirestream
+probe` (bundles; and the per-packet layout for comparison), one `run` member, two members
+on N partitions, the restore of a store holding 100k flows, and the members' peak RSS with
+a backlog of 1x and 3x the capture (it must not grow with the backlog).
+
+The capture: ../shared/tools/make_perf_capture.sh (real nginx + wrk, needs root), given
+with --capture; without it a synthetic HTTP keep-alive capture is generated (said in the
+output). Rates come from the programs' own JSON logs (replay's and the probe's summaries,
+the members' input span from first to last input batch), so process start-up and group
+joining are not counted. The broker runs on the same cores as what is measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import signal
+import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
-from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,42 +31,55 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import brokers  # noqa: E402  (tests/brokers.py: broker start-up and member helpers)
 
-PARTITIONS = 4
+from devkafka import broker as kafka  # noqa: E402
 
 
-def ts(event: dict) -> float:
-    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+def _event(stderr: str, name: str) -> dict:
+    return next(json.loads(x) for x in stderr.splitlines() if f'"{name}"' in x)
 
 
-def probe(bootstrap: str, topic: str, pcap: Path) -> dict:
+def replay(pcap: Path, partitions: int) -> dict:
+    done = subprocess.run(
+        brokers.wirestream("replay", str(pcap), "--partitions", str(partitions), "-o",
+                           "/dev/null", "--no-progress", "--log-format", "json"),
+        capture_output=True, text=True, cwd=ROOT, timeout=1200,
+    )  # fmt: skip
+    if done.returncode:
+        raise SystemExit(f"replay failed:\n{done.stderr[-2000:]}")
+    return _event(done.stderr, "replay_finished")
+
+
+def probe(bootstrap: str, topic: str, pcaps: list[Path], partitions: int, *extra: str) -> dict:
     done = brokers.cli(
-        "probe", str(pcap), "--bootstrap-servers", bootstrap, "--topic", topic,
-        "--partitions", str(PARTITIONS), timeout=600,
+        "probe", *map(str, pcaps), "--bootstrap-servers", bootstrap, "--topic", topic,
+        "--partitions", str(partitions), *extra, timeout=1200,
     )  # fmt: skip
     if done.returncode:
         raise SystemExit(f"probe failed:\n{done.stderr[-2000:]}")
-    import json
-
-    return next(json.loads(x) for x in done.stderr.splitlines() if '"probe_finished"' in x)
+    return _event(done.stderr, "probe_finished")
 
 
-def consume(bootstrap: str, topic: str, members: int, work: Path) -> list[tuple[int, float]]:
-    """(records, seconds from its first to its last input batch) per member; the input is
-    all in the topic before the members start."""
+def consume(bootstrap: str, topic: str, members: int, work: Path, *extra: str) -> list[dict]:
+    """Per member: input records, seconds from its first to its last input batch, peak
+    RSS. The input is all in the topic before the members start."""
     app = brokers.unique("bench")
-    extra = ("--input-topic", topic, "--topic-prefix", f"{app}.", "--exit-when-idle", "2")
-    ms = [brokers.Member(bootstrap, app, work / f"{app}-{i}", *extra) for i in range(members)]
+    args = ("--input-topic", topic, "--topic-prefix", f"{app}.", "--exit-when-idle", "3", *extra)
+    ms = [brokers.Member(bootstrap, app, work / f"{app}-{i}", *args) for i in range(members)]
     out = []
     for m in ms:
-        if m.wait(600) != 0:
+        if m.wait(1200) != 0:
             raise SystemExit(f"member failed:\n{m.log()[-3000:]}")
         end = m.events("end_of_input")[-1]
         first, last = end["input_span"] or (0.0, 0.0)
-        out.append((end["input_records"], max(last - first, 1e-3)))
+        out.append({
+            "records": end["input_records"],
+            "seconds": max(last - first, 1e-3),
+            "rss": m.events("member_stopped")[-1]["peak_rss_mib"],
+        })  # fmt: skip
     return out
 
 
-def restore_case(bootstrap: str, flows: int, work: Path) -> dict:
+def restore_case(bootstrap: str, flows: int, partitions: int, work: Path) -> dict:
     """A store with `flows` open flows: full restore into an empty state dir, then a
     restart with the local state intact (changelog tail only)."""
     import dpkt
@@ -75,23 +92,24 @@ def restore_case(bootstrap: str, flows: int, work: Path) -> dict:
         frames.append((1_700_000_000_000_000_000 + i * 1000, pcapgen.ether(pcapgen.ipv4(seg, src))))
     pcap = brokers.write_capture(work / "flows.pcap", frames)
     topic = brokers.unique("restore") + ".packets"
-    probe(bootstrap, topic, pcap)
+    produced = probe(bootstrap, topic, [pcap], partitions)["records"]
     app = brokers.unique("restore")
     args = ("--input-topic", topic, "--topic-prefix", f"{app}.")
     first = brokers.Member(bootstrap, app, work / "r-first", *args)
-    brokers.wait_committed(bootstrap, app, flows, timeout=600)
+    brokers.wait_committed(bootstrap, app, produced, timeout=1200)
     first.signal(signal.SIGTERM)
     first.wait(120)
 
     def ready(state_dir: Path) -> dict:
         m = brokers.Member(bootstrap, app, state_dir, *args)
-        event = m.wait_event("partitions_assigned", timeout=600)
+        event = m.wait_event("partitions_assigned", timeout=1200)
         parts = m.events("partition_ready")
         m.signal(signal.SIGTERM)
         m.wait(120)
         return {
             "total": event["seconds"],
             "records": sum(e["restored_records"] for e in parts),
+            "flows": sum(e["flows"] for e in parts),
             "read": max(e["seconds"] for e in parts),
             "rebuild": sum(e["rebuild_seconds"] for e in parts),
         }
@@ -99,64 +117,85 @@ def restore_case(bootstrap: str, flows: int, work: Path) -> dict:
     return {"flows": flows, "full": ready(work / "r-second"), "tail": ready(work / "r-second")}
 
 
+def synthetic(work: Path, packets: int) -> Path:
+    per_request = (32 * 1024) // 1200 + 3
+    requests = max(1, packets // (32 * per_request))
+    frames = brokers.http_keepalive_packets(flows=32, requests=requests, body=32 * 1024,
+                                            mss=1200)  # fmt: skip
+    return brokers.write_capture(work / "http.pcap", frames)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--capture", type=Path, default=None, help="the capture (default: synthetic)")
     ap.add_argument("--bootstrap-servers", default=None)
-    ap.add_argument("--broker", choices=("noida", "tansu"), default="noida")
-    ap.add_argument("--packets", type=int, default=60_000, help="packets in the HTTP capture")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--packets", type=int, default=150_000, help="synthetic capture size")
     ap.add_argument("--flows", type=int, default=100_000, help="flows in the restore case")
+    ap.add_argument("--compression", default="none", help="probe --compression")
+    ap.add_argument("--skip", default="", help="comma list of: packet-layout,restore,backlog")
     opts = ap.parse_args()
-    try:
-        import crc32c  # noqa: F401
-
-        crc = True
-    except ImportError:
-        crc = False
+    skip = set(filter(None, opts.skip.split(",")))
+    n = opts.partitions
+    rows: list[tuple[str, str, str]] = []
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ws-kbench-")))
         bootstrap = opts.bootstrap_servers
-        kind = "given"
         if bootstrap is None:
-            broker = stack.enter_context(brokers.running_broker(opts.broker, work / "broker"))
-            bootstrap, kind = broker.bootstrap, opts.broker
-        per_request = (32 * 1024) // 1200 + 3
-        requests = max(1, opts.packets // (32 * per_request))
-        t = time.perf_counter()
-        frames = brokers.http_keepalive_packets(flows=32, requests=requests, body=32 * 1024,
-                                                mss=1200)  # fmt: skip
-        pcap = brokers.write_capture(work / "http.pcap", frames)
-        built = time.perf_counter() - t
-        size = pcap.stat().st_size >> 20
-        print(f"capture: {len(frames)} packets, {size} MiB ({built:.1f} s to build); broker: "
-              f"{kind}; crc32c: {'yes' if crc else 'no'}", file=sys.stderr)  # fmt: skip
-        topic = brokers.unique("bench") + ".packets"
-        p = probe(bootstrap, topic, pcap)
-        one = consume(bootstrap, topic, 1, work)
-        two = consume(bootstrap, topic, 2, work)
-        r = restore_case(bootstrap, opts.flows, work)
+            broker = kafka.new_broker(work / "broker")
+            broker.start()
+            stack.callback(broker.stop)
+            bootstrap = broker.bootstrap
+        pcap = opts.capture or synthetic(work, opts.packets)
+        kind = "given" if opts.capture else "synthetic (tests/brokers.http_keepalive_packets)"
+        print(f"capture: {pcap.name} ({kind}), {pcap.stat().st_size >> 20} MiB; "
+              f"{n} partitions; compression {opts.compression}", file=sys.stderr)  # fmt: skip
 
-    rows = [
-        ("probe: produce", f"{p['records_per_s']:,} records/s",
-         f"{p['records']:,} records, {p['record_bytes'] / p['seconds'] / 1e6:.1f} MB/s"),
-        ("run, 1 member: consume + decode", f"{one[0][0] / one[0][1]:,.0f} records/s",
-         f"{one[0][0]:,} records in {one[0][1]:.2f} s"),
-    ]  # fmt: skip
-    for i, (n, s) in enumerate(two):
-        rows.append((f"run, 2 members: member {i + 1}", f"{n / s:,.0f} records/s",
-                     f"{n:,} records in {s:.2f} s"))  # fmt: skip
-    total = sum(n for n, _ in two)
-    rows.append(("run, 2 members: together", f"{total / max(s for _, s in two):,.0f} records/s",
-                 "total / slower member's time"))  # fmt: skip
-    for name, case in (("empty state dir", r["full"]), ("local state intact", r["tail"])):
-        rows.append((
-            f"restore {r['flows']:,} flows, {name}", f"{case['total']:.2f} s",
-            f"{case['records']:,} changelog records read in {case['read']:.2f} s, flows "
-            f"rebuilt in {case['rebuild']:.2f} s",
-        ))  # fmt: skip
-    print(f"| measurement ({kind}, {PARTITIONS} partitions) | rate / time | detail |")
-    print("|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+        r = replay(pcap, n)
+        base = r["packets_per_s"]
+        packets = r["packets"]
+
+        def row(name: str, rate: float, detail: str) -> None:
+            rows.append((name, f"{rate:,.0f} packets/s", f"{rate / base:.2f}"))
+            print(f"{name}: {rate:,.0f} packets/s ({rate / base:.2f}x replay) {detail}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+        row(f"`replay --partitions {n}`", base, f"{packets} packets in {r['seconds']} s")
+        topic = brokers.unique("bench") + ".packets"
+        p = probe(bootstrap, topic, [pcap], n, "--compression", opts.compression)
+        mbps = p["record_bytes"] / p["seconds"] / 1e6
+        row("`probe` (bundles)", p["packets_per_s"], f"{p['records']} records, {mbps:.0f} MB/s")
+        if "packet-layout" not in skip:
+            pp = probe(bootstrap, brokers.unique("benchp") + ".packets", [pcap], n,
+                       "--layout", "packet", "--compression", opts.compression)  # fmt: skip
+            row("`probe --layout packet`", pp["packets_per_s"], f"{pp['records']} records")
+        one = consume(bootstrap, topic, 1, work)
+        row("one `run` member", packets / one[0]["seconds"], f"{one[0]['seconds']:.2f} s")
+        two = consume(bootstrap, topic, 2, work)
+        slow = max(m["seconds"] for m in two)
+        row("two members (together)", packets / slow,
+            f"{[m['records'] for m in two]} records, slower member {slow:.2f} s")  # fmt: skip
+        rows.append(("two members / one member", "", f"{one[0]['seconds'] / slow:.2f}"))
+        rss = [("1x", one[0]["rss"])]
+        if "backlog" not in skip:
+            big = brokers.unique("backlog") + ".packets"
+            probe(bootstrap, big, [pcap] * 3, n, "--compression", opts.compression)
+            three = consume(bootstrap, big, 1, work)
+            rss.append(("3x", three[0]["rss"]))
+        rows.append(("one member's peak RSS, backlog " + " / ".join(b for b, _ in rss), "",
+                     " / ".join(f"{m} MiB" for _, m in rss)))  # fmt: skip
+        if "restore" not in skip:
+            rc = restore_case(bootstrap, opts.flows, n, work)
+            for name, case in (("empty state dir", rc["full"]), ("local state intact", rc["tail"])):
+                rows.append((
+                    f"restore {rc['flows']:,} flows, {name}", f"{case['total']:.2f} s",
+                    f"{case['records']:,} changelog records read in {case['read']:.2f} s, "
+                    f"{case['flows']:,} flows rebuilt in {case['rebuild']:.2f} s",
+                ))  # fmt: skip
+    print(f"| Apache Kafka, {n} partitions, {packets:,} packets | rate / time | vs replay |")
+    print("|---|--:|--:|")
+    for rw in rows:
+        print("| " + " | ".join(rw) + " |")
 
 
 if __name__ == "__main__":
