@@ -256,8 +256,8 @@ def add_commands(
         "--bundle-bytes",
         type=positive_int,
         default=256 << 10,
-        help=f"with --layout bundle: a bundle is sent when it reaches this size "
-        f"(default: {256 << 10})",
+        help=f"with --layout bundle: a bundle is sent when it reaches this size; keep it "
+        f"under the broker's message.max.bytes (1 MiB by default) (default: {256 << 10})",
     )
     pp.add_argument(
         "--bundle-linger-ms",
