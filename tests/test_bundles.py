@@ -292,3 +292,59 @@ def test_unknown_bundle_version_is_refused_whole() -> None:
     member.inputs[0].process(value)
     assert member.bad == [("unknown_bundle_version", value, -1)]
     assert member.tasks[0].packets == 0
+
+
+# -- the probe's bundle path, with a stand-in producer --
+class _Future:
+    def __init__(self) -> None:
+        self.callbacks: list[Any] = []
+
+    def add_callback(self, fn: Any, *args: Any) -> _Future:
+        self.callbacks.append((fn, args))
+        return self
+
+    def add_errback(self, fn: Any, *args: Any) -> _Future:
+        return self
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes, int]] = []
+
+    def send(self, topic: str, value: bytes, key: bytes, partition: int) -> _Future:
+        self.sent.append((topic, key, value, partition))
+        future = _Future()
+        return future
+
+
+def test_probe_bundles_partitioned_by_flow_in_capture_order_and_linger_flush() -> None:
+    from streams.kafka_probe import Probe
+    from streams.kafka_settings import ProbeSettings
+
+    paths = [str(PCAPS / name) for name in CAPTURES]
+    probe = Probe(ProbeSettings("unused:9092", partitions=3, bundle_bytes=5000))
+    producer = _Producer()
+    probe.producer = producer  # type: ignore[assignment]
+    probe.partitions = 3
+    for path in paths:
+        with open_capture(path) as capture:
+            probe._produce(capture)
+    held = probe.pending
+    assert held > 0  # the last bundles wait for their bounds
+    sent_before = len(producer.sent)
+    probe.bundler.linger = 0.0  # a quiet link: the idle tick sends what waited
+    probe._linger_tick()
+    assert probe.bundler.pending == 0
+    assert sum(split_bundle(v).spans.__len__() for *_, v, _p in producer.sent[sent_before:]) == held
+    entries: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+    for _topic, key, value, partition in producer.sent:
+        assert kafka_partition(key, 3) == partition
+        spans, damage = split_bundle(value)
+        assert not damage
+        entries[partition] += [value[a:b] for a, b in spans]
+    want: dict[int, list[bytes]] = {0: [], 1: [], 2: []}
+    for p, record in per_packet(paths, 3):
+        want[p].append(record)
+    assert entries == want
+    assert probe.packets == sum(len(v) for v in want.values())
+    assert probe.records == len(producer.sent) < probe.packets / 3
