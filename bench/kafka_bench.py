@@ -13,8 +13,9 @@ with --capture; without it a synthetic HTTP keep-alive capture is generated (sai
 output). Wall rates come from the programs' own JSON logs (replay's and the probe's
 summaries, the members' input span from first to last input batch), so process start-up
 and group joining are not counted. Per-core rates are packets per CPU-second of the
-process (user + system, from wait4, start-up included): on cores other jobs share, wall
-time measures the neighbours too. The broker runs on the same cores and is not counted.
+process over the same span (CpuSampler), and over the whole process (wait4: start-up,
+joining, the idle wait before exit included): on cores other jobs share, wall time
+measures the neighbours too. The broker runs on the same cores and is not counted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +47,46 @@ def _event(stderr: str, name: str) -> dict:
     return next(json.loads(x) for x in stderr.splitlines() if f'"{name}"' in x)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler:
+    """The CPU seconds of a process over wall time (from /proc, every 20 ms), to count the
+    CPU spent between two logged instants (e.g. a member's first and last input batch):
+    start-up, group joining and the idle wait before exit are then left out, as they are
+    from the wall rates."""
+
+    def __init__(self, pid: int) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._path = f"/proc/{pid}/stat"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                with open(self._path) as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                return
+            if fields[0] == "Z":
+                return
+            self.samples.append((time.time(), (int(fields[11]) + int(fields[12])) / _TICK))
+            time.sleep(0.02)
+
+    def between(self, start: float, end: float) -> float:
+        self._thread.join(timeout=5)
+        before = [c for t, c in self.samples if t <= start]
+        after = [c for t, c in self.samples if t >= end]
+        first = before[-1] if before else 0.0
+        last = after[0] if after else self.samples[-1][1]
+        return max(last - first, 1e-3)
+
+
+def _ts(event: dict) -> float:
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
+
+
 def reap(proc: subprocess.Popen) -> tuple[int, float]:
     """Wait for `proc`: (exit code, its CPU seconds, user + system). CPU time is what
     "per core" means on a machine whose cores other jobs share: wall time is not."""
@@ -54,12 +98,15 @@ def reap(proc: subprocess.Popen) -> tuple[int, float]:
 def _run(args: list[str], what: str, event: str) -> dict:
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, text=True, cwd=ROOT)
+        sampler = CpuSampler(proc.pid)
         code, cpu = reap(proc)
         err.seek(0)
         text = err.read()
     if code:
         raise SystemExit(f"{what} failed:\n{text[-2000:]}")
-    return {**_event(text, event), "cpu": cpu}
+    summary = _event(text, event)
+    end = _ts(summary)
+    return {**summary, "cpu": cpu, "span_cpu": sampler.between(end - summary["seconds"], end)}
 
 
 def replay(pcap: Path, partitions: int) -> dict:
@@ -82,8 +129,9 @@ def consume(bootstrap: str, topic: str, members: int, work: Path, *extra: str) -
     app = brokers.unique("bench")
     args = ("--input-topic", topic, "--topic-prefix", f"{app}.", "--exit-when-idle", "3", *extra)
     ms = [brokers.Member(bootstrap, app, work / f"{app}-{i}", *args) for i in range(members)]
+    samplers = [CpuSampler(m.proc.pid) for m in ms]
     out = []
-    for m in ms:
+    for m, sampler in zip(ms, samplers, strict=True):
         code, cpu = reap(m.proc)
         if code != 0:
             raise SystemExit(f"member failed:\n{m.log()[-3000:]}")
@@ -94,6 +142,7 @@ def consume(bootstrap: str, topic: str, members: int, work: Path, *extra: str) -
             "seconds": max(last - first, 1e-3),
             "rss": m.events("member_stopped")[-1]["peak_rss_mib"],
             "cpu": cpu,
+            "span_cpu": sampler.between(first, last),
         })  # fmt: skip
     return out
 
@@ -178,35 +227,39 @@ def main() -> None:
         r = replay(pcap, n)
         base = r["packets_per_s"]
         packets = r["packets"]
-        base_cpu = packets / r["cpu"]
+        base_cpu = packets / r["span_cpu"]
+        base_total = packets / r["cpu"]
 
-        def row(name: str, rate: float, cpu: float, detail: str) -> None:
-            per_cpu = packets / cpu
+        def row(name: str, rate: float, m: dict | list[dict], detail: str) -> None:
+            ms = m if isinstance(m, list) else [m]
+            per_cpu = packets / sum(x["span_cpu"] for x in ms)
+            total = packets / sum(x["cpu"] for x in ms)
             rows.append((name, f"{rate:,.0f}", f"{rate / base:.2f}", f"{per_cpu:,.0f}",
-                         f"{per_cpu / base_cpu:.2f}"))  # fmt: skip
+                         f"{per_cpu / base_cpu:.2f}", f"{total / base_total:.2f}"))  # fmt: skip
             print(f"{name}: {rate:,.0f} packets/s ({rate / base:.2f}x replay), "
-                  f"{per_cpu:,.0f} packets/CPU-s ({per_cpu / base_cpu:.2f}x) {detail}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+                  f"{per_cpu:,.0f} packets/CPU-s ({per_cpu / base_cpu:.2f}x; whole process "
+                  f"{total / base_total:.2f}x) {detail}", file=sys.stderr, flush=True)  # fmt: skip
 
-        row(f"`replay --partitions {n}`", base, r["cpu"], f"{packets} packets in {r['seconds']} s")
+        row(f"`replay --partitions {n}`", base, r, f"{packets} packets in {r['seconds']} s")
         topic = brokers.unique("bench") + ".packets"
         p = probe(bootstrap, topic, [pcap], n, "--compression", opts.compression)
         mbps = p["record_bytes"] / p["seconds"] / 1e6
-        row("`probe` (bundles)", p["packets_per_s"], p["cpu"],
+        row("`probe` (bundles)", p["packets_per_s"], p,
             f"{p['records']} records, {mbps:.0f} MB/s")  # fmt: skip
         if "packet-layout" not in skip:
             pp = probe(bootstrap, brokers.unique("benchp") + ".packets", [pcap], n,
                        "--layout", "packet", "--compression", opts.compression)  # fmt: skip
-            row("`probe --layout packet`", pp["packets_per_s"], pp["cpu"],
+            row("`probe --layout packet`", pp["packets_per_s"], pp,
                 f"{pp['records']} records")  # fmt: skip
         one = consume(bootstrap, topic, 1, work)
-        row("one `run` member", packets / one[0]["seconds"], one[0]["cpu"],
+        row("one `run` member", packets / one[0]["seconds"], one[0],
             f"{one[0]['seconds']:.2f} s")  # fmt: skip
         two = consume(bootstrap, topic, 2, work)
         slow = max(m["seconds"] for m in two)
-        row("two members (together)", packets / slow, sum(m["cpu"] for m in two),
+        row("two members (together)", packets / slow, two,
             f"{[m['records'] for m in two]} records, slower member {slow:.2f} s")  # fmt: skip
-        rows.append(("two members / one member", "", f"{one[0]['seconds'] / slow:.2f}", "", ""))
+        rows.append(("two members / one member", "", f"{one[0]['seconds'] / slow:.2f}", "", "",
+                     ""))  # fmt: skip
         rss = [("1x", one[0]["rss"])]
         if "backlog" not in skip:
             big = brokers.unique("backlog") + ".packets"
@@ -214,22 +267,23 @@ def main() -> None:
             three = consume(bootstrap, big, 1, work)
             rss.append(("3x", three[0]["rss"]))
         rows.append(("one member's peak RSS, backlog " + " / ".join(b for b, _ in rss), "",
-                     " / ".join(f"{m} MiB" for _, m in rss), "", ""))  # fmt: skip
+                     " / ".join(f"{m} MiB" for _, m in rss), "", "", ""))  # fmt: skip
         if "restore" not in skip:
             rc = restore_case(bootstrap, opts.flows, n, work)
             for name, case in (("empty state dir", rc["full"]), ("local state intact", rc["tail"])):
                 if case is None:
                     rows.append((f"restore {rc['flows']:,} flows, {name}", "no assignment", "",
-                                 "", ""))  # fmt: skip
+                                 "", "", ""))  # fmt: skip
                     continue
                 rows.append((
                     f"restore {rc['flows']:,} flows, {name}", f"{case['total']:.2f} s",
                     f"{case['records']:,} changelog records read in {case['read']:.2f} s, "
-                    f"{case['flows']:,} flows rebuilt in {case['rebuild']:.2f} s", "", "",
+                    f"{case['flows']:,} flows rebuilt in {case['rebuild']:.2f} s", "", "", "",
                 ))  # fmt: skip
     print(f"| Apache Kafka, {n} partitions, {packets:,} packets | packets/s (wall) | vs replay "
-          "| packets per CPU-second | vs replay |", flush=True)  # fmt: skip
-    print("|---|--:|--:|--:|--:|")
+          "| packets per CPU-second | vs replay | whole process CPU vs replay |",
+          flush=True)  # fmt: skip
+    print("|---|--:|--:|--:|--:|--:|")
     for rw in rows:
         print("| " + " | ".join(rw) + " |")
 

@@ -398,8 +398,10 @@ def cmd_probe(
         parser.error("give capture files or --interface IFACE (one of them)")
     if args.bpf and not args.interface:
         parser.error("--bpf applies to --interface only")
+    from streams.config import tune_gc
     from streams.kafka_probe import Probe
 
+    tune_gc()  # as replay: the collector would rescan every packet's objects
     settings = ProbeSettings(
         bootstrap_servers=args.bootstrap_servers,
         topic=args.topic,
@@ -432,8 +434,10 @@ def cmd_run(
         parser.error("--bootstrap-servers is required (or WIRESTREAM_BOOTSTRAP_SERVERS)")
     if not args.application_id:
         parser.error("--application-id is required (or WIRESTREAM_APPLICATION_ID)")
+    from streams.config import tune_gc
     from streams.kafka_runtime import KafkaRuntime
 
+    tune_gc()  # as replay: flow tables hold many small objects the collector would rescan
     settings = RunSettings(
         bootstrap_servers=args.bootstrap_servers,
         application_id=args.application_id,
