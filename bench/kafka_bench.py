@@ -9,7 +9,8 @@ on N partitions, the restore of a store holding 100k flows, and the members' pea
 a backlog of 1x and 3x the capture (it must not grow with the backlog).
 
 The capture: ../shared/tools/make_perf_capture.sh (real nginx + wrk, needs root), given
-with --capture; without it a synthetic HTTP keep-alive capture is generated (said in the
+with --capture, or the one bench/replay_bench.py left in $TMPDIR/wsbench (`make bench` runs
+it first); without either a synthetic HTTP keep-alive capture is generated (said in the
 output). Wall rates come from the programs' own JSON logs (replay's and the probe's
 summaries, the members' input span from first to last input batch), so process start-up
 and group joining are not counted. Per-core rates are packets per CPU-second of the
@@ -210,7 +211,8 @@ def main() -> None:
     opts = ap.parse_args()
     skip = set(filter(None, opts.skip.split(",")))
     n = opts.partitions
-    rows: list[tuple[str, str, str]] = []
+    rows: list[tuple[str, ...]] = []
+    other: list[tuple[str, str]] = []
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ws-kbench-")))
         bootstrap = opts.bootstrap_servers
@@ -219,8 +221,14 @@ def main() -> None:
             broker.start()
             stack.callback(broker.stop)
             bootstrap = broker.bootstrap
-        pcap = opts.capture or synthetic(work, opts.packets)
-        kind = "given" if opts.capture else "synthetic (tests/brokers.http_keepalive_packets)"
+        pcap, kind = opts.capture, "given"
+        if pcap is None:  # the perf capture replay_bench.py made in this `make bench`, if any
+            made = sorted((Path(tempfile.gettempdir()) / "wsbench").glob("perf_*.pcap"),
+                          key=lambda f: f.stat().st_mtime)  # fmt: skip
+            pcap, kind = (made[-1], "perf capture of replay_bench.py") if made else (None, "")
+        if pcap is None:
+            pcap = synthetic(work, opts.packets)
+            kind = "synthetic (tests/brokers.http_keepalive_packets): no perf capture"
         print(f"capture: {pcap.name} ({kind}), {pcap.stat().st_size >> 20} MiB; "
               f"{n} partitions; compression {opts.compression}", file=sys.stderr)  # fmt: skip
 
@@ -258,33 +266,35 @@ def main() -> None:
         slow = max(m["seconds"] for m in two)
         row("two members (together)", packets / slow, two,
             f"{[m['records'] for m in two]} records, slower member {slow:.2f} s")  # fmt: skip
-        rows.append(("two members / one member", "", f"{one[0]['seconds'] / slow:.2f}", "", "",
-                     ""))  # fmt: skip
+        other.append(("two members / one member (wall)", f"{one[0]['seconds'] / slow:.2f}"))
         rss = [("1x", one[0]["rss"])]
         if "backlog" not in skip:
             big = brokers.unique("backlog") + ".packets"
             probe(bootstrap, big, [pcap] * 3, n, "--compression", opts.compression)
             three = consume(bootstrap, big, 1, work)
             rss.append(("3x", three[0]["rss"]))
-        rows.append(("one member's peak RSS, backlog " + " / ".join(b for b, _ in rss), "",
-                     " / ".join(f"{m} MiB" for _, m in rss), "", "", ""))  # fmt: skip
+        other.append(("one member's peak RSS, backlog " + " / ".join(b for b, _ in rss),
+                      " / ".join(f"{m} MiB" for _, m in rss)))  # fmt: skip
         if "restore" not in skip:
             rc = restore_case(bootstrap, opts.flows, n, work)
             for name, case in (("empty state dir", rc["full"]), ("local state intact", rc["tail"])):
                 if case is None:
-                    rows.append((f"restore {rc['flows']:,} flows, {name}", "no assignment", "",
-                                 "", "", ""))  # fmt: skip
+                    other.append((f"restore {rc['flows']:,} flows, {name}", "no assignment"))
                     continue
-                rows.append((
-                    f"restore {rc['flows']:,} flows, {name}", f"{case['total']:.2f} s",
-                    f"{case['records']:,} changelog records read in {case['read']:.2f} s, "
-                    f"{case['flows']:,} flows rebuilt in {case['rebuild']:.2f} s", "", "", "",
+                other.append((
+                    f"restore {rc['flows']:,} flows, {name}",
+                    f"{case['total']:.2f} s ({case['records']:,} changelog records read in "
+                    f"{case['read']:.2f} s, {case['flows']:,} flows rebuilt in "
+                    f"{case['rebuild']:.2f} s)",
                 ))  # fmt: skip
     print(f"| Apache Kafka, {n} partitions, {packets:,} packets | packets/s (wall) | vs replay "
           "| packets per CPU-second | vs replay | whole process CPU vs replay |",
           flush=True)  # fmt: skip
     print("|---|--:|--:|--:|--:|--:|")
     for rw in rows:
+        print("| " + " | ".join(rw) + " |")
+    print("\n| measurement | result |\n|---|---|")
+    for rw in other:
         print("| " + " | ".join(rw) + " |")
 
 
