@@ -1,22 +1,34 @@
-"""Kafka-mode benchmark (not a test): probe produce rate, consume-and-decode rate per member
-with one and two members, and restore time of a store holding many flows.
+"""Kafka-mode benchmark on Apache Kafka (not a test): one capture, one run, as ratios to replay.
 
-    .venv/bin/python bench/kafka_bench.py                 # starts its own noida-db
-    .venv/bin/python bench/kafka_bench.py --broker tansu
+    .venv/bin/python bench/kafka_bench.py [--capture perf.pcap]   # starts its own Apache Kafka
     .venv/bin/python bench/kafka_bench.py --bootstrap-servers HOST:PORT
 
-Numbers come from the members' own JSON logs (partitions_assigned / end_of_input /
-partition_ready), so they measure the runtime, not process start-up. Prints a Markdown
-table. Install the `crc32c` package for realistic numbers: without it kafka-python
-computes CRC-32C in pure Python (the probe pays it on every batch it produces).
+Rows: `wirestream replay --partitions N` (the embedded path, the reference), `wirestream
+probe` (bundles; and the per-packet layout for comparison), one `run` member, two members
+on N partitions, the restore of a store holding 100k flows, and the members' peak RSS with
+a backlog of 1x and 3x the capture (it must not grow with the backlog).
+
+The capture: ../shared/tools/make_perf_capture.sh (real nginx + wrk, needs root), given
+with --capture, or the one bench/replay_bench.py left in $TMPDIR/wsbench (`make bench` runs
+it first); without either a synthetic HTTP keep-alive capture is generated (said in the
+output). Wall rates come from the programs' own JSON logs (replay's and the probe's
+summaries, the members' input span from first to last input batch), so process start-up
+and group joining are not counted. Per-core rates are packets per CPU-second of the
+process over the same span (CpuSampler), and over the whole process (wait4: start-up,
+joining, the idle wait before exit included): on cores other jobs share, wall time
+measures the neighbours too. The broker runs on the same cores and is not counted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from datetime import datetime
@@ -27,42 +39,116 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import brokers  # noqa: E402  (tests/brokers.py: broker start-up and member helpers)
 
-PARTITIONS = 4
+JOIN_TIMEOUT = 180.0
+
+from devkafka import broker as kafka  # noqa: E402
 
 
-def ts(event: dict) -> float:
+def _event(stderr: str, name: str) -> dict:
+    return next(json.loads(x) for x in stderr.splitlines() if f'"{name}"' in x)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+class CpuSampler:
+    """The CPU seconds of a process over wall time (from /proc, every 20 ms), to count the
+    CPU spent between two logged instants (e.g. a member's first and last input batch):
+    start-up, group joining and the idle wait before exit are then left out, as they are
+    from the wall rates."""
+
+    def __init__(self, pid: int) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self._path = f"/proc/{pid}/stat"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                with open(self._path) as f:
+                    fields = f.read().rpartition(")")[2].split()
+            except OSError:
+                return
+            if fields[0] == "Z":
+                return
+            self.samples.append((time.time(), (int(fields[11]) + int(fields[12])) / _TICK))
+            time.sleep(0.02)
+
+    def between(self, start: float, end: float) -> float:
+        self._thread.join(timeout=5)
+        before = [c for t, c in self.samples if t <= start]
+        after = [c for t, c in self.samples if t >= end]
+        first = before[-1] if before else 0.0
+        last = after[0] if after else self.samples[-1][1]
+        return max(last - first, 1e-3)
+
+
+def _ts(event: dict) -> float:
     return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
-def probe(bootstrap: str, topic: str, pcap: Path) -> dict:
-    done = brokers.cli(
-        "probe", str(pcap), "--bootstrap-servers", bootstrap, "--topic", topic,
-        "--partitions", str(PARTITIONS), timeout=600,
+def reap(proc: subprocess.Popen) -> tuple[int, float]:
+    """Wait for `proc`: (exit code, its CPU seconds, user + system). CPU time is what
+    "per core" means on a machine whose cores other jobs share: wall time is not."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_utime + usage.ru_stime
+
+
+def _run(args: list[str], what: str, event: str) -> dict:
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, text=True, cwd=ROOT)
+        sampler = CpuSampler(proc.pid)
+        code, cpu = reap(proc)
+        err.seek(0)
+        text = err.read()
+    if code:
+        raise SystemExit(f"{what} failed:\n{text[-2000:]}")
+    summary = _event(text, event)
+    end = _ts(summary)
+    return {**summary, "cpu": cpu, "span_cpu": sampler.between(end - summary["seconds"], end)}
+
+
+def replay(pcap: Path, partitions: int) -> dict:
+    args = brokers.wirestream("replay", str(pcap), "--partitions", str(partitions), "-o",
+                              "/dev/null", "--no-progress", "--log-format", "json")  # fmt: skip
+    return _run(args, "replay", "replay_finished")
+
+
+def probe(bootstrap: str, topic: str, pcaps: list[Path], partitions: int, *extra: str) -> dict:
+    args = brokers.wirestream(
+        "probe", *map(str, pcaps), "--bootstrap-servers", bootstrap, "--topic", topic,
+        "--partitions", str(partitions), *extra, "--log-format", "json",
     )  # fmt: skip
-    if done.returncode:
-        raise SystemExit(f"probe failed:\n{done.stderr[-2000:]}")
-    import json
-
-    return next(json.loads(x) for x in done.stderr.splitlines() if '"probe_finished"' in x)
+    return _run(args, "probe", "probe_finished")
 
 
-def consume(bootstrap: str, topic: str, members: int, work: Path) -> list[tuple[int, float]]:
-    """(records, seconds from its first to its last input batch) per member; the input is
-    all in the topic before the members start."""
+def consume(bootstrap: str, topic: str, members: int, work: Path, *extra: str) -> list[dict]:
+    """Per member: input records, seconds from its first to its last input batch, peak
+    RSS. The input is all in the topic before the members start."""
     app = brokers.unique("bench")
-    extra = ("--input-topic", topic, "--topic-prefix", f"{app}.", "--exit-when-idle", "2")
-    ms = [brokers.Member(bootstrap, app, work / f"{app}-{i}", *extra) for i in range(members)]
+    args = ("--input-topic", topic, "--topic-prefix", f"{app}.", "--exit-when-idle", "3", *extra)
+    ms = [brokers.Member(bootstrap, app, work / f"{app}-{i}", *args) for i in range(members)]
+    samplers = [CpuSampler(m.proc.pid) for m in ms]
     out = []
-    for m in ms:
-        if m.wait(600) != 0:
+    for m, sampler in zip(ms, samplers, strict=True):
+        code, cpu = reap(m.proc)
+        if code != 0:
             raise SystemExit(f"member failed:\n{m.log()[-3000:]}")
         end = m.events("end_of_input")[-1]
         first, last = end["input_span"] or (0.0, 0.0)
-        out.append((end["input_records"], max(last - first, 1e-3)))
+        out.append({
+            "records": end["input_records"],
+            "seconds": max(last - first, 1e-3),
+            "rss": m.events("member_stopped")[-1]["peak_rss_mib"],
+            "cpu": cpu,
+            "span_cpu": sampler.between(first, last),
+        })  # fmt: skip
     return out
 
 
-def restore_case(bootstrap: str, flows: int, work: Path) -> dict:
+def restore_case(bootstrap: str, flows: int, partitions: int, work: Path) -> dict:
     """A store with `flows` open flows: full restore into an empty state dir, then a
     restart with the local state intact (changelog tail only)."""
     import dpkt
@@ -75,23 +161,29 @@ def restore_case(bootstrap: str, flows: int, work: Path) -> dict:
         frames.append((1_700_000_000_000_000_000 + i * 1000, pcapgen.ether(pcapgen.ipv4(seg, src))))
     pcap = brokers.write_capture(work / "flows.pcap", frames)
     topic = brokers.unique("restore") + ".packets"
-    probe(bootstrap, topic, pcap)
+    produced = probe(bootstrap, topic, [pcap], partitions)["records"]
     app = brokers.unique("restore")
     args = ("--input-topic", topic, "--topic-prefix", f"{app}.")
     first = brokers.Member(bootstrap, app, work / "r-first", *args)
-    brokers.wait_committed(bootstrap, app, flows, timeout=600)
+    brokers.wait_committed(bootstrap, app, produced, timeout=1200)
     first.signal(signal.SIGTERM)
     first.wait(120)
 
-    def ready(state_dir: Path) -> dict:
+    def ready(state_dir: Path) -> dict | None:
         m = brokers.Member(bootstrap, app, state_dir, *args)
-        event = m.wait_event("partitions_assigned", timeout=600)
+        try:
+            event = m.wait_event("partitions_assigned", timeout=JOIN_TIMEOUT)
+        except AssertionError:  # seen once: a member that never got an assignment
+            print(f"restore: no assignment within {JOIN_TIMEOUT} s", file=sys.stderr)
+            m.kill()
+            return None
         parts = m.events("partition_ready")
         m.signal(signal.SIGTERM)
         m.wait(120)
         return {
             "total": event["seconds"],
             "records": sum(e["restored_records"] for e in parts),
+            "flows": sum(e["flows"] for e in parts),
             "read": max(e["seconds"] for e in parts),
             "rebuild": sum(e["rebuild_seconds"] for e in parts),
         }
@@ -99,64 +191,111 @@ def restore_case(bootstrap: str, flows: int, work: Path) -> dict:
     return {"flows": flows, "full": ready(work / "r-second"), "tail": ready(work / "r-second")}
 
 
+def synthetic(work: Path, packets: int) -> Path:
+    per_request = (32 * 1024) // 1200 + 3
+    requests = max(1, packets // (32 * per_request))
+    frames = brokers.http_keepalive_packets(flows=32, requests=requests, body=32 * 1024,
+                                            mss=1200)  # fmt: skip
+    return brokers.write_capture(work / "http.pcap", frames)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--capture", type=Path, default=None, help="the capture (default: synthetic)")
     ap.add_argument("--bootstrap-servers", default=None)
-    ap.add_argument("--broker", choices=("noida", "tansu"), default="noida")
-    ap.add_argument("--packets", type=int, default=60_000, help="packets in the HTTP capture")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--packets", type=int, default=150_000, help="synthetic capture size")
     ap.add_argument("--flows", type=int, default=100_000, help="flows in the restore case")
+    ap.add_argument("--compression", default="none", help="probe --compression")
+    ap.add_argument("--skip", default="", help="comma list of: packet-layout,restore,backlog")
     opts = ap.parse_args()
-    try:
-        import crc32c  # noqa: F401
-
-        crc = True
-    except ImportError:
-        crc = False
+    skip = set(filter(None, opts.skip.split(",")))
+    n = opts.partitions
+    rows: list[tuple[str, ...]] = []
+    other: list[tuple[str, str]] = []
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ws-kbench-")))
         bootstrap = opts.bootstrap_servers
-        kind = "given"
         if bootstrap is None:
-            broker = stack.enter_context(brokers.running_broker(opts.broker, work / "broker"))
-            bootstrap, kind = broker.bootstrap, opts.broker
-        per_request = (32 * 1024) // 1200 + 3
-        requests = max(1, opts.packets // (32 * per_request))
-        t = time.perf_counter()
-        frames = brokers.http_keepalive_packets(flows=32, requests=requests, body=32 * 1024,
-                                                mss=1200)  # fmt: skip
-        pcap = brokers.write_capture(work / "http.pcap", frames)
-        built = time.perf_counter() - t
-        size = pcap.stat().st_size >> 20
-        print(f"capture: {len(frames)} packets, {size} MiB ({built:.1f} s to build); broker: "
-              f"{kind}; crc32c: {'yes' if crc else 'no'}", file=sys.stderr)  # fmt: skip
-        topic = brokers.unique("bench") + ".packets"
-        p = probe(bootstrap, topic, pcap)
-        one = consume(bootstrap, topic, 1, work)
-        two = consume(bootstrap, topic, 2, work)
-        r = restore_case(bootstrap, opts.flows, work)
+            broker = kafka.new_broker(work / "broker")
+            broker.start()
+            stack.callback(broker.stop)
+            bootstrap = broker.bootstrap
+        pcap, kind = opts.capture, "given"
+        if pcap is None:  # the perf capture replay_bench.py made in this `make bench`, if any
+            made = sorted((Path(tempfile.gettempdir()) / "wsbench").glob("perf_*.pcap"),
+                          key=lambda f: f.stat().st_mtime)  # fmt: skip
+            pcap, kind = (made[-1], "perf capture of replay_bench.py") if made else (None, "")
+        if pcap is None:
+            pcap = synthetic(work, opts.packets)
+            kind = "synthetic (tests/brokers.http_keepalive_packets): no perf capture"
+        print(f"capture: {pcap.name} ({kind}), {pcap.stat().st_size >> 20} MiB; "
+              f"{n} partitions; compression {opts.compression}", file=sys.stderr)  # fmt: skip
 
-    rows = [
-        ("probe: produce", f"{p['records_per_s']:,} records/s",
-         f"{p['records']:,} records, {p['record_bytes'] / p['seconds'] / 1e6:.1f} MB/s"),
-        ("run, 1 member: consume + decode", f"{one[0][0] / one[0][1]:,.0f} records/s",
-         f"{one[0][0]:,} records in {one[0][1]:.2f} s"),
-    ]  # fmt: skip
-    for i, (n, s) in enumerate(two):
-        rows.append((f"run, 2 members: member {i + 1}", f"{n / s:,.0f} records/s",
-                     f"{n:,} records in {s:.2f} s"))  # fmt: skip
-    total = sum(n for n, _ in two)
-    rows.append(("run, 2 members: together", f"{total / max(s for _, s in two):,.0f} records/s",
-                 "total / slower member's time"))  # fmt: skip
-    for name, case in (("empty state dir", r["full"]), ("local state intact", r["tail"])):
-        rows.append((
-            f"restore {r['flows']:,} flows, {name}", f"{case['total']:.2f} s",
-            f"{case['records']:,} changelog records read in {case['read']:.2f} s, flows "
-            f"rebuilt in {case['rebuild']:.2f} s",
-        ))  # fmt: skip
-    print(f"| measurement ({kind}, {PARTITIONS} partitions) | rate / time | detail |")
-    print("|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+        r = replay(pcap, n)
+        base = r["packets_per_s"]
+        packets = r["packets"]
+        base_cpu = packets / r["span_cpu"]
+        base_total = packets / r["cpu"]
+
+        def row(name: str, rate: float, m: dict | list[dict], detail: str) -> None:
+            ms = m if isinstance(m, list) else [m]
+            per_cpu = packets / sum(x["span_cpu"] for x in ms)
+            total = packets / sum(x["cpu"] for x in ms)
+            rows.append((name, f"{rate:,.0f}", f"{rate / base:.2f}", f"{per_cpu:,.0f}",
+                         f"{per_cpu / base_cpu:.2f}", f"{total / base_total:.2f}"))  # fmt: skip
+            print(f"{name}: {rate:,.0f} packets/s ({rate / base:.2f}x replay), "
+                  f"{per_cpu:,.0f} packets/CPU-s ({per_cpu / base_cpu:.2f}x; whole process "
+                  f"{total / base_total:.2f}x) {detail}", file=sys.stderr, flush=True)  # fmt: skip
+
+        row(f"`replay --partitions {n}`", base, r, f"{packets} packets in {r['seconds']} s")
+        topic = brokers.unique("bench") + ".packets"
+        p = probe(bootstrap, topic, [pcap], n, "--compression", opts.compression)
+        mbps = p["record_bytes"] / p["seconds"] / 1e6
+        row("`probe` (bundles)", p["packets_per_s"], p,
+            f"{p['records']} records, {mbps:.0f} MB/s")  # fmt: skip
+        if "packet-layout" not in skip:
+            pp = probe(bootstrap, brokers.unique("benchp") + ".packets", [pcap], n,
+                       "--layout", "packet", "--compression", opts.compression)  # fmt: skip
+            row("`probe --layout packet`", pp["packets_per_s"], pp,
+                f"{pp['records']} records")  # fmt: skip
+        one = consume(bootstrap, topic, 1, work)
+        row("one `run` member", packets / one[0]["seconds"], one[0],
+            f"{one[0]['seconds']:.2f} s")  # fmt: skip
+        two = consume(bootstrap, topic, 2, work)
+        slow = max(m["seconds"] for m in two)
+        row("two members (together)", packets / slow, two,
+            f"{[m['records'] for m in two]} records, slower member {slow:.2f} s")  # fmt: skip
+        other.append(("two members / one member (wall)", f"{one[0]['seconds'] / slow:.2f}"))
+        rss = [("1x", one[0]["rss"])]
+        if "backlog" not in skip:
+            big = brokers.unique("backlog") + ".packets"
+            probe(bootstrap, big, [pcap] * 3, n, "--compression", opts.compression)
+            three = consume(bootstrap, big, 1, work)
+            rss.append(("3x", three[0]["rss"]))
+        other.append(("one member's peak RSS, backlog " + " / ".join(b for b, _ in rss),
+                      " / ".join(f"{m} MiB" for _, m in rss)))  # fmt: skip
+        if "restore" not in skip:
+            rc = restore_case(bootstrap, opts.flows, n, work)
+            for name, case in (("empty state dir", rc["full"]), ("local state intact", rc["tail"])):
+                if case is None:
+                    other.append((f"restore {rc['flows']:,} flows, {name}", "no assignment"))
+                    continue
+                other.append((
+                    f"restore {rc['flows']:,} flows, {name}",
+                    f"{case['total']:.2f} s ({case['records']:,} changelog records read in "
+                    f"{case['read']:.2f} s, {case['flows']:,} flows rebuilt in "
+                    f"{case['rebuild']:.2f} s)",
+                ))  # fmt: skip
+    print(f"| Apache Kafka, {n} partitions, {packets:,} packets | packets/s (wall) | vs replay "
+          "| packets per CPU-second | vs replay | whole process CPU vs replay |",
+          flush=True)  # fmt: skip
+    print("|---|--:|--:|--:|--:|--:|")
+    for rw in rows:
+        print("| " + " | ".join(rw) + " |")
+    print("\n| measurement | result |\n|---|---|")
+    for rw in other:
+        print("| " + " | ".join(rw) + " |")
 
 
 if __name__ == "__main__":

@@ -52,8 +52,10 @@ def cmd_probe(inv: Invocation) -> int:
         raise UsageError("give capture files or --interface IFACE (one of them)")
     if settings.bpf and not settings.interface:
         raise UsageError("--bpf applies to --interface only")
+    from streams.config import tune_gc
     from streams.kafka_probe import Probe
 
+    tune_gc()  # as replay: the collector would rescan every packet's objects
     probe = Probe(settings)
     if settings.interface:
         return probe.run_live(settings.interface, settings.bpf)
@@ -62,6 +64,8 @@ def cmd_probe(inv: Invocation) -> int:
 
 def cmd_run(inv: Invocation) -> int:
     config = inv.get(RuntimeSettings).to_config()
+    from streams.config import tune_gc
     from streams.kafka.runtime import KafkaRuntime
 
+    tune_gc()  # as replay: flow tables hold many small objects the collector would rescan
     return KafkaRuntime(inv.get(RunSettings), config, features=inv.get(FeatureSettings)).run()

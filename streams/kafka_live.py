@@ -100,8 +100,12 @@ class LiveCapture:
         interface: str,
         bpf: str | None = None,
         should_stop: Callable[[], bool] | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self.interface = interface
+        # Called when no packet came for the socket timeout (0.2 s): the probe sends the
+        # bundles that waited their linger time on a quiet link.
+        self._on_idle = on_idle or (lambda: None)
         self.hatype, self.linktype = interface_linktype(interface)
         self._should_stop = should_stop or (lambda: False)
         self._stopped = False
@@ -140,6 +144,7 @@ class LiveCapture:
             try:
                 data, anc, _flags, addr = sock.recvmsg(SNAPLEN, _ANCBUF)
             except TimeoutError:
+                self._on_idle()
                 continue
             except InterruptedError:
                 continue

@@ -26,9 +26,12 @@ import structlog
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from probe.bundle import ENTRY_HEADER
+from probe.bundler import Bundler, Ready
 from probe.capture import open_capture
 from probe.errors import CaptureError
 from probe.flowkey import kafka_partition
+from probe.record import RECORD_VERSION
 from probe.source import PacketSource
 from streams.exitcodes import ExitCode
 from streams.kafka_live import LiveCapture, LiveCaptureError
@@ -46,6 +49,7 @@ log = structlog.get_logger("wirestream.probe")
 
 
 FLUSH_GRACE_SECONDS = 10.0
+PARTITION_CACHE = 1 << 16  # flow key -> partition (a cache: only speed depends on it)
 
 Frame = tuple[int, int, int, bytes]
 
@@ -82,6 +86,12 @@ class Probe:
         self._stop = False
         self.partitions = settings.partitions
         self.producer: KafkaProducer | None = None
+        # Bundles: packets handed over (in records sent) and acknowledged, packets held.
+        self.bundler = Bundler(settings.bundle_bytes, settings.bundle_linger_ms / 1000)
+        self.packets = 0
+        self.packets_acked = 0
+        self.pending = 0
+        self._partitions_cache: dict[bytes, int] = {}
 
     def request_stop(self, *_: Any) -> None:
         self._stop = True
@@ -135,9 +145,17 @@ class Probe:
             delivery_timeout_ms=max(retry_ms, request_ms + s.linger_ms),
             max_block_ms=retry_ms,
             reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+            compression_type=None if s.compression == "none" else s.compression,
         )
 
     def _produce(self, frames: Iterable[Frame], stoppable: bool = False) -> None:
+        if self.settings.layout == "packet":
+            self._produce_packets(frames, stoppable)
+        else:
+            self._produce_bundles(frames, stoppable)
+
+    def _produce_packets(self, frames: Iterable[Frame], stoppable: bool = False) -> None:
+        """The seed's layout: one record per packet, keyed by its flow."""
         producer = self.producer
         assert producer is not None
         send = producer.send
@@ -161,6 +179,76 @@ class Probe:
         finally:  # also when `send` raised: the counts say how much was handed over
             self.records += count
             self.record_bytes += size
+
+    def _produce_bundles(self, frames: Iterable[Frame], stoppable: bool = False) -> None:
+        """Bundles (probe/bundler.py): per packet, a partition lookup (cached per flow key),
+        one struct pack and one frame slice; a Kafka record per bundle."""
+        bundler = self.bundler
+        partition_of = self._partitions_cache
+        n = self.partitions
+        add = bundler.add
+        ship = self._ship
+        clock = time.monotonic
+        head = ENTRY_HEADER.pack
+        version = RECORD_VERSION
+        try:
+            for kp in self.source.keyed(frames):
+                key = kp[0]
+                p = partition_of.get(key)
+                if p is None:
+                    if len(partition_of) >= PARTITION_CACHE:
+                        partition_of.clear()
+                    p = partition_of[key] = kafka_partition(key, n)
+                buf, start, stop = kp[5], kp[6], kp[7]
+                now = clock()
+                ready = add(
+                    p,
+                    key,
+                    head(16 + stop - start, version, kp[4], kp[3], kp[2].ts_ns, kp[8]),
+                    buf[start:stop],
+                    now,
+                )
+                if ready is not None:
+                    ship(ready)
+                if now - bundler.oldest >= bundler.linger:
+                    for r in bundler.due(now):
+                        ship(r)
+                if self._send_error is not None or (stoppable and self._stop):
+                    break
+        finally:  # also when `send` raised: what was bundled still goes (or is counted)
+            self.pending = bundler.pending
+
+    def _linger_tick(self) -> None:
+        """Live capture, no packet for a while: send the bundles that waited long enough."""
+        if self.producer is not None and self.bundler.pending:
+            for r in self.bundler.due(time.monotonic()):
+                self._ship(r)
+
+    def _ship(self, ready: Ready) -> None:
+        producer = self.producer
+        assert producer is not None
+        future = producer.send(
+            self.settings.topic, value=ready.value, key=ready.key, partition=ready.partition
+        )
+        count = ready.count
+        future.add_callback(self._bundle_acked, count)
+        future.add_errback(self._bundle_failed, count)
+        self.records += 1
+        self.record_bytes += len(ready.value)
+        self.packets += count
+
+    def _bundle_acked(self, count: int, _metadata: Any) -> None:
+        self.acked += 1
+        self.packets_acked += count
+
+    def _bundle_failed(self, count: int, exc: BaseException) -> None:
+        self._failed(exc)
+
+    def _flush_bundles(self) -> None:
+        if self.settings.layout == "bundle" and self.producer is not None:
+            for r in self.bundler.drain():
+                self._ship(r)
+            self.pending = 0
 
     def run_files(self, paths: Sequence[str]) -> int:
         started = time.perf_counter()
@@ -200,7 +288,9 @@ class Probe:
             sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         try:
-            capture = LiveCapture(interface, bpf, should_stop=self._stopping)
+            capture = LiveCapture(
+                interface, bpf, should_stop=self._stopping, on_idle=self._linger_tick
+            )
         except LiveCaptureError as exc:
             log.error("capture_error", error=str(exc))
             return ExitCode.INPUT_ERROR
@@ -227,6 +317,7 @@ class Probe:
         producer = self.producer
         assert producer is not None
         try:
+            self._flush_bundles()
             # Every record acknowledged or failed by the delivery timeout; the bound is for
             # batches kafka-python 3.0 sometimes never expires after a broker went away.
             producer.flush(timeout=self.settings.reconnect_timeout + FLUSH_GRACE_SECONDS)
@@ -269,13 +360,24 @@ class Probe:
             error=f"records could not be delivered to {s.topic} at {s.bootstrap_servers} "
             f"within --reconnect-timeout {s.reconnect_timeout:g} s ({str(exc)[:200]}): "
             f"{self.records} records produced, {acked} acknowledged, "
-            f"{self.records - acked} not acknowledged (they may or may not be in the topic); "
+            f"{self.records - acked} not acknowledged (they may or may not be in the topic)"
+            f"{self._bundled_note()}; "
             f"stopped in {self.current} after {self.source.frames} frames",
             records=self.records,
             acknowledged=acked,
             unacknowledged=self.records - acked,
+            packets_acknowledged=self.packets_acked,
+            packets_not_sent=self.pending,
             stopped_in=self.current,
             frames_read=self.source.frames,
+        )
+
+    def _bundled_note(self) -> str:
+        if self.settings.layout != "bundle":
+            return ""
+        return (
+            f", in bundles of {self.packets} packets ({self.packets_acked} acknowledged), "
+            f"{self.pending} packets not sent"
         )
 
     def _summary(self, started: float) -> None:
@@ -287,7 +389,9 @@ class Probe:
             topic=self.settings.topic,
             partitions=self.partitions,
             frames=src.frames,
+            layout=self.settings.layout,
             records=self.records,
+            packets=self.packets if self.settings.layout == "bundle" else self.records,
             unacknowledged=self.records - self.acked,
             record_bytes=self.record_bytes,
             non_ip_frames=src.non_ip,
@@ -295,6 +399,11 @@ class Probe:
             undecodable_by_kind=undecodable,
             seconds=round(seconds, 3),
             records_per_s=round(self.records / seconds) if seconds else 0,
+            packets_per_s=round(
+                (self.packets if self.settings.layout == "bundle" else self.records) / seconds
+            )
+            if seconds
+            else 0,
             capture_errors=len(self.errors),
             peak_rss_mib=peak_rss_mib(),
         )

@@ -158,6 +158,10 @@ class RunSettings(GroupSettings, ReconnectSettings, BrokerSettings):
         return self.processing_guarantee == EXACTLY_ONCE
 
 
+LAYOUTS = ("bundle", "packet")
+COMPRESSIONS = ("none", "lz4", "zstd", "gzip", "snappy")
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProbeSettings(ReconnectSettings, BrokerSettings):
     """`wirestream probe`: packet records from captures or an interface to Kafka."""
@@ -184,3 +188,26 @@ class ProbeSettings(ReconnectSettings, BrokerSettings):
         10, parse=int, help="producer linger.ms: wait this long to fill batches"
     )
     batch_size: int = option(256 << 10, parse=positive_int, help="producer batch.size in bytes")
+    # Packets topic layout (docs/wire-formats.md): "bundle" (many packet records per Kafka
+    # record, per partition) or "packet" (one record per packet, the seed's layout).
+    layout: str = option(
+        "bundle",
+        choices=LAYOUTS,
+        help="packets topic layout: 'bundle' = many packet records per Kafka record, per "
+        "partition (fast); 'packet' = one record per packet",
+    )
+    bundle_bytes: int = option(
+        256 << 10,
+        parse=positive_int,
+        help="with --layout bundle: a bundle is sent when it reaches this size; keep it "
+        "under the broker's message.max.bytes (1 MiB by default)",
+    )
+    bundle_linger_ms: int = option(
+        100,
+        parse=int,
+        help="with --layout bundle: a bundle is sent at the latest this long after its first "
+        "packet (live capture latency)",
+    )
+    compression: str = option(
+        "none", choices=COMPRESSIONS, help="producer compression of the packets topic"
+    )

@@ -12,11 +12,14 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
+from probe.bundle import is_bundle, split_bundle
 from probe.capture import open_capture
+from probe.flowkey import kafka_partition
 from probe.source import PacketSource
 from streams.replay import replay_records
 from streams.serde import dumps_record
@@ -41,14 +44,18 @@ def expected_records(paths: list[str], partitions: int) -> Counter[bytes]:
     return Counter(dumps_record(r) for r in replay_records(paths, partitions=partitions))
 
 
-def keyed_packets(paths: list[str]) -> Counter[tuple[bytes, bytes]]:
+def keyed_in_order(paths: list[str]) -> list[tuple[bytes, bytes]]:
+    """(flow key, packet record) of every packet the probe sends, in capture order."""
     source = PacketSource()
-    out: Counter[tuple[bytes, bytes]] = Counter()
+    out = []
     for path in paths:
         with open_capture(path) as capture:
-            for kp in source.keyed(capture):
-                out[(kp.key, kp.record())] += 1
+            out += [(kp.key, kp.record()) for kp in source.keyed(capture)]
     return out
+
+
+def keyed_packets(paths: list[str]) -> Counter[tuple[bytes, bytes]]:
+    return Counter(keyed_in_order(paths))
 
 
 def output_topics(bootstrap: str, prefix: str) -> list[str]:
@@ -56,7 +63,24 @@ def output_topics(bootstrap: str, prefix: str) -> list[str]:
     return [t for t in brokers.topics_with_prefix(bootstrap, prefix) if t not in skip]
 
 
-def test_probe_then_run_equals_replay(broker: brokers.Broker, tmp_path: Path) -> None:
+def bundled_records(packets: list[Any]) -> list[tuple[int, bytes]]:
+    """(partition, packet record) of every record in the bundles, in topic order."""
+    out = []
+    for p in packets:
+        assert is_bundle(p.value)
+        spans, damage = split_bundle(p.value)
+        assert damage == [] and spans
+        out += [(p.partition, p.value[a:b]) for a, b in spans]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("layout", "guarantee"),
+    [("bundle", "at_least_once"), ("bundle", "exactly_once"), ("packet", "at_least_once")],
+)
+def test_probe_then_run_equals_replay(
+    broker: brokers.Broker, tmp_path: Path, layout: str, guarantee: str
+) -> None:
     bs = broker.bootstrap
     prefix = brokers.unique("e2e") + "."
     topic = prefix + "packets"
@@ -65,7 +89,7 @@ def test_probe_then_run_equals_replay(broker: brokers.Broker, tmp_path: Path) ->
     before_ms = time.time() * 1000
     done = brokers.cli(
         "probe", *paths, "--bootstrap-servers", bs, "--topic", topic,
-        "--partitions", str(PARTITIONS),
+        "--partitions", str(PARTITIONS), "--layout", layout, "--bundle-bytes", "20000",
     )  # fmt: skip
     after_ms = time.time() * 1000
     assert done.returncode == 0, done.stderr
@@ -74,10 +98,13 @@ def test_probe_then_run_equals_replay(broker: brokers.Broker, tmp_path: Path) ->
     member = brokers.Member(
         bs, app, tmp_path / "state",
         "--input-topic", topic, "--topic-prefix", prefix, "--exit-when-idle", "3",
+        "--processing-guarantee", guarantee,
     )  # fmt: skip
     assert member.wait(120) == 0, member.log()[-3000:]
 
-    records = brokers.read_all(bs, output_topics(bs, prefix))
+    records = brokers.read_all(
+        bs, output_topics(bs, prefix), read_committed=guarantee == "exactly_once"
+    )
     got = Counter(r.value for r in records)
     want = expected_records(paths, PARTITIONS)
     assert sum(want.values()) > 100
@@ -90,10 +117,25 @@ def test_probe_then_run_equals_replay(broker: brokers.Broker, tmp_path: Path) ->
     # The packets topic: every keyed packet once, partitioned by Kafka's default
     # partitioner on the flow key, stamped with the time of producing.
     packets = brokers.read_all(bs, [topic])
-    assert Counter((p.key, p.value) for p in packets) == keyed_packets(paths)
     for p in packets:
         assert p.partition == (kafka_python_murmur2(p.key) & 0x7FFFFFFF) % PARTITIONS
         assert before_ms - 2000 <= p.timestamp <= after_ms + 2000
+    want_packets = keyed_packets(paths)
+    if layout == "packet":
+        assert Counter((p.key, p.value) for p in packets) == want_packets
+    else:
+        # Bundles: every packet once, in the partition of its own flow key, in capture
+        # order within its partition; several packets per record.
+        key_of = {value: key for key, value in want_packets}
+        entries = bundled_records(packets)
+        assert len(packets) < len(entries) / 3
+        assert Counter((key_of[v], v) for _, v in entries) == want_packets
+        for partition, value in entries:
+            assert partition == (kafka_python_murmur2(key_of[value]) & 0x7FFFFFFF) % PARTITIONS
+        in_order = [(kafka_partition(k, PARTITIONS), v) for k, v in keyed_in_order(paths)]
+        for partition in range(PARTITIONS):
+            got_order = [v for p, v in entries if p == partition]
+            assert got_order == [v for p, v in in_order if p == partition]
 
     ready = member.events("partition_ready")
     assert sorted(e["partition"] for e in ready) == list(range(PARTITIONS))
@@ -130,7 +172,8 @@ def test_probe_truncated_capture_exits_1_after_producing_the_rest(
         except Exception:
             pass
     assert sum(before.values()) > 0
-    assert Counter(r.value for r in brokers.read_all(bs, [topic])) == before
+    got = bundled_records(brokers.read_all(bs, [topic]))
+    assert Counter(v for _, v in got) == before
 
 
 def test_probe_requires_bootstrap_and_input(tmp_path: Path) -> None:

@@ -204,7 +204,10 @@ def test_broker_restart_mid_run_loses_nothing(
     topic = prefix + "packets"
     app = brokers.unique("app")
     part1, part2 = capture["paths"]
-    probe_args = ("--bootstrap-servers", bs, "--topic", topic, "--partitions", str(PARTITIONS))
+    # The per-packet layout: this test counts and compares records packet by packet (the
+    # bundles go through a member's crash in test_kafka_group).
+    probe_args = ("--bootstrap-servers", bs, "--topic", topic, "--partitions", str(PARTITIONS),
+                  "--layout", "packet")  # fmt: skip
     first = brokers.cli("probe", part1, *probe_args)
     assert first.returncode == 0, first.stderr[-2000:]
 
@@ -283,6 +286,7 @@ def test_probe_gives_up_after_reconnect_timeout_and_counts(
     probe = _popen(
         "probe", *capture["paths"], "--bootstrap-servers", bs, "--topic", topic,
         "--partitions", str(PARTITIONS), "--pace", "--reconnect-timeout", "3",
+        "--layout", "packet",
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from probe.bundle import split_bundle
 from probe.parse import parse_frame
 from probe.record import decode_record
 from streams.replay import replay_records
@@ -74,16 +75,28 @@ def test_flowstats_topic_and_substreams_exactly_once(
     )  # fmt: skip
     assert member.wait(120) == 0, member.log()[-3000:]
 
-    # Substreams: every input record once, in its protocol's topic, same key and partition.
-    packets = brokers.read_all(bs, [topic])
-    want = Counter((f"{topic}.{_substream(r.value)}", r.partition, r.key, r.value) for r in packets)
+    # Substreams: every input packet once, in its protocol's topic and the input's
+    # partition, in input order; a bundle per protocol, keyed by its first packet's flow.
+    def entries(records: list[Any]) -> list[tuple[str, int, bytes, bytes]]:
+        out = []
+        for r in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+            spans, damage = split_bundle(r.value)
+            assert spans and not damage
+            out += [(r.topic, r.partition, r.key, r.value[a:b]) for a, b in spans]
+        return out
+
+    packets = entries(brokers.read_all(bs, [topic]))
+    want = [(f"{topic}.{_substream(v)}", p, v) for _, p, _, v in packets]
     assert {t for t, *_ in want} == {f"{topic}.{s}" for s in ("tcp", "udp", "other")}
     subs = [f"{topic}.{s}" for s in ("tcp", "udp", "other")]
-    got = Counter(
-        (r.topic, r.partition, r.key, r.value)
-        for r in brokers.read_all(bs, subs, read_committed=True)
-    )
-    assert got == want
+    got = entries(brokers.read_all(bs, subs, read_committed=True))
+    assert Counter((t, p, v) for t, p, _, v in got) == Counter(want)
+    for t, _p, key, _ in got:
+        assert t == f"{topic}.{ {6: 'tcp', 17: 'udp'}.get(key[2], 'other') }"
+    for sub in subs:
+        for p in range(PARTITIONS):
+            order = [v for t, q, _, v in got if (t, q) == (sub, p)]
+            assert order == [v for t, q, v in want if (t, q) == (sub, p)]
 
     # The upsert topic: the last value of each uid is the flow's final statistics.
     replayed = replay_records(paths, partitions=PARTITIONS)

@@ -24,6 +24,7 @@ import pytest
 from decoders.registry import select
 from streams.config import RuntimeConfig
 from streams.kafka_live import LiveCaptureError, compile_bpf
+from streams.packet_input import PacketInput
 from streams.task import Task
 
 try:
@@ -79,6 +80,14 @@ def test_bpf_filters_compile() -> None:
 
 
 @pytest.mark.kafka
+class _BadParts:
+    def __init__(self) -> None:
+        self.parts: list[tuple[str, bytes, int]] = []
+
+    def append_part(self, reason: str, data: bytes, index: int) -> None:
+        self.parts.append((reason, data, index))
+
+
 def test_live_capture_on_veth(
     veth_namespace: tuple[str, str, str], broker: brokers.Broker, tmp_path: Path
 ) -> None:
@@ -142,13 +151,16 @@ def test_live_capture_on_veth(
     # Decode what was captured, partition by partition, as `run` would.
     emitted: list[dict] = []
     decoders = select(None)
+    bad = _BadParts()
     for partition in sorted({r.partition for r in records}):
         task = Task(partition, RuntimeConfig(), decoders, lambda t, k, rec: emitted.append(rec))
+        reader = PacketInput(task, bad.append_part)  # bundles, as `run` reads
         for r in records:
             if r.partition == partition:
-                task.process_record(r.value)
+                reader.process(r.value)
         task.close_all("end_of_input")
-        assert not task.bad_packets
+        assert not task.bad_packets and not bad.parts
+        assert reader.bundles == len([r for r in records if r.partition == partition])
     flows = [r for r in emitted if r["type"] == "flow"]
     assert flows and all(f["server"]["port"] == HTTP_PORT for f in flows)
     assert all(f["proto"] == "tcp" for f in flows)

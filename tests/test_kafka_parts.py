@@ -985,7 +985,9 @@ def test_slot_sends_outputs_dead_letters_and_substream_copies(tmp_path: Path) ->
 
     slot = PartitionSlot(ctx, 1, producer, errback)  # type: ignore[arg-type]
     processed: list[bytes] = []
-    slot.task = SimpleNamespace(process_record=processed.append)  # type: ignore[assignment]
+    slot.task = SimpleNamespace(  # type: ignore[assignment]
+        process_record=processed.append, config=SimpleNamespace(vlan_in_flow_key=True)
+    )
     slot.emit("anomaly", "k1", {"name": "gap"})
     assert producer.sent[0]["topic"] == "ws.anomaly" and slot.anomalies["gap"] == 1
     # A TCP record (flow key: version 1, proto 6) is copied, co-partitioned with the input.
@@ -997,7 +999,10 @@ def test_slot_sends_outputs_dead_letters_and_substream_copies(tmp_path: Path) ->
     slot.current = SimpleNamespace(
         key=bytes([1, 0, 17, 0]), partition=1, topic=TOPIC, offset=8, value=b"bad"
     )
-    slot.task = SimpleNamespace(process_record=lambda v: slot.deadletter("too_short"))  # type: ignore[assignment]
+    slot.task = SimpleNamespace(  # type: ignore[assignment]
+        process_record=lambda v: slot.deadletter("too_short"),
+        config=SimpleNamespace(vlan_in_flow_key=True),
+    )
     slot.processor()(b"bad")
     assert producer.sent[-1]["topic"] == "ws.deadletter"
     assert dict(producer.sent[-1]["headers"])["source.offset"] == b"8"

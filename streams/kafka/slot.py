@@ -31,6 +31,7 @@ from probe.record import decode_record
 from state.changelog import Checkpoint, offset_headers
 from state.store import StateStore
 from streams.flowstats import Delta, FlowStatsTable, FlowStatsView, encode_entry, entry_json
+from streams.packet_input import PacketInput, split_by_protocol
 from streams.serde import dumps_record
 
 if TYPE_CHECKING:
@@ -133,12 +134,14 @@ class PartitionSlot:
     def processor(self) -> Any:
         """What processes one input value: the task, and with substreams a copy of the
         record to `<prefix>packets.<proto>` (same key and value) unless it was
-        dead-lettered."""
+        dead-lettered; of a bundle, its good packets in one bundle per protocol (keyed by
+        the flow key of its first packet)."""
         task = self.task
         assert task is not None
         if self._processor is not None and self._processor[0] is task:
             return self._processor[1]
-        process = task.process_record
+        reader = PacketInput(task, self.deadletter_part)  # either layout
+        process = reader.process
         topics = self.ctx.features.substreams
         if not topics:
             self._processor = (task, process)
@@ -148,13 +151,7 @@ class PartitionSlot:
         counts = self.substream_counts
         same = self.ctx.topics.input_partitions
 
-        def process_and_split(value: bytes) -> None:
-            dead = self.deadlettered
-            process(value)
-            msg = self.current
-            if self.deadlettered != dead or msg is None:
-                return
-            key = msg.key
+        def copy(msg: Any, key: bytes | None, value: bytes) -> None:
             proto = key[2] if key is not None and len(key) >= 4 and key[0] == 1 else None
             topic, partitions = topics.get(proto) or topics[None]
             if partitions == same:
@@ -163,6 +160,18 @@ class PartitionSlot:
                 partition = kafka_partition(key or b"", partitions)
             send(topic, key=key, value=value, partition=partition).add_errback(errback)
             counts[topic] += 1
+
+        def process_and_split(value: bytes) -> None:
+            dead = self.deadlettered
+            process(value)
+            msg = self.current
+            if msg is None:
+                return
+            if reader.last is not None:  # a bundle: its good packets, a bundle per protocol
+                for key, part in split_by_protocol(reader.last):
+                    copy(msg, key, part)
+            elif self.deadlettered == dead:
+                copy(msg, msg.key, value)
 
         self._processor = (task, process_and_split)
         return process_and_split
@@ -178,7 +187,12 @@ class PartitionSlot:
                 kind = exc.reason
         self.deadletter(kind)
 
-    def deadletter(self, reason: str) -> None:
+    def deadletter_part(self, reason: str, value: bytes, entry: int) -> None:
+        """PacketInput hook: part of the input record (a bundle's entry `entry`, or the
+        whole record for entry -1) cannot be used."""
+        self.deadletter(reason, value, entry)
+
+    def deadletter(self, reason: str, value: bytes | None = None, entry: int = -1) -> None:
         msg = self.current
         if msg is None:
             return
@@ -189,9 +203,11 @@ class PartitionSlot:
             ("source.partition", str(msg.partition).encode()),
             ("source.offset", str(msg.offset).encode()),
         ]
+        if entry >= 0:  # one record of a bundle
+            headers.append(("source.entry", str(entry).encode()))
         future = self.producer.send(
             topic,
-            value=msg.value,
+            value=msg.value if value is None else value,
             key=msg.key,
             headers=headers,
             partition=msg.partition % partitions,
