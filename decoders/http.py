@@ -88,6 +88,7 @@ from itertools import islice
 from typing import Any
 
 from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
+from decoders.http_fields import txn_fields
 from decoders.http_lines import line_state
 from decoders.http_modes import BODY, CHUNK, GUESSED, TUNNEL, WAIT
 from decoders.http_msg import Msg, Txn
@@ -595,18 +596,17 @@ class HttpDecoder(Decoder):
         first = req if req is not None else resp
         assert first is not None
         flow = self.ctx.flow
-        self.ctx.emit(
-            "http",
-            {
-                "ts": ts_seconds(first.ts_ns),
-                "client": flow.client.as_json(),
-                "server": flow.server.as_json(),
-                "trans_depth": self.depth,
-                "request": req.record() if req is not None else None,
-                "response": resp.record(txn.info) if resp is not None else None,
-                "tags": txn.all_tags(),
-            },
-        )
+        fields = {
+            "ts": ts_seconds(first.ts_ns),
+            "client": flow.client.as_json(),
+            "server": flow.server.as_json(),
+            "trans_depth": self.depth,
+            "request": req.record() if req is not None else None,
+            "response": resp.record(txn.info) if resp is not None else None,
+            "tags": txn.all_tags(),
+        }
+        fields.update(txn_fields(req, resp))
+        self.ctx.emit("http", fields)
 
     # ---- state
     def snapshot(self) -> Any:

@@ -30,6 +30,7 @@ class Msg:
         "codings",
         "complete",
         "digest",
+        "end_ns",
         "framing",
         "head",
         "is_request",
@@ -44,6 +45,7 @@ class Msg:
         self.rid = rid
         self.is_request = is_request
         self.ts_ns = ts_ns
+        self.end_ns = ts_ns  # capture time of the last byte (set when the message ends)
         self.clock = clock  # decoder clock: when the head completed (request) / began (response)
         self.head: dict[str, Any] = {}
         self.tags: set[str] = set()
@@ -86,6 +88,7 @@ class Msg:
             "rid": self.rid,
             "req": self.is_request,
             "ts": self.ts_ns,
+            "end": self.end_ns,
             "clock": self.clock,
             "head": self.head,
             "tags": sorted(self.tags),
@@ -100,6 +103,7 @@ class Msg:
     @classmethod
     def from_state(cls, st: dict[str, Any]) -> Msg:
         m = cls(st["rid"], st["req"], st["ts"], st["clock"])
+        m.end_ns = st.get("end", st["ts"])
         m.head = st["head"]
         m.tags = set(st["tags"])
         m.codings = st["codings"]

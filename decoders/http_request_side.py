@@ -163,6 +163,7 @@ class RequestSide(Side):
     def _done(self, pos: int | None = None) -> None:
         msg = self.cur
         assert msg is not None
+        msg.end_ns = self.end_ts(pos)
         msg.finish()
         self.cur = None
         if msg.switch and not msg.paired:
@@ -196,6 +197,7 @@ class RequestSide(Side):
             return
         self.cur = None
         msg.tags |= tags
+        msg.end_ns = self.end_ts(self.end)
         msg.finish()
         self.dec.request_complete(msg)
 

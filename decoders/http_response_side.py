@@ -320,6 +320,7 @@ class ResponseSide(Side):
     def _done(self, pos: int | None = None) -> None:
         txn = self.cur
         assert txn is not None and txn.resp is not None
+        txn.resp.end_ns = self.end_ts(pos)
         txn.resp.finish()
         self.cur = None
         self._next_message(pos)
@@ -333,6 +334,7 @@ class ResponseSide(Side):
         self.cur = None
         assert txn.resp is not None
         txn.resp.tags |= tags
+        txn.resp.end_ns = self.end_ts(self.end)
         txn.resp.finish()
         self.dec.txn_done(txn)
 
