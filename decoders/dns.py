@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from decoders.api import CLIENT, Decoder, DecoderContext, ts_seconds
-from decoders.dns_msg import HEADER, Message, parse_message, plausible, rcode_name, type_name
+from decoders.dns_msg import (
+    HEADER,
+    Message,
+    class_name,
+    parse_message,
+    plausible,
+    rcode_name,
+    type_name,
+)
 
 MAX_PENDING = 1000  # queries awaiting a response per flow; beyond, the oldest goes unanswered
 ANOMALY_CAP = 16  # anomalies of one name per flow; the rest are only counted
@@ -115,6 +123,7 @@ class DnsDecoder(Decoder):
             msg.qclass,
             msg.flag_fields(),
             tags,
+            msg.edns,
         ]
         if len(self.pending) > MAX_PENDING:
             oldest = next(iter(self.pending))
@@ -123,10 +132,12 @@ class DnsDecoder(Decoder):
     def _emit(self, query: list[Any] | None, resp: Message | None, resp_ts: int, tags: list[str]):
         tags = set(tags)
         if query is not None:
-            q_ts, trans_id, qname, qtype, qclass, flags, q_tags = query
+            q_ts, trans_id, qname, qtype, qclass, flags, q_tags = query[:7]
+            q_edns = query[7] if len(query) > 7 else None  # (older snapshots: 7 fields)
             tags.update(q_tags)
         else:
             q_ts, trans_id, qname, qtype, qclass, flags = resp_ts, None, None, None, None, None
+            q_edns = None
             tags.add("no_query")
         if resp is not None:
             trans_id = resp.trans_id
@@ -156,6 +167,14 @@ class DnsDecoder(Decoder):
                 if resp is not None and query is not None
                 else None,
                 "tags": sorted(tags),
+                # issue 15: after the original fields, so those keep their bytes
+                "qclass_name": class_name(qclass) if qclass is not None else None,
+                "answer_types": [type_name(a["type"]) for a in resp.answers] if resp else [],
+                "authority": resp.authority if resp is not None else [],
+                "additional": resp.additional if resp is not None else [],
+                "query_edns": q_edns,
+                "response_edns": resp.edns if resp is not None else None,
+                "section_error": resp.section_error if resp is not None else None,
             },
         )
 
