@@ -5,14 +5,17 @@ fixtures/pcaps/oracles/<capture>/{http,tls,dns}_fields_tshark.jsonl.
 `python -m tests.field_oracles [CAPTURE ...]` (needs tshark on PATH; made with 4.0.17 from
 Debian 12). Tests read the files, never tshark: the expected values are tshark's, recorded.
 Rows are tshark's own field values, per frame, in tshark's names; only frames carrying the
-protocol are written, and a capture without any gets no file.
+protocol are written, and a capture without any gets no file. Certificates go to
+x509_tshark.jsonl, one row per certificate (from tshark's PDML: the RDN texts are only there).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ FIELDS = {
     ],
     "tls": [
         *COMMON,
+        "tls.record.content_type",
         "tls.handshake.type",
         "tls.handshake.version",
         "tls.handshake.ciphersuite",
@@ -85,6 +89,59 @@ def rows(pcap: Path, proto: str) -> list[dict[str, Any]]:
     return [p["_source"]["layers"] for p in packets]
 
 
+def _rdn_text(field: ET.Element | None) -> str | None:
+    """tshark's one-line RDN sequence: `N items (id-at-commonName=...,...)` -> the part in
+    parentheses (tshark lists the RDNs most specific first, as RFC 4514)."""
+    if field is None:
+        return None
+    seq = next((f for f in field.iter("field") if f.get("name", "").endswith("rdnSequence")), None)
+    if seq is None:
+        return None
+    show = seq.get("showname", "")
+    return show[show.index("(") + 1 : -1] if "(" in show else ""
+
+
+def x509_rows(pcap: Path) -> list[dict[str, Any]]:
+    """One row per certificate tshark dissects in a Certificate message: frame, sha256 of
+    the DER, serial (hex as tshark shows it), issuer and subject text, the validity times
+    and the SAN dNSNames."""
+    cmd = ["tshark", "-n", "-r", str(pcap), *PREFS, "-Y", "tls.handshake.certificate"]
+    out = subprocess.run([*cmd, "-T", "pdml"], capture_output=True, check=True).stdout
+    rows = []
+    for packet in ET.fromstring(out or b"<pdml/>").iter("packet"):
+        frame = next(
+            (f.get("show") for f in packet.iter("field") if f.get("name") == "frame.number"), None
+        )
+        for cert in packet.iter("field"):
+            if cert.get("name") != "tls.handshake.certificate":
+                continue
+            fields = {f.get("name"): f for f in cert.iter("field")}
+            times = [f.get("show") for f in cert.iter("field") if f.get("name") == "x509af.utcTime"]
+            times += [
+                f.get("show")
+                for f in cert.iter("field")
+                if f.get("name") == "x509af.generalizedTime"
+            ]
+            rows.append(
+                {
+                    "frame": frame,
+                    "sha256": hashlib.sha256(bytes.fromhex(cert.get("value", ""))).hexdigest(),
+                    "serial": fields["x509af.serialNumber"].get("value")
+                    if "x509af.serialNumber" in fields
+                    else None,
+                    "issuer": _rdn_text(fields.get("x509af.issuer")),
+                    "subject": _rdn_text(fields.get("x509af.subject")),
+                    "validity": times,
+                    "san_dns": [
+                        f.get("show")
+                        for f in cert.iter("field")
+                        if f.get("name") == "x509ce.dNSName"
+                    ],
+                }
+            )
+    return rows
+
+
 def main(names: list[str]) -> None:
     pcaps = (
         [PCAPS / n for n in names]
@@ -100,6 +157,13 @@ def main(names: list[str]) -> None:
                 continue
             path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in got))
             print(f"{pcap.name}: {proto} {len(got)} frames", file=sys.stderr)
+        certs = x509_rows(pcap)
+        path = ORACLES / pcap.name / "x509_tshark.jsonl"
+        if certs:
+            path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in certs))
+            print(f"{pcap.name}: x509 {len(certs)} certificates", file=sys.stderr)
+        else:
+            path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
