@@ -31,6 +31,10 @@ class DnsDecoder(Decoder):
     name = "dns"
     transports = frozenset({"udp", "tcp"})
     ports = frozenset({53, 5353, 5355})
+    # sections: parse the authority and additional records into the record (`authority`,
+    # `additional`); off, they are skipped (the OPT record is read either way). Opt-in: on
+    # DNSSEC-heavy traffic it doubles the decoder's cost (docs/tls-dns.md).
+    option_defaults = {"sections": False}
 
     @classmethod
     def probe(cls, direction: int, data: bytes) -> bool | None:
@@ -48,6 +52,7 @@ class DnsDecoder(Decoder):
 
     def __init__(self, ctx: DecoderContext, options: Mapping[str, Any]) -> None:
         super().__init__(ctx, options)
+        self.sections = bool(options.get("sections", False))
         # key -> [ts_ns, trans_id, qname, qtype, qclass, flags, tags], in arrival order
         self.pending: dict[tuple[int, str | None, int | None], list[Any]] = {}
         self.bufs = [bytearray(), bytearray()]  # TCP: bytes of the message in progress
@@ -96,7 +101,7 @@ class DnsDecoder(Decoder):
     # -- messages --
     def _message(self, data: bytes) -> None:
         try:
-            msg = parse_message(data)
+            msg = parse_message(data, self.sections)
         except Exception as exc:  # not even a header: nothing to record
             self._anomaly("dns_parse_error", str(exc))
             return
@@ -170,8 +175,8 @@ class DnsDecoder(Decoder):
                 # issue 15: after the original fields, so those keep their bytes
                 "qclass_name": class_name(qclass) if qclass is not None else None,
                 "answer_types": [type_name(a["type"]) for a in resp.answers] if resp else [],
-                "authority": resp.authority if resp is not None else [],
-                "additional": resp.additional if resp is not None else [],
+                "authority": (resp.authority if resp else []) if self.sections else None,
+                "additional": (resp.additional if resp else []) if self.sections else None,
                 "query_edns": q_edns,
                 "response_edns": resp.edns if resp is not None else None,
                 "section_error": resp.section_error if resp is not None else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import struct
 from dataclasses import dataclass, field
 
 HEADER = 12
@@ -257,33 +258,61 @@ def edns_fields(udp_size: int, ttl: int, rdata: bytes) -> dict:
     }
 
 
-def _rr(data: bytes, pos: int, what: str) -> tuple[str, int, int, int, int, int]:
-    """(owner name, type, class, ttl, rdata start, rdata length) of the record at `pos`."""
-    name, pos = read_name(data, pos)
+def skip_name(data: bytes, pos: int) -> int:
+    """The offset after the name at `pos`, without reading it (no pointer is followed)."""
+    n_data = len(data)
+    while True:
+        if pos >= n_data:
+            raise ValueError("name runs past the message")
+        n = data[pos]
+        if n >= 0xC0:
+            if pos + 1 >= n_data:
+                raise ValueError("truncated compression pointer")
+            return pos + 2
+        if n >= 0x40:
+            raise ValueError(f"label type 0x{n:02x}")
+        pos += 1 + n
+        if n == 0:
+            return pos
+
+
+_RR_HEAD = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+
+
+def _rr(data: bytes, pos: int, what: str, text: bool = True) -> tuple[str, int, int, int, int, int]:
+    """(owner name, type, class, ttl, rdata start, rdata length) of the record at `pos`;
+    without `text` the name is skipped ("" in its place)."""
+    if text:
+        name, pos = read_name(data, pos)
+    else:
+        name, pos = "", skip_name(data, pos)
     if pos + 10 > len(data):
         raise ValueError(f"{what}: truncated record header")
-    rtype, rclass = _u16(data, pos), _u16(data, pos + 2)
-    ttl = int.from_bytes(data[pos + 4 : pos + 8], "big")
-    length = _u16(data, pos + 8)
+    rtype, rclass, ttl, length = _RR_HEAD.unpack_from(data, pos)
     pos += 10
     if pos + length > len(data):
         raise ValueError(f"{what}: rdata runs past the message")
     return name, rtype, rclass, ttl, pos, length
 
 
-def _sections(data: bytes, pos: int, msg: Message) -> None:
-    """Authority and additional records: `{name, type, type_name, class, ttl, data}`; the
-    OPT record becomes `msg.edns`."""
+def _sections(data: bytes, pos: int, msg: Message, full: bool) -> None:
+    """Authority and additional records: `{name, type, type_name, class, ttl, data}` (only
+    when `full`: otherwise they are skipped and the lists stay empty); the OPT record becomes
+    `msg.edns` either way."""
+    if not full and not msg.arcount:
+        return  # no additional record: no OPT to find
     for count, out, label in (
         (msg.nscount, msg.authority, "authority"),
         (msg.arcount, msg.additional, "additional"),
     ):
         for i in range(count):
-            name, rtype, rclass, ttl, start, length = _rr(data, pos, f"{label} {i + 1}")
+            name, rtype, rclass, ttl, start, length = _rr(data, pos, f"{label} {i + 1}", full)
             pos = start + length
             if rtype == OPT and label == "additional":
                 if msg.edns is None:
                     msg.edns = edns_fields(rclass, ttl, data[start : start + length])
+                continue
+            if not full:
                 continue
             if len(out) >= MAX_ANSWERS:
                 msg.section_limit = True
@@ -300,8 +329,9 @@ def _sections(data: bytes, pos: int, msg: Message) -> None:
             )
 
 
-def parse_message(data: bytes) -> Message:
-    """ValueError only when not even the header is there; later damage sets `error`."""
+def parse_message(data: bytes, sections: bool = True) -> Message:
+    """ValueError only when not even the header is there; later damage sets `error`.
+    `sections`: read the authority and additional records (else only find the OPT record)."""
     msg = parse_header(data)
     pos = HEADER
     try:
@@ -334,7 +364,7 @@ def parse_message(data: bytes) -> Message:
         msg.error = str(exc)
         return msg
     try:
-        _sections(data, pos, msg)
+        _sections(data, pos, msg, sections)
     except ValueError as exc:
         msg.section_error = str(exc)
     return msg

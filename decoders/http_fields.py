@@ -20,6 +20,21 @@ _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _EXT_VALUE = re.compile(r"([!#$%&+\-^_`{}~0-9A-Za-z]+)'[^']*'(.*)", re.DOTALL)
 
 
+_WANTED = frozenset({"host", "user-agent", "referer", "content-type", "content-disposition"})
+_LENGTHS = frozenset(len(n) for n in _WANTED)  # most other headers are passed without lower()
+
+
+def _firsts(headers: list[list[str]] | None) -> dict[str, str]:
+    """The first value (stripped) of each header in _WANTED, in one pass."""
+    out: dict[str, str] = {}
+    for n, v in headers or ():
+        if len(n) in _LENGTHS:
+            k = n.lower()
+            if k in _WANTED and k not in out:
+                out[k] = v.strip()
+    return out
+
+
 def first_header(headers: list[list[str]] | None, name: str) -> str | None:
     """The first header called `name` (lower case, compared case-insensitively), value
     stripped of surrounding whitespace; None when absent."""
@@ -93,22 +108,22 @@ def txn_fields(req: Any, resp: Any) -> dict[str, Any]:
     plus one network path: time to first byte), null when the response began first (an early
     answer to an upload); `response_time` = response's last byte - request's first byte (the
     whole exchange). Both null unless request and response were seen."""
-    rh = req.head.get("headers") if req is not None else None
-    sh = resp.head.get("headers") if resp is not None else None
-    filename = disposition_filename(first_header(sh, "content-disposition"))
+    rh = _firsts(req.head.get("headers")) if req is not None else {}
+    sh = _firsts(resp.head.get("headers")) if resp is not None else {}
+    filename = disposition_filename(sh.get("content-disposition"))
     if filename is None:
-        filename = disposition_filename(first_header(rh, "content-disposition"))
+        filename = disposition_filename(rh.get("content-disposition"))
     latency = response_time = None
     if req is not None and resp is not None:
         if resp.ts_ns >= req.end_ns:
             latency = _seconds(resp.ts_ns, req.end_ns)
         response_time = _seconds(max(resp.end_ns, req.end_ns), req.ts_ns)
     return {
-        "host": first_header(rh, "host"),
-        "user_agent": first_header(rh, "user-agent"),
-        "referrer": first_header(rh, "referer"),
-        "request_content_type": mime_type(first_header(rh, "content-type")),
-        "response_content_type": mime_type(first_header(sh, "content-type")),
+        "host": rh.get("host"),
+        "user_agent": rh.get("user-agent"),
+        "referrer": rh.get("referer"),
+        "request_content_type": mime_type(rh.get("content-type")),
+        "response_content_type": mime_type(sh.get("content-type")),
         "filename": filename,
         "latency": latency,
         "response_time": response_time,

@@ -3,11 +3,17 @@
 
 Pure functions: the decoder keeps only the resulting fields (msgpack-able), never the DER.
 A certificate `cryptography` refuses still gets its fingerprint and an `error`.
+
+Parsing costs about 0.3 ms per certificate, and servers send the same chain on every
+connection: the fields are kept by fingerprint in a bounded cache (as Zeek's x509 cache),
+so a repeated certificate costs one SHA-256. The cache only memoises a pure function of the
+DER bytes: it cannot change a record.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 MAX_CERTS = 10  # certificates parsed per chain; the rest only counted
+CACHE_SIZE = 2048  # certificates' fields kept by fingerprint (least recently used out)
+_cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
 
 def _epoch(dt: datetime) -> int:
@@ -58,6 +66,23 @@ def certificate_fields(der: bytes) -> dict[str, Any]:
     strings, times epoch seconds, serial upper-case hex as Zeek's x509.log), or `{sha256,
     error}` when the DER does not parse."""
     fp = hashlib.sha256(der).hexdigest()
+    hit = _cache.get(fp)
+    if hit is not None:
+        _cache.move_to_end(fp)
+        return _copy(hit)
+    fields = _parse(der, fp)
+    _cache[fp] = fields
+    if len(_cache) > CACHE_SIZE:
+        _cache.popitem(last=False)
+    return _copy(fields)
+
+
+def _copy(fields: dict[str, Any]) -> dict[str, Any]:
+    """A record's own copy (lists too): nothing downstream can alter the cached value."""
+    return {k: list(v) if isinstance(v, list) else v for k, v in fields.items()}
+
+
+def _parse(der: bytes, fp: str) -> dict[str, Any]:
     try:
         cert = x509.load_der_x509_certificate(der)
         key_type, key_length = _key(cert)

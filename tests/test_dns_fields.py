@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from decoders.dns_msg import parse_message
+from streams.config import RuntimeConfig
 from streams.replay import replay_records
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
@@ -98,7 +99,8 @@ def _our_edns(e: dict | None) -> tuple | None:
 
 def _our_messages(name: str) -> dict[tuple, Counter]:
     out: dict[tuple, Counter] = defaultdict(Counter)
-    for r in replay_records([str(PCAPS / name)], decoders=["dns"]):
+    config = RuntimeConfig(decoder_options={"dns": {"sections": True}})
+    for r in replay_records([str(PCAPS / name)], decoders=["dns"], config=config):
         if r["type"] != "dns":
             continue
         c, s = r["client"], r["server"]
@@ -187,6 +189,29 @@ def test_ecs_prefix_bytes_and_unknown_option() -> None:
             "address": "10.1.32.0",
         },
     }
+
+
+def test_sections_off_by_default_but_edns_read() -> None:
+    recs = [
+        r
+        for r in replay_records([str(PCAPS / "zeek__dns-edns-ecs.pcap")], decoders=["dns"])
+        if r["type"] == "dns"
+    ]
+    assert recs and all(r["authority"] is None and r["additional"] is None for r in recs)
+    with_sections = {
+        (r["client"]["port"], r["trans_id"], r["ts"]): r
+        for r in replay_records(
+            [str(PCAPS / "zeek__dns-edns-ecs.pcap")],
+            decoders=["dns"],
+            config=RuntimeConfig(decoder_options={"dns": {"sections": True}}),
+        )
+        if r["type"] == "dns"
+    }
+    for r in recs:  # the option changes nothing else
+        other = with_sections[(r["client"]["port"], r["trans_id"], r["ts"])]
+        assert {k: v for k, v in r.items() if k not in ("authority", "additional")} == {
+            k: v for k, v in other.items() if k not in ("authority", "additional")
+        }
 
 
 def test_section_damage_keeps_question_and_answers() -> None:
