@@ -21,6 +21,8 @@ Options (all optional, in the decoder options mapping):
                                    comes, with no_request + pending_limit (as Zeek)
   max_decompressed  64 MiB    decoded (Content-Encoding) bytes hashed per body; beyond: tag
                                    decompression_limit
+  md5, sha1         false     body_md5 / body_sha1 of each body's content (http_body.py)
+  sniff_mime        false     body_mime: the content's MIME type sniffed by puremagic
   max_replay_bytes  8 MiB     bytes of a message in progress kept for snapshots; beyond, a
                                    restore resumes at the next message with tag restored_partial
                                    (the only case where a restore changes the output). Identity
@@ -88,6 +90,7 @@ from itertools import islice
 from typing import Any
 
 from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
+from decoders.http_body import BodyExtras
 from decoders.http_fields import txn_fields
 from decoders.http_lines import line_state
 from decoders.http_modes import BODY, CHUNK, GUESSED, TUNNEL, WAIT
@@ -108,12 +111,19 @@ class HttpConfig:
     max_pending: int = 100
     max_decoded: int = 64 * 1024 * 1024
     max_replay: int = 8 * 1024 * 1024
+    extras: BodyExtras | None = None  # opt-in body fields (http_body.BodyExtras)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> HttpConfig:
         d = cls()
         max_header = max(1024, int(options.get("max_header_bytes", d.max_header)))
+        extras = BodyExtras(
+            md5=bool(options.get("md5", False)),
+            sha1=bool(options.get("sha1", False)),
+            sniff=bool(options.get("sniff_mime", False)),
+        )
         return cls(
+            extras=extras if extras.any else None,
             max_header=max_header,
             max_headers=max(1, int(options.get("max_headers", d.max_headers))),
             max_pending=max(1, int(options.get("max_pending", d.max_pending))),
@@ -134,6 +144,9 @@ class HttpDecoder(Decoder):
         "max_pending": _DEFAULTS.max_pending,
         "max_decompressed": _DEFAULTS.max_decoded,
         "max_replay_bytes": _DEFAULTS.max_replay,
+        "md5": False,
+        "sha1": False,
+        "sniff_mime": False,
     }
 
     @classmethod

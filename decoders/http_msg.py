@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from decoders.http_body import BodyDigest
+from decoders.http_body import BodyDigest, BodyExtras
 
 UNKNOWN_BODY: dict[str, Any] = {"body_len": None, "body_sha256": None}
 
@@ -59,8 +59,8 @@ class Msg:
         self.switch = False  # request proposes a protocol switch (CONNECT / Upgrade)
         self.paired = False
 
-    def open_body(self, max_decoded: int) -> None:
-        self.digest = BodyDigest(self.codings, max_decoded)
+    def open_body(self, max_decoded: int, extras: BodyExtras | None = None) -> None:
+        self.digest = BodyDigest(self.codings, max_decoded, extras)
 
     def finish(self) -> None:
         """Freeze the body fields; a message without digest (lenient head) has unknown body."""
