@@ -186,6 +186,9 @@ def _runtime_config(args: argparse.Namespace) -> Any:
     options: dict[str, dict[str, Any]] = {}
     for decoder, option, value in args.decoder_option:
         options.setdefault(decoder, {})[option] = value
+    extract_dir = getattr(args, "extract_files", None)
+    if extract_dir is not None:
+        options.setdefault("http", {}).setdefault("extract_max_bytes", args.extract_max_bytes)
     config = RuntimeConfig(
         limits=limits,
         decoders=args.decoders,
@@ -194,6 +197,9 @@ def _runtime_config(args: argparse.Namespace) -> Any:
         reorder_window_ns=args.reorder_window,
         vlan_in_flow_key=not args.no_vlan_in_flow_key,
         stream_chunks=args.stream_chunks,
+        extract_dir=extract_dir,
+        extract_max_bytes=getattr(args, "extract_max_bytes", 10 * 1024 * 1024),
+        extract_max_files=getattr(args, "extract_max_files", 10_000),
     )
     if args.window_stats is not None:
         from stats.windows import configure
@@ -251,6 +257,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "--no-progress", action="store_true", help="never show the progress bar on stderr"
+    )
+    rp.add_argument(
+        "--extract-files",
+        default=None,
+        metavar="DIR",
+        help="write HTTP bodies into DIR, each named by the sha256 of its content (decoded "
+        "when a Content-Encoding applies); the record's request/response gets `extracted`",
+    )
+    rp.add_argument(
+        "--extract-max-bytes",
+        type=positive_int,
+        default=10 * 1024 * 1024,
+        help="bodies larger than this are not extracted (default: 10 MiB)",
+    )
+    rp.add_argument(
+        "--extract-max-files",
+        type=positive_int,
+        default=10_000,
+        help="files written at most, per partition (default: 10000)",
     )
     _add_runtime(rp)
     _add_common(rp)

@@ -23,6 +23,9 @@ Options (all optional, in the decoder options mapping):
                                    decompression_limit
   md5, sha1         false     body_md5 / body_sha1 of each body's content (http_body.py)
   sniff_mime        false     body_mime: the content's MIME type sniffed by puremagic
+  extract_max_bytes 0         > 0: keep each body's content up to this size and hand it to
+                                   the context's `store_file` (replay --extract-files sets
+                                   it); `extracted` in the request/response: the file name
   max_replay_bytes  8 MiB     bytes of a message in progress kept for snapshots; beyond, a
                                    restore resumes at the next message with tag restored_partial
                                    (the only case where a restore changes the output). Identity
@@ -121,6 +124,7 @@ class HttpConfig:
             md5=bool(options.get("md5", False)),
             sha1=bool(options.get("sha1", False)),
             sniff=bool(options.get("sniff_mime", False)),
+            keep=max(0, int(options.get("extract_max_bytes", 0))),
         )
         return cls(
             extras=extras if extras.any else None,
@@ -147,6 +151,7 @@ class HttpDecoder(Decoder):
         "md5": False,
         "sha1": False,
         "sniff_mime": False,
+        "extract_max_bytes": 0,
     }
 
     @classmethod
@@ -260,6 +265,11 @@ class HttpDecoder(Decoder):
         self.closed = True
 
     # ---- used by the sides
+    def store_file(self, data: bytes) -> str | None:
+        """Extraction through the context, when the runtime offers it (replay does)."""
+        store = getattr(self.ctx, "store_file", None)
+        return store(data) if store is not None else None
+
     def next_rid(self) -> int:
         self._rid += 1
         return self._rid

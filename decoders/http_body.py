@@ -68,10 +68,11 @@ class BodyExtras:
     md5: bool = False
     sha1: bool = False
     sniff: bool = False
+    keep: int = 0  # extraction: content bytes kept (a body over this is not extracted)
 
     @property
     def any(self) -> bool:
-        return self.md5 or self.sha1 or self.sniff
+        return self.md5 or self.sha1 or self.sniff or self.keep > 0
 
 
 def sniff_mime(head: bytes) -> str | None:
@@ -267,6 +268,7 @@ class BodyDigest:
         "_hashers",
         "_head",
         "_imax",
+        "_kept",
         "_max",
         "_parts",
         "_plen",
@@ -292,6 +294,7 @@ class BodyDigest:
             if self._x.sha1:
                 self._hashers.append(hashlib.sha1())
         self._head = bytearray()
+        self._kept = bytearray()  # extraction: the content, up to keep + 1 bytes
         self.length = 0
         self.missed = 0
         self._max = max_decoded
@@ -321,9 +324,14 @@ class BodyDigest:
         """Content bytes for the extras (identity: as flushed; encoded: as decoded)."""
         for h in self._hashers:
             h.update(data)
+        x = self._x
+        assert x is not None
         head = self._head
-        if self._x is not None and self._x.sniff and len(head) < SNIFF:
+        if x.sniff and len(head) < SNIFF:
             head += data[: SNIFF - len(head)]
+        kept = self._kept
+        if x.keep and len(kept) <= x.keep:
+            kept += data[: x.keep + 1 - len(kept)]
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
@@ -484,6 +492,16 @@ class BodyDigest:
             if x.sniff:
                 out["body_mime"] = sniff_mime(bytes(self._head))
         return out
+
+    def content(self) -> bytes | None:
+        """For extraction: the whole content, or None (extraction off, empty, over the bound,
+        bytes lost, or decoding stopped early). Call after `fields()`."""
+        x = self._x
+        if x is None or not x.keep or not self._kept or len(self._kept) > x.keep:
+            return None
+        if self.missed or self.limit_hit or self.decode_error:
+            return None
+        return bytes(self._kept)
 
     def tags(self) -> list[str]:
         tags = []

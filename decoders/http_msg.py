@@ -3,6 +3,7 @@ a body digest while the body streams, tags; plus their msgpack-able snapshot for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from decoders.http_body import BodyDigest, BodyExtras
@@ -36,6 +37,7 @@ class Msg:
         "is_request",
         "paired",
         "rid",
+        "store",
         "switch",
         "tags",
         "ts_ns",
@@ -57,10 +59,18 @@ class Msg:
         # stand-in request it was parsed with
         self.framing = b"GET"
         self.switch = False  # request proposes a protocol switch (CONNECT / Upgrade)
+        # extraction: stores a body's content, returns its file name (HttpDecoder.store_file)
+        self.store: Callable[[bytes], str | None] | None = None
         self.paired = False
 
-    def open_body(self, max_decoded: int, extras: BodyExtras | None = None) -> None:
+    def open_body(
+        self,
+        max_decoded: int,
+        extras: BodyExtras | None = None,
+        store: Callable[[bytes], str | None] | None = None,
+    ) -> None:
         self.digest = BodyDigest(self.codings, max_decoded, extras)
+        self.store = store if extras is not None and extras.keep else None
 
     def finish(self) -> None:
         """Freeze the body fields; a message without digest (lenient head) has unknown body."""
@@ -69,6 +79,12 @@ class Msg:
         d = self.digest
         if d is not None:
             self.body = d.fields()
+            if self.store is not None:
+                # The file name, or null (over the bound, bytes lost, not written); storing
+                # is idempotent (named by content), so a restore that replays the body agrees.
+                data = d.content()
+                self.body["extracted"] = self.store(data) if data is not None else None
+                self.store = None
             if d.limit_hit or d.decode_error:
                 self.tags.update(d.tags())
             self.digest = None

@@ -133,7 +133,7 @@ class RequestSide(Side):
         dec = self.dec
         self.head_seen = True
         if dec.replaying and self.cur is not None:
-            self.cur.open_body(self.cfg.max_decoded, self.cfg.extras)
+            self.cur.open_body(self.cfg.max_decoded, self.cfg.extras, self.dec.store_file)
             return
         msg = new_head_msg(
             dec.next_rid(),
@@ -156,7 +156,7 @@ class RequestSide(Side):
             dec.check_headers(msg, [], len(headers), None, True)
         else:
             dec.check_headers(msg, raw, len(raw), lengths)
-        msg.open_body(self.cfg.max_decoded, self.cfg.extras)
+        msg.open_body(self.cfg.max_decoded, self.cfg.extras, self.dec.store_file)
         self.cur = msg
         dec.push_request(msg, self.boundary)
 

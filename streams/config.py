@@ -27,6 +27,11 @@ class RuntimeConfig:
     # Probe side: timestamp reordering window, and whether VLAN ids are part of flow keys.
     reorder_window_ns: int = 1_000_000_000
     vlan_in_flow_key: bool = True
+    # HTTP body extraction (replay only, streams/files.py): directory, per-file and count
+    # bounds; None: off.
+    extract_dir: str | None = None
+    extract_max_bytes: int = 10 * 1024 * 1024
+    extract_max_files: int = 10_000
 
     def packet_source(self) -> PacketSource:
         return PacketSource(

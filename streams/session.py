@@ -19,6 +19,7 @@ from probe.flowkey import decode_flow_key
 
 if TYPE_CHECKING:
     from reassembly.tracker import Flow
+    from streams.files import FileStore
 
 Emit = Callable[[str, str, dict[str, Any]], None]  # (record type, key = uid, record)
 
@@ -34,7 +35,15 @@ _DIRECTIONS = ("client_to_server", "server_to_client")
 class SessionConfig:
     """What every session of a task shares: the decoders and the output."""
 
-    __slots__ = ("by_name", "by_transport", "candidates", "emit", "options", "stream_chunks")
+    __slots__ = (
+        "by_name",
+        "by_transport",
+        "candidates",
+        "emit",
+        "files",
+        "options",
+        "stream_chunks",
+    )
 
     def __init__(
         self,
@@ -42,7 +51,9 @@ class SessionConfig:
         options: Mapping[str, Any],
         emit: Emit,
         stream_chunks: bool = False,
+        files: FileStore | None = None,
     ) -> None:
+        self.files = files  # extracted bodies (streams/files.py), or None
         self.candidates = candidates
         self.stream_chunks = stream_chunks
         self.by_name = {cls.name: cls for cls in candidates}
@@ -110,6 +121,12 @@ class FlowSession:
         record = {"type": record_type, "id": f"{uid}:{record_type}:{n}", "uid": uid}
         record.update(fields)
         self.config.emit(record_type, uid, record)
+
+    def store_file(self, data: bytes) -> str | None:
+        """Extraction (optional context capability): store a body's content, return its file
+        name (sha256), or None (extraction off, over a bound, write error)."""
+        files = self.config.files
+        return files.store(data) if files is not None else None
 
     def anomaly(self, name: str, detail: str = "") -> None:
         self.emit("anomaly", {"ts": ts_seconds(self.conn.ts_last), "name": name, "detail": detail})
