@@ -286,15 +286,15 @@ class BodyDigest:
     def __init__(
         self, codings: list[str] | None, max_decoded: int, extras: BodyExtras | None = None
     ) -> None:
-        self._x = extras if extras is not None and extras.any else None
-        self._hashers: list[Any] = []
-        if self._x is not None:
-            if self._x.md5:
+        x = self._x = extras if extras is not None and extras.any else None
+        if x is not None:  # (nothing allocated for them when the extras are off)
+            self._hashers: list[Any] = []
+            if x.md5:
                 self._hashers.append(hashlib.md5())
-            if self._x.sha1:
+            if x.sha1:
                 self._hashers.append(hashlib.sha1())
-        self._head = bytearray()
-        self._kept = bytearray()  # extraction: the content, up to keep + 1 bytes
+            self._head = bytearray()
+            self._kept = bytearray()  # extraction: the content, up to keep + 1 bytes
         self.length = 0
         self.missed = 0
         self._max = max_decoded
