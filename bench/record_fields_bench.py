@@ -4,12 +4,12 @@
     .venv/bin/python bench/record_fields_bench.py --base /some/dir [--runs 5]
 
 Captures (made once in --workdir): a synthetic HTTP capture (replay_bench's `synth`, about
---packets packets), and the DNS and TLS fixtures repeated one after the other (replay_bench's
-scaled_capture) so each replay runs long enough. Each round runs every tree once per capture,
-in alternating order; the table gives the median packets per CPU second of the replay
-process (user + system: wall time on a shared machine measures the neighbours) and the
-ratio this/base. Both
-trees run with the same interpreter (this venv), the base tree first on the import path.
+--packets packets), and the largest fixture (HTTP, JPEG downloads), a DNS and a TLS fixture
+repeated one after the other (replay_bench's scaled_capture) so each replay runs long
+enough. Each round runs every tree once per capture, in alternating order; the table gives
+the median packets per CPU second of the replay process (user + system: wall time on a
+shared machine measures the neighbours) and the ratio this/base. Both trees run with the
+same interpreter (this venv), the base tree first on the import path.
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ def main() -> int:
         synthesize(http, a.packets)
     caps = {
         "http (synthetic)": http,
+        "largest fixture (jpegs x100)": scaled_capture(
+            fixtures / "tcpflow__samplePcaps__jpegs.cap", 100, a.workdir / "jpegs_x100.pcap"
+        ),
         "dns (edns-ecs x1500)": scaled_capture(
             retimed(fixtures / "zeek__dns-edns-ecs.pcap", a.workdir / "dns_ecs.pcap"),
             1500,

@@ -295,12 +295,45 @@ def _rr(data: bytes, pos: int, what: str, text: bool = True) -> tuple[str, int, 
     return name, rtype, rclass, ttl, pos, length
 
 
+def _find_opt(data: bytes, pos: int, msg: Message) -> None:
+    """Walk past the authority and additional records without reading them (skip_name and
+    _rr inlined: this runs for every response), and parse the OPT record into `msg.edns`."""
+    if not msg.arcount:
+        return  # no additional record: no OPT to find
+    n = len(data)
+    unpack = _RR_HEAD.unpack_from
+    ns = msg.nscount
+    for i in range(ns + msg.arcount):
+        while True:  # the owner name
+            if pos >= n:
+                raise ValueError(f"record {i + 1} after the answers: name runs past the message")
+            b = data[pos]
+            if b >= 0xC0:
+                pos += 2
+                break
+            if b >= 0x40:
+                raise ValueError(f"record {i + 1} after the answers: label type 0x{b:02x}")
+            pos += 1 + b
+            if b == 0:
+                break
+        if pos + 10 > n:
+            raise ValueError(f"record {i + 1} after the answers: truncated record header")
+        rtype, rclass, ttl, length = unpack(data, pos)
+        start = pos + 10
+        pos = start + length
+        if pos > n:
+            raise ValueError(f"record {i + 1} after the answers: rdata runs past the message")
+        if rtype == OPT and i >= ns and msg.edns is None:
+            msg.edns = edns_fields(rclass, ttl, data[start:pos])
+
+
 def _sections(data: bytes, pos: int, msg: Message, full: bool) -> None:
     """Authority and additional records: `{name, type, type_name, class, ttl, data}` (only
     when `full`: otherwise they are skipped and the lists stay empty); the OPT record becomes
     `msg.edns` either way."""
-    if not full and not msg.arcount:
-        return  # no additional record: no OPT to find
+    if not full:
+        _find_opt(data, pos, msg)
+        return
     for count, out, label in (
         (msg.nscount, msg.authority, "authority"),
         (msg.arcount, msg.additional, "additional"),
