@@ -35,15 +35,6 @@ def _firsts(headers: list[list[str]] | None) -> dict[str, str]:
     return out
 
 
-def first_header(headers: list[list[str]] | None, name: str) -> str | None:
-    """The first header called `name` (lower case, compared case-insensitively), value
-    stripped of surrounding whitespace; None when absent."""
-    for n, v in headers or ():
-        if n.lower() == name:
-            return v.strip()
-    return None
-
-
 def mime_type(value: str | None) -> str | None:
     """A Content-Type value's media type without its parameters, lower case (RFC 9110 8.3.1:
     type and subtype are case-insensitive); None when absent or empty."""
