@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,16 @@ from decoders.http import HttpDecoder
 from runner import main
 from streams.files import FileStore
 from tests.decoder_harness import apply
-from tests.test_http_support import PCAPS, FakeCtx, req, resp
+from tests.test_http_support import (
+    PCAPS,
+    FakeCtx,
+    canon,
+    flow_info,
+    rechunk,
+    req,
+    resp,
+    tcp_flows,
+)
 
 JPEGS = PCAPS / "tcpflow__samplePcaps__jpegs.cap"
 
@@ -137,3 +147,41 @@ def test_gap_or_oversize_body_is_not_extracted() -> None:
         apply(dec, ctx, e)
     (rec,) = ctx.http()
     assert rec["response"]["extracted"] is None and store_calls == []  # empty, or too big
+
+
+def test_restore_anywhere_extracts_the_same(tmp_path: Path) -> None:
+    """Snapshot/restore at every event of real flows: the same records, `extracted`
+    included (storing is idempotent), and the same files."""
+    import msgpack
+
+    opts = {"extract_max_bytes": 1 << 20, "md5": True}
+    name = "own_nginx_keepalive_multi.pcap"
+    rng = random.Random(name)
+    for key, events in tcp_flows(PCAPS / name).items():
+        chunks = rechunk(events, rng, max_chunk=1500)[:150]
+        base_store = FileStore(tmp_path / "base", 1 << 20, 1000)
+        ctx = FakeCtx(flow_info(key))
+        ctx.store_file = base_store.store
+        dec = HttpDecoder(ctx, opts)
+        for e in chunks:
+            apply(dec, ctx, e)
+        base = canon(ctx.out)
+        assert any('"extracted": "' in line for line in base)
+        for at in range(0, len(chunks) + 1, 3):
+            store = FileStore(tmp_path / f"at{at}", 1 << 20, 1000)
+            ctx = FakeCtx(flow_info(key))
+            ctx.store_file = store.store
+            dec = HttpDecoder(ctx, opts)
+            for e in chunks[:at]:
+                apply(dec, ctx, e)
+            blob = msgpack.packb(dec.snapshot(), use_bin_type=True)
+            ctx2 = FakeCtx(flow_info(key), ctx.out)
+            ctx2.ts_ns = ctx.ts_ns
+            ctx2.store_file = store.store
+            dec2 = HttpDecoder.restore(ctx2, opts, msgpack.unpackb(blob, raw=False))
+            for e in chunks[at:]:
+                apply(dec2, ctx2, e)
+            assert canon(ctx2.out) == base, f"restore after event {at} changed the output"
+            assert sorted(p.name for p in (tmp_path / f"at{at}").iterdir()) == sorted(
+                p.name for p in (tmp_path / "base").iterdir()
+            )
