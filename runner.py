@@ -75,6 +75,13 @@ def cmd_replay(inv: Invocation) -> int:
     _check_replay_args(args, pcaps)
     config = inv.get(RuntimeSettings).to_config(partitions=args.partitions)
     config.commit_every_packets = args.commit_every
+    if args.extract_files is not None:
+        config.extract_dir = args.extract_files
+        config.extract_max_bytes = args.extract_max_bytes
+        config.extract_max_files = args.extract_max_files
+        # The HTTP decoder stops buffering a body past the bound (unless -O says otherwise).
+        http = config.decoder_options.setdefault("http", {})
+        http.setdefault("extract_max_bytes", args.extract_max_bytes)
     zeek = None
     if args.format != "json":
         from streams.zeekwriter import ZeekLogWriter

@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from typing import Any
 
 from decoders.api import CLIENT, Decoder, DecoderContext, ts_seconds
-from decoders.dns_msg import HEADER, Message, parse_message, plausible, rcode_name, type_name
+from decoders.dns_msg import (
+    HEADER,
+    Message,
+    class_name,
+    parse_message,
+    plausible,
+    rcode_name,
+    type_name,
+)
 
 MAX_PENDING = 1000  # queries awaiting a response per flow; beyond, the oldest goes unanswered
 ANOMALY_CAP = 16  # anomalies of one name per flow; the rest are only counted
@@ -23,6 +31,10 @@ class DnsDecoder(Decoder):
     name = "dns"
     transports = frozenset({"udp", "tcp"})
     ports = frozenset({53, 5353, 5355})
+    # sections: parse the authority and additional records into the record (`authority`,
+    # `additional`); off, they are skipped (the OPT record is read either way). Opt-in: on
+    # DNSSEC-heavy traffic it doubles the decoder's cost (docs/tls-dns.md).
+    option_defaults = {"sections": False}
 
     @classmethod
     def probe(cls, direction: int, data: bytes) -> bool | None:
@@ -40,6 +52,7 @@ class DnsDecoder(Decoder):
 
     def __init__(self, ctx: DecoderContext, options: Mapping[str, Any]) -> None:
         super().__init__(ctx, options)
+        self.sections = bool(options.get("sections", False))
         # key -> [ts_ns, trans_id, qname, qtype, qclass, flags, tags], in arrival order
         self.pending: dict[tuple[int, str | None, int | None], list[Any]] = {}
         self.bufs = [bytearray(), bytearray()]  # TCP: bytes of the message in progress
@@ -88,7 +101,7 @@ class DnsDecoder(Decoder):
     # -- messages --
     def _message(self, data: bytes) -> None:
         try:
-            msg = parse_message(data)
+            msg = parse_message(data, self.sections)
         except Exception as exc:  # not even a header: nothing to record
             self._anomaly("dns_parse_error", str(exc))
             return
@@ -115,6 +128,7 @@ class DnsDecoder(Decoder):
             msg.qclass,
             msg.flag_fields(),
             tags,
+            msg.edns,
         ]
         if len(self.pending) > MAX_PENDING:
             oldest = next(iter(self.pending))
@@ -123,10 +137,12 @@ class DnsDecoder(Decoder):
     def _emit(self, query: list[Any] | None, resp: Message | None, resp_ts: int, tags: list[str]):
         tags = set(tags)
         if query is not None:
-            q_ts, trans_id, qname, qtype, qclass, flags, q_tags = query
+            q_ts, trans_id, qname, qtype, qclass, flags, q_tags = query[:7]
+            q_edns = query[7] if len(query) > 7 else None  # (older snapshots: 7 fields)
             tags.update(q_tags)
         else:
             q_ts, trans_id, qname, qtype, qclass, flags = resp_ts, None, None, None, None, None
+            q_edns = None
             tags.add("no_query")
         if resp is not None:
             trans_id = resp.trans_id
@@ -156,6 +172,14 @@ class DnsDecoder(Decoder):
                 if resp is not None and query is not None
                 else None,
                 "tags": sorted(tags),
+                # issue 15: after the original fields, so those keep their bytes
+                "qclass_name": class_name(qclass) if qclass is not None else None,
+                "answer_types": [type_name(a["type"]) for a in resp.answers] if resp else [],
+                "authority": (resp.authority if resp else []) if self.sections else None,
+                "additional": (resp.additional if resp else []) if self.sections else None,
+                "query_edns": q_edns,
+                "response_edns": resp.edns if resp is not None else None,
+                "section_error": resp.section_error if resp is not None else None,
             },
         )
 

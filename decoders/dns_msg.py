@@ -1,15 +1,18 @@
-"""DNS message parsing (RFC 1035): header, first question, answer records as text.
+"""DNS message parsing (RFC 1035): header, first question, every section's records as text,
+and EDNS (RFC 6891) with its options, the client subnet (RFC 7871) decoded.
 
 A small parser of our own rather than dpkt.dns: it must never raise on hostile input past
 its documented ValueError, must bound name decompression (pointer loops), and must keep
 whatever it parsed before the damage (a truncated answer section still gives the question).
-Authority and additional sections are not parsed: nothing in the record needs them.
+Damage in the authority or additional section is kept apart (`section_error`): the question
+and answers stay as they were parsed, with no error.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import struct
 from dataclasses import dataclass, field
 
 HEADER = 12
@@ -33,6 +36,16 @@ RCODE_NAMES = {
     0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED",
     6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH", 10: "NOTZONE",
 }  # fmt: skip
+# IANA "DNS CLASSes" (RFC 6895 3.2); the rest as RFC 3597's CLASS<n>.
+CLASS_NAMES = {1: "IN", 3: "CH", 4: "HS", 254: "NONE", 255: "ANY"}
+# IANA "DNS EDNS0 Option Codes (OPT)" registry, as of 2024.
+EDNS_OPTION_NAMES = {
+    1: "LLQ", 2: "UL", 3: "NSID", 5: "DAU", 6: "DHU", 7: "N3U", 8: "ECS", 9: "EXPIRE",
+    10: "COOKIE", 11: "TCP_KEEPALIVE", 12: "PADDING", 13: "CHAIN", 14: "KEY_TAG", 15: "EDE",
+    16: "CLIENT_TAG", 17: "SERVER_TAG", 18: "REPORT_CHANNEL", 19: "ZONEVERSION",
+    20292: "UMBRELLA_IDENT", 26946: "DEVICEID",
+}  # fmt: skip
+OPT = 41
 _NAME_TYPES = frozenset({2, 5, 12, 39})  # NS, CNAME, PTR, DNAME: rdata is one name
 
 
@@ -42,6 +55,10 @@ def type_name(qtype: int) -> str:
 
 def rcode_name(rcode: int) -> str:
     return RCODE_NAMES.get(rcode, f"RCODE{rcode}")
+
+
+def class_name(qclass: int) -> str:
+    return CLASS_NAMES.get(qclass, f"CLASS{qclass}")
 
 
 @dataclass(slots=True)
@@ -56,6 +73,13 @@ class Message:
     answers: list[dict] = field(default_factory=list)
     error: str | None = None  # what broke parsing (the fields above are what came before)
     answer_limit: bool = False
+    nscount: int = 0
+    arcount: int = 0
+    authority: list[dict] = field(default_factory=list)
+    additional: list[dict] = field(default_factory=list)  # without the OPT record
+    edns: dict | None = None  # the OPT record (RFC 6891), see `edns_fields`
+    section_error: str | None = None  # what broke the authority/additional sections
+    section_limit: bool = False
 
     @property
     def is_response(self) -> bool:
@@ -180,12 +204,167 @@ def parse_header(data: bytes) -> Message:
     if len(data) < HEADER:
         raise ValueError(f"{len(data)} bytes, shorter than a header")
     return Message(
-        trans_id=_u16(data, 0), flags=_u16(data, 2), qdcount=_u16(data, 4), ancount=_u16(data, 6)
+        trans_id=_u16(data, 0),
+        flags=_u16(data, 2),
+        qdcount=_u16(data, 4),
+        ancount=_u16(data, 6),
+        nscount=_u16(data, 8),
+        arcount=_u16(data, 10),
     )
 
 
-def parse_message(data: bytes) -> Message:
-    """ValueError only when not even the header is there; later damage sets `error`."""
+def _client_subnet(data: bytes) -> dict:
+    """RFC 7871 6: family, source and scope prefix lengths, the address bytes (only as many
+    as the source prefix needs) padded to a whole address."""
+    if len(data) < 4:
+        raise ValueError("ECS option shorter than 4 bytes")
+    family, source, scope = _u16(data, 0), data[2], data[3]
+    raw = data[4:]
+    address: str | None = None
+    if family == 1 and len(raw) <= 4:
+        address = str(ipaddress.IPv4Address(raw.ljust(4, b"\0")))
+    elif family == 2 and len(raw) <= 16:
+        address = str(ipaddress.IPv6Address(raw.ljust(16, b"\0")))
+    return {"family": family, "source_prefix": source, "scope_prefix": scope, "address": address}
+
+
+def edns_fields(udp_size: int, ttl: int, rdata: bytes) -> dict:
+    """The OPT pseudo-record (RFC 6891 6.1.2-6.1.3): requestor's UDP payload size (the
+    CLASS field), the extended RCODE's upper 8 bits, version and DO flag (the TTL field), the
+    options in wire order (`data` hex), and the client subnet option decoded (or null)."""
+    options = []
+    ecs = None
+    i, n = 0, len(rdata)
+    while i < n:
+        if i + 4 > n:
+            raise ValueError("truncated EDNS option header")
+        code, length = _u16(rdata, i), _u16(rdata, i + 2)
+        value = rdata[i + 4 : i + 4 + length]
+        if len(value) < length:
+            raise ValueError("EDNS option runs past the record")
+        options.append(
+            {"code": code, "name": EDNS_OPTION_NAMES.get(code, f"OPT{code}"), "data": value.hex()}
+        )
+        if code == 8 and ecs is None:
+            ecs = _client_subnet(value)
+        i += 4 + length
+    return {
+        "udp_size": udp_size,
+        "ext_rcode": ttl >> 24,
+        "version": (ttl >> 16) & 0xFF,
+        "do": bool(ttl & 0x8000),
+        "options": options,
+        "client_subnet": ecs,
+    }
+
+
+def skip_name(data: bytes, pos: int) -> int:
+    """The offset after the name at `pos`, without reading it (no pointer is followed)."""
+    n_data = len(data)
+    while True:
+        if pos >= n_data:
+            raise ValueError("name runs past the message")
+        n = data[pos]
+        if n >= 0xC0:
+            if pos + 1 >= n_data:
+                raise ValueError("truncated compression pointer")
+            return pos + 2
+        if n >= 0x40:
+            raise ValueError(f"label type 0x{n:02x}")
+        pos += 1 + n
+        if n == 0:
+            return pos
+
+
+_RR_HEAD = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+
+
+def _rr(data: bytes, pos: int, what: str, text: bool = True) -> tuple[str, int, int, int, int, int]:
+    """(owner name, type, class, ttl, rdata start, rdata length) of the record at `pos`;
+    without `text` the name is skipped ("" in its place)."""
+    if text:
+        name, pos = read_name(data, pos)
+    else:
+        name, pos = "", skip_name(data, pos)
+    if pos + 10 > len(data):
+        raise ValueError(f"{what}: truncated record header")
+    rtype, rclass, ttl, length = _RR_HEAD.unpack_from(data, pos)
+    pos += 10
+    if pos + length > len(data):
+        raise ValueError(f"{what}: rdata runs past the message")
+    return name, rtype, rclass, ttl, pos, length
+
+
+def _find_opt(data: bytes, pos: int, msg: Message) -> None:
+    """Walk past the authority and additional records without reading them (skip_name and
+    _rr inlined: this runs for every response), and parse the OPT record into `msg.edns`."""
+    if not msg.arcount:
+        return  # no additional record: no OPT to find
+    n = len(data)
+    unpack = _RR_HEAD.unpack_from
+    ns = msg.nscount
+    for i in range(ns + msg.arcount):
+        while True:  # the owner name
+            if pos >= n:
+                raise ValueError(f"record {i + 1} after the answers: name runs past the message")
+            b = data[pos]
+            if b >= 0xC0:
+                pos += 2
+                break
+            if b >= 0x40:
+                raise ValueError(f"record {i + 1} after the answers: label type 0x{b:02x}")
+            pos += 1 + b
+            if b == 0:
+                break
+        if pos + 10 > n:
+            raise ValueError(f"record {i + 1} after the answers: truncated record header")
+        rtype, rclass, ttl, length = unpack(data, pos)
+        start = pos + 10
+        pos = start + length
+        if pos > n:
+            raise ValueError(f"record {i + 1} after the answers: rdata runs past the message")
+        if rtype == OPT and i >= ns and msg.edns is None:
+            msg.edns = edns_fields(rclass, ttl, data[start:pos])
+
+
+def _sections(data: bytes, pos: int, msg: Message, full: bool) -> None:
+    """Authority and additional records: `{name, type, type_name, class, ttl, data}` (only
+    when `full`: otherwise they are skipped and the lists stay empty); the OPT record becomes
+    `msg.edns` either way."""
+    if not full:
+        _find_opt(data, pos, msg)
+        return
+    for count, out, label in (
+        (msg.nscount, msg.authority, "authority"),
+        (msg.arcount, msg.additional, "additional"),
+    ):
+        for i in range(count):
+            name, rtype, rclass, ttl, start, length = _rr(data, pos, f"{label} {i + 1}", full)
+            pos = start + length
+            if rtype == OPT and label == "additional":
+                if msg.edns is None:
+                    msg.edns = edns_fields(rclass, ttl, data[start : start + length])
+                continue
+            if not full:
+                continue
+            if len(out) >= MAX_ANSWERS:
+                msg.section_limit = True
+                continue
+            out.append(
+                {
+                    "name": name,
+                    "type": rtype,
+                    "type_name": type_name(rtype),
+                    "class": rclass,
+                    "ttl": ttl,
+                    "data": rdata_text(data, rtype, start, length),
+                }
+            )
+
+
+def parse_message(data: bytes, sections: bool = True) -> Message:
+    """ValueError only when not even the header is there; later damage sets `error`.
+    `sections`: read the authority and additional records (else only find the OPT record)."""
     msg = parse_header(data)
     pos = HEADER
     try:
@@ -216,6 +395,11 @@ def parse_message(data: bytes) -> Message:
             pos += length
     except ValueError as exc:
         msg.error = str(exc)
+        return msg
+    try:
+        _sections(data, pos, msg, sections)
+    except ValueError as exc:
+        msg.section_error = str(exc)
     return msg
 
 

@@ -21,6 +21,11 @@ Options (all optional, in the decoder options mapping):
                                    comes, with no_request + pending_limit (as Zeek)
   max_decompressed  64 MiB    decoded (Content-Encoding) bytes hashed per body; beyond: tag
                                    decompression_limit
+  md5, sha1         false     body_md5 / body_sha1 of each body's content (http_body.py)
+  sniff_mime        false     body_mime: the content's MIME type sniffed by puremagic
+  extract_max_bytes 0         > 0: keep each body's content up to this size and hand it to
+                                   the context's `store_file` (replay --extract-files sets
+                                   it); `extracted` in the request/response: the file name
   max_replay_bytes  8 MiB     bytes of a message in progress kept for snapshots; beyond, a
                                    restore resumes at the next message with tag restored_partial
                                    (the only case where a restore changes the output). Identity
@@ -88,6 +93,8 @@ from itertools import islice
 from typing import Any
 
 from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
+from decoders.http_body import BodyExtras
+from decoders.http_fields import txn_fields
 from decoders.http_lines import line_state
 from decoders.http_modes import BODY, CHUNK, GUESSED, TUNNEL, WAIT
 from decoders.http_msg import Msg, Txn
@@ -107,12 +114,20 @@ class HttpConfig:
     max_pending: int = 100
     max_decoded: int = 64 * 1024 * 1024
     max_replay: int = 8 * 1024 * 1024
+    extras: BodyExtras | None = None  # opt-in body fields (http_body.BodyExtras)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> HttpConfig:
         d = cls()
         max_header = max(1024, int(options.get("max_header_bytes", d.max_header)))
+        extras = BodyExtras(
+            md5=bool(options.get("md5", False)),
+            sha1=bool(options.get("sha1", False)),
+            sniff=bool(options.get("sniff_mime", False)),
+            keep=max(0, int(options.get("extract_max_bytes", 0))),
+        )
         return cls(
+            extras=extras if extras.any else None,
             max_header=max_header,
             max_headers=max(1, int(options.get("max_headers", d.max_headers))),
             max_pending=max(1, int(options.get("max_pending", d.max_pending))),
@@ -133,6 +148,10 @@ class HttpDecoder(Decoder):
         "max_pending": _DEFAULTS.max_pending,
         "max_decompressed": _DEFAULTS.max_decoded,
         "max_replay_bytes": _DEFAULTS.max_replay,
+        "md5": False,
+        "sha1": False,
+        "sniff_mime": False,
+        "extract_max_bytes": 0,
     }
 
     @classmethod
@@ -246,6 +265,11 @@ class HttpDecoder(Decoder):
         self.closed = True
 
     # ---- used by the sides
+    def store_file(self, data: bytes) -> str | None:
+        """Extraction through the context, when the runtime offers it (replay does)."""
+        store = getattr(self.ctx, "store_file", None)
+        return store(data) if store is not None else None
+
     def next_rid(self) -> int:
         self._rid += 1
         return self._rid
@@ -595,18 +619,17 @@ class HttpDecoder(Decoder):
         first = req if req is not None else resp
         assert first is not None
         flow = self.ctx.flow
-        self.ctx.emit(
-            "http",
-            {
-                "ts": ts_seconds(first.ts_ns),
-                "client": flow.client.as_json(),
-                "server": flow.server.as_json(),
-                "trans_depth": self.depth,
-                "request": req.record() if req is not None else None,
-                "response": resp.record(txn.info) if resp is not None else None,
-                "tags": txn.all_tags(),
-            },
-        )
+        fields = {
+            "ts": ts_seconds(first.ts_ns),
+            "client": flow.client.as_json(),
+            "server": flow.server.as_json(),
+            "trans_depth": self.depth,
+            "request": req.record() if req is not None else None,
+            "response": resp.record(txn.info) if resp is not None else None,
+            "tags": txn.all_tags(),
+        }
+        fields.update(txn_fields(req, resp))
+        self.ctx.emit("http", fields)
 
     # ---- state
     def snapshot(self) -> Any:

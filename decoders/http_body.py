@@ -25,6 +25,12 @@ An identity body's digest can be saved and loaded (`save()` / `load()`): its byt
 in pieces and hashed FLUSH bytes at a time with a resumable SHA-256, so a snapshot of a body in
 progress costs a few dozen bytes instead of the body itself. A decoded body's inflater state
 cannot be saved (zlib, brotli), so those are rebuilt by replaying their bytes.
+
+Opt-in extras (`BodyExtras`): MD5 and SHA-1 (what Zeek's files.log carries by default) and the
+MIME type sniffed from the first SNIFF bytes (puremagic), all over the body's content: the
+decoded bytes when a Content-Encoding is undone, else the body as sent (the bytes
+`decoded_body_sha256`, else `body_sha256`, covers). Their hashers cannot be saved, so a body
+with extras is replayed on restore like a decoded one (bounded by max_replay_bytes).
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import brotli
+import puremagic
 
 from reassembly import sha256 as _sha256
 from reassembly.sha256 import EMPTY_SHA256, ResumableSha256
@@ -50,6 +58,33 @@ STEP = 16 * 1024  # brotli input per decoder call, at fixed offsets of the compr
 # bodies); without it identity digests are replayed like decoded ones.
 RESUMABLE = getattr(_sha256, "_LIB", None) is not None
 SUPPORTED_CODINGS = frozenset({"gzip", "x-gzip", "deflate", "br"})
+SNIFF = 4096  # content bytes kept for MIME sniffing (puremagic reads at most its first 4 KiB)
+
+
+@dataclass(frozen=True, slots=True)
+class BodyExtras:
+    """Which opt-in body fields to compute (see the module doc)."""
+
+    md5: bool = False
+    sha1: bool = False
+    sniff: bool = False
+    keep: int = 0  # extraction: content bytes kept (a body over this is not extracted)
+
+    @property
+    def any(self) -> bool:
+        return self.md5 or self.sha1 or self.sniff or self.keep > 0
+
+
+def sniff_mime(head: bytes) -> str | None:
+    """puremagic's best match for the content's first bytes, or None (no match, empty)."""
+    if not head:
+        return None
+    try:
+        return puremagic.from_string(head, mime=True) or None
+    except Exception:  # puremagic.PureError (no match), or its own trouble with odd bytes
+        return None
+
+
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -230,13 +265,17 @@ class BodyDigest:
     __slots__ = (
         "_dsha",
         "_epend",
+        "_hashers",
+        "_head",
         "_imax",
+        "_kept",
         "_max",
         "_parts",
         "_plen",
         "_sha",
         "_stages",
         "_stopped",
+        "_x",
         "decode_error",
         "decoded_len",
         "length",
@@ -244,7 +283,18 @@ class BodyDigest:
         "missed",
     )
 
-    def __init__(self, codings: list[str] | None, max_decoded: int) -> None:
+    def __init__(
+        self, codings: list[str] | None, max_decoded: int, extras: BodyExtras | None = None
+    ) -> None:
+        x = self._x = extras if extras is not None and extras.any else None
+        if x is not None:  # (nothing allocated for them when the extras are off)
+            self._hashers: list[Any] = []
+            if x.md5:
+                self._hashers.append(hashlib.md5())
+            if x.sha1:
+                self._hashers.append(hashlib.sha1())
+            self._head = bytearray()
+            self._kept = bytearray()  # extraction: the content, up to keep + 1 bytes
         self.length = 0
         self.missed = 0
         self._max = max_decoded
@@ -268,7 +318,20 @@ class BodyDigest:
     @property
     def resumable(self) -> bool:
         """Can `save()` capture this digest (else its bytes must be replayed)?"""
-        return self._stages is None and RESUMABLE
+        return self._stages is None and RESUMABLE and self._x is None
+
+    def _content(self, data: bytes) -> None:
+        """Content bytes for the extras (identity: as flushed; encoded: as decoded)."""
+        for h in self._hashers:
+            h.update(data)
+        x = self._x
+        assert x is not None
+        head = self._head
+        if x.sniff and len(head) < SNIFF:
+            head += data[: SNIFF - len(head)]
+        kept = self._kept
+        if x.keep and len(kept) <= x.keep:
+            kept += data[: x.keep + 1 - len(kept)]
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         n = len(data)
@@ -303,7 +366,10 @@ class BodyDigest:
             self._sha = ResumableSha256() if RESUMABLE else hashlib.sha256()
         parts = self._parts
         if parts:
-            self._sha.update(parts[0] if len(parts) == 1 else b"".join(parts))
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._sha.update(data)
+            if self._x is not None:
+                self._content(data)
             self._parts = []
             self._plen = 0
 
@@ -387,6 +453,8 @@ class BodyDigest:
         self.decoded_len += len(data)
         assert self._dsha is not None
         self._dsha.update(data)
+        if self._x is not None:
+            self._content(data)
 
     def raw_sha256(self) -> str:
         if self._stages is None:
@@ -401,7 +469,10 @@ class BodyDigest:
         return self._sha.hexdigest()
 
     def fields(self) -> dict[str, Any]:
-        """The body_* (and decoded_body_*, missed_bytes) fields of a request/response record."""
+        """The body_* (and decoded_body_*, missed_bytes) fields of a request/response record,
+        then the extras asked for (body_md5, body_sha1, body_mime)."""
+        if self._x is not None and self._stages is None:
+            self._flush()  # the extras see identity bytes as they are flushed
         out: dict[str, Any] = {"body_len": self.length, "body_sha256": self.raw_sha256()}
         if self._stages is not None and not self._stopped:
             self._finish()
@@ -411,7 +482,26 @@ class BodyDigest:
             out["decoded_body_sha256"] = self._dsha.hexdigest()
         if self.missed:
             out["missed_bytes"] = self.missed
+        x = self._x
+        if x is not None:
+            hashers = iter(self._hashers)
+            if x.md5:
+                out["body_md5"] = next(hashers).hexdigest()
+            if x.sha1:
+                out["body_sha1"] = next(hashers).hexdigest()
+            if x.sniff:
+                out["body_mime"] = sniff_mime(bytes(self._head))
         return out
+
+    def content(self) -> bytes | None:
+        """For extraction: the whole content, or None (extraction off, empty, over the bound,
+        bytes lost, or decoding stopped early). Call after `fields()`."""
+        x = self._x
+        if x is None or not x.keep or not self._kept or len(self._kept) > x.keep:
+            return None
+        if self.missed or self.limit_hit or self.decode_error:
+            return None
+        return bytes(self._kept)
 
     def tags(self) -> list[str]:
         tags = []

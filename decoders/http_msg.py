@@ -3,9 +3,10 @@ a body digest while the body streams, tags; plus their msgpack-able snapshot for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from decoders.http_body import BodyDigest
+from decoders.http_body import BodyDigest, BodyExtras
 
 UNKNOWN_BODY: dict[str, Any] = {"body_len": None, "body_sha256": None}
 
@@ -30,11 +31,13 @@ class Msg:
         "codings",
         "complete",
         "digest",
+        "end_ns",
         "framing",
         "head",
         "is_request",
         "paired",
         "rid",
+        "store",
         "switch",
         "tags",
         "ts_ns",
@@ -44,6 +47,7 @@ class Msg:
         self.rid = rid
         self.is_request = is_request
         self.ts_ns = ts_ns
+        self.end_ns = ts_ns  # capture time of the last byte (set when the message ends)
         self.clock = clock  # decoder clock: when the head completed (request) / began (response)
         self.head: dict[str, Any] = {}
         self.tags: set[str] = set()
@@ -55,10 +59,18 @@ class Msg:
         # stand-in request it was parsed with
         self.framing = b"GET"
         self.switch = False  # request proposes a protocol switch (CONNECT / Upgrade)
+        # extraction: stores a body's content, returns its file name (HttpDecoder.store_file)
+        self.store: Callable[[bytes], str | None] | None = None
         self.paired = False
 
-    def open_body(self, max_decoded: int) -> None:
-        self.digest = BodyDigest(self.codings, max_decoded)
+    def open_body(
+        self,
+        max_decoded: int,
+        extras: BodyExtras | None = None,
+        store: Callable[[bytes], str | None] | None = None,
+    ) -> None:
+        self.digest = BodyDigest(self.codings, max_decoded, extras)
+        self.store = store if extras is not None and extras.keep else None
 
     def finish(self) -> None:
         """Freeze the body fields; a message without digest (lenient head) has unknown body."""
@@ -67,6 +79,12 @@ class Msg:
         d = self.digest
         if d is not None:
             self.body = d.fields()
+            if self.store is not None:
+                # The file name, or null (over the bound, bytes lost, not written); storing
+                # is idempotent (named by content), so a restore that replays the body agrees.
+                data = d.content()
+                self.body["extracted"] = self.store(data) if data is not None else None
+                self.store = None
             if d.limit_hit or d.decode_error:
                 self.tags.update(d.tags())
             self.digest = None
@@ -86,6 +104,7 @@ class Msg:
             "rid": self.rid,
             "req": self.is_request,
             "ts": self.ts_ns,
+            "end": self.end_ns,
             "clock": self.clock,
             "head": self.head,
             "tags": sorted(self.tags),
@@ -100,6 +119,7 @@ class Msg:
     @classmethod
     def from_state(cls, st: dict[str, Any]) -> Msg:
         m = cls(st["rid"], st["req"], st["ts"], st["clock"])
+        m.end_ns = st.get("end", st["ts"])
         m.head = st["head"]
         m.tags = set(st["tags"])
         m.codings = st["codings"]

@@ -133,7 +133,7 @@ class RequestSide(Side):
         dec = self.dec
         self.head_seen = True
         if dec.replaying and self.cur is not None:
-            self.cur.open_body(self.cfg.max_decoded)
+            self.cur.open_body(self.cfg.max_decoded, self.cfg.extras, self.dec.store_file)
             return
         msg = new_head_msg(
             dec.next_rid(),
@@ -156,13 +156,14 @@ class RequestSide(Side):
             dec.check_headers(msg, [], len(headers), None, True)
         else:
             dec.check_headers(msg, raw, len(raw), lengths)
-        msg.open_body(self.cfg.max_decoded)
+        msg.open_body(self.cfg.max_decoded, self.cfg.extras, self.dec.store_file)
         self.cur = msg
         dec.push_request(msg, self.boundary)
 
     def _done(self, pos: int | None = None) -> None:
         msg = self.cur
         assert msg is not None
+        msg.end_ns = self.end_ts(pos)
         msg.finish()
         self.cur = None
         if msg.switch and not msg.paired:
@@ -196,6 +197,7 @@ class RequestSide(Side):
             return
         self.cur = None
         msg.tags |= tags
+        msg.end_ns = self.end_ts(self.end)
         msg.finish()
         self.dec.request_complete(msg)
 

@@ -263,7 +263,7 @@ class ResponseSide(Side):
         if dec.replaying and self.cur is not None:
             self.head_seen = True
             assert self.cur.resp is not None
-            self.cur.resp.open_body(self.cfg.max_decoded)
+            self.cur.resp.open_body(self.cfg.max_decoded, self.cfg.extras, self.dec.store_file)
             return
         ts, clock = self.first or self.arrival_at(self.boundary)
         if self.pending_pair is not None:
@@ -306,7 +306,9 @@ class ResponseSide(Side):
         elif self.framing == b"CONNECT" and 200 <= status < 300:
             switch = "tunnel"
         if switch is not None:
-            resp.open_body(self.cfg.max_decoded)  # no body: empty digest
+            resp.open_body(
+                self.cfg.max_decoded, self.cfg.extras, self.dec.store_file
+            )  # no body: empty digest
             resp.finish()
             self.cur = None
             # What came after the head belongs to the new protocol (switches are parsed by
@@ -314,12 +316,13 @@ class ResponseSide(Side):
             rest = self.conn.trailing_data[0] if self.conn is not None else b""
             dec.switch(txn, switch, rest)
             return
-        resp.open_body(self.cfg.max_decoded)
+        resp.open_body(self.cfg.max_decoded, self.cfg.extras, self.dec.store_file)
         dec.response_head(txn)
 
     def _done(self, pos: int | None = None) -> None:
         txn = self.cur
         assert txn is not None and txn.resp is not None
+        txn.resp.end_ns = self.end_ts(pos)
         txn.resp.finish()
         self.cur = None
         self._next_message(pos)
@@ -333,6 +336,7 @@ class ResponseSide(Side):
         self.cur = None
         assert txn.resp is not None
         txn.resp.tags |= tags
+        txn.resp.end_ns = self.end_ts(self.end)
         txn.resp.finish()
         self.dec.txn_done(txn)
 

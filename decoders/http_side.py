@@ -119,6 +119,24 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
     def _before_next(self) -> None:
         pass
 
+    def end_ts(self, pos: int | None = None) -> int:
+        """Capture time of the arrival that brought the current message's last byte (`pos`:
+        where it ended; None: where h11 stopped reading, or the last byte delivered). From the
+        saved arrivals, so a restore gives the same value."""
+        if pos is None:
+            conn = self.conn
+            pos = self.end - (h11_buffered(conn) if conn is not None else 0)
+        arr = self.arr
+        if not arr:
+            return self.dec.ctx.ts_ns
+        last = pos - 1
+        ts = arr[0][1]
+        for start, t, _c in arr:
+            if start > last:
+                break
+            ts = t
+        return ts
+
     def _event(self, ev: Any) -> None:
         raise NotImplementedError
 

@@ -8,9 +8,16 @@ LDAP, PostgreSQL: decoders/tls_starttls_rules.py) to follow their STARTTLS dialo
 
 Pairing: hellos pair in order. A ServerHello that is a HelloRetryRequest closes its pair and
 parsing goes on for the second ClientHello and its ServerHello (a second record); any other
-ServerHello ends parsing, and the rest of the flow is ignored at the cost of one test per
-segment. A hello whose partner can no longer come (that direction hit an alert, application
-data, a gap, a parse error or the flow's end) is emitted alone with the other side null.
+ServerHello ends the hellos. A hello whose partner can no longer come (that direction hit an
+alert, application data, a gap, a parse error or the flow's end) is emitted alone with the
+other side null.
+
+After the final ServerHello the record is held while the rest of the handshake is followed
+(decoders/tls_session.py: certificates in clear, ChangeCipherSpec, alerts, the first
+encrypted records) until it is established, a fatal alert comes, both directions are over
+or the flow ends; then it is emitted and the rest of the flow is ignored at the cost of one
+test per segment. The fields the hellos gave are fixed when the pair forms (tags included),
+so following the handshake only adds fields.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
-from decoders.tls_hello import parse_client_hello, parse_server_hello
+from decoders.tls_hello import parse_client_hello_info, parse_server_hello_info
+from decoders.tls_session import Session, alert_record, session_fields
 from decoders.tls_starttls import StartTls, from_smtp_v1
 from decoders.tls_starttls_rules import BY_PORT, PORTS
 from decoders.tls_stream import ERROR, HandshakeReader
@@ -62,8 +70,12 @@ class TlsDecoder(Decoder):
         self.mode = UNDECIDED
         self.readers = [HandshakeReader(), HandshakeReader()]
         self.upgrade: StartTls | None = None
-        # Hellos waiting for their partner: [ts_ns, fields or None (unparsable), tags].
+        # Hellos waiting for their partner: [ts_ns, fields or None (unparsable), tags, info
+        # (tls_hello's *_info second value, or None)].
         self.hellos: list[list[list[Any]]] = [[], []]
+        # After the final ServerHello: the record's fields so far, and the handshake followed.
+        self.held: dict[str, Any] | None = None
+        self.session: Session | None = None
         self.done = [False, False]  # the direction can bring no more hellos
         self.finished = False
         self.tags: list[str] = []  # flow-level tags, on every record of the flow
@@ -97,7 +109,8 @@ class TlsDecoder(Decoder):
             self.mode, self.upgrade = OFF, None
             return
         if not self.done[direction]:
-            self._tag("gap")
+            if self.session is None:
+                self._tag("gap")
             self._end(direction)
             self._settle()
 
@@ -125,10 +138,35 @@ class TlsDecoder(Decoder):
     def _feed(self, direction: int, data: bytes) -> None:
         if self.done[direction] or self.finished:
             return
+        self.readers[direction].feed(data, self.ctx.ts_ns)
+        if self.session is None:
+            self._hellos(direction)
+        if self.session is not None:
+            # Both directions: bytes behind the final ServerHello wait in the readers.
+            self._follow(direction)
+            self._follow(1 - direction)
+            self._settle()
+
+    def _follow(self, direction: int) -> None:
+        """The handshake after the hellos (tls_session.py). A broken record layer ends the
+        direction quietly: the hello fields are out, nothing else depends on it."""
         reader = self.readers[direction]
-        reader.feed(data, self.ctx.ts_ns)
+        while self.session is not None and not self.done[direction] and not self.session.over:
+            msg = reader.next_message()
+            if msg is None:
+                if reader.status:
+                    self._end(direction)
+                return
+            mtype, body, _ts = msg
+            if mtype < 0:
+                self.session.on_event(direction, mtype, body)
+            else:
+                self.session.on_message(direction, mtype, body)
+
+    def _hellos(self, direction: int) -> None:
+        reader = self.readers[direction]
         want = HS_CLIENT_HELLO if direction == CLIENT else HS_SERVER_HELLO
-        while not self.finished and not self.done[direction]:
+        while not self.finished and not self.done[direction] and self.session is None:
             msg = reader.next_message()
             if msg is None:
                 if reader.status:
@@ -147,13 +185,14 @@ class TlsDecoder(Decoder):
         self._settle()
 
     def _parse(self, direction: int, body: bytes, ts_ns: int) -> list[Any]:
-        parse = parse_client_hello if direction == CLIENT else parse_server_hello
+        parse = parse_client_hello_info if direction == CLIENT else parse_server_hello_info
         try:
-            return [ts_ns, parse(body), []]
+            fields, info = parse(body)
+            return [ts_ns, fields, [], info]
         except Exception as exc:  # malformed hello: never let it out, say so in the record
             what = "client_hello" if direction == CLIENT else "server_hello"
             self.ctx.anomaly("tls_parse_error", f"{what}: {type(exc).__name__}: {exc}"[:200])
-            return [ts_ns, None, ["parse_error"]]
+            return [ts_ns, None, ["parse_error"], None]
 
     def _end(self, direction: int) -> None:
         self.done[direction] = True
@@ -166,7 +205,7 @@ class TlsDecoder(Decoder):
     # -- records --
     def _settle(self) -> None:
         clients, servers = self.hellos
-        while not self.finished:
+        while not self.finished and self.session is None:
             if clients and servers:
                 self._emit(clients.pop(0), servers.pop(0))
             elif servers and self.done[CLIENT]:
@@ -175,29 +214,57 @@ class TlsDecoder(Decoder):
                 self._emit(clients.pop(0), None)
             else:
                 break
+        if self.session is not None:
+            if self.session.over or (self.done[CLIENT] and self.done[SERVER]):
+                self._emit_held()
+            return
         if self.done[CLIENT] and self.done[SERVER]:
             self.finished = True
 
+    def _early_alerts(self) -> list[dict[str, Any]]:
+        """Plaintext alerts that ended a direction before the hellos were over."""
+        return [
+            alert_record(d, level, desc)
+            for d in (CLIENT, SERVER)
+            for level, desc in self.readers[d].alerts
+        ]
+
     def _emit(self, ch: list[Any] | None, sh: list[Any] | None) -> None:
-        if sh is not None and not (sh[1] is not None and sh[1]["hello_retry_request"]):
-            self.finished = True
-            self.readers = [HandshakeReader(), HandshakeReader()]
         tags = set(self.tags)
         for hello in (ch, sh):
             if hello is not None:
                 tags.update(hello[2])
         flow = self.ctx.flow
-        self.ctx.emit(
-            "tls",
-            {
-                "ts": ts_seconds((ch or sh)[0]),  # type: ignore[index]
-                "client": flow.client.as_json(),
-                "server": flow.server.as_json(),
-                "client_hello": ch[1] if ch else None,
-                "server_hello": sh[1] if sh else None,
-                "tags": sorted(tags),
-            },
-        )
+        fields = {
+            "ts": ts_seconds((ch or sh)[0]),  # type: ignore[index]
+            "client": flow.client.as_json(),
+            "server": flow.server.as_json(),
+            "client_hello": ch[1] if ch else None,
+            "server_hello": sh[1] if sh else None,
+            "tags": sorted(tags),
+        }
+        c_info = ch[3] if ch and len(ch) > 3 else None
+        s_info = sh[3] if sh and len(sh) > 3 else None
+        if sh is not None and not (sh[1] is not None and sh[1]["hello_retry_request"]):
+            # The final ServerHello: hold the record and follow the handshake.
+            fields["info"] = [c_info, s_info]
+            self.held = fields
+            self.session = Session(c_info, s_info)
+            for reader in self.readers:
+                reader.records = True
+            return
+        fields.update(session_fields(c_info, s_info, None, self._early_alerts()))
+        self.ctx.emit("tls", fields)
+
+    def _emit_held(self) -> None:
+        fields, session = self.held, self.session
+        assert fields is not None and session is not None
+        c_info, s_info = fields.pop("info")
+        fields.update(session_fields(c_info, s_info, session, self._early_alerts()))
+        self.held = self.session = None
+        self.finished = True
+        self.readers = [HandshakeReader(), HandshakeReader()]
+        self.ctx.emit("tls", fields)
 
     # -- state --
     def snapshot(self) -> Any:
@@ -210,6 +277,8 @@ class TlsDecoder(Decoder):
             "done": self.done,
             "finished": self.finished,
             "tags": self.tags,
+            "held": self.held,
+            "session": self.session.to_state() if self.session is not None else None,
         }
 
     @classmethod
@@ -225,4 +294,7 @@ class TlsDecoder(Decoder):
         d.done = list(state["done"])
         d.finished = state["finished"]
         d.tags = list(state["tags"])
+        d.held = state.get("held")
+        st = state.get("session")
+        d.session = Session.from_state(st) if st is not None else None
         return d

@@ -13,6 +13,7 @@ HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e
 
 EXT_SNI, EXT_GROUPS, EXT_POINT_FORMATS, EXT_SIG_ALGS = 0, 10, 11, 13
 EXT_ALPN, EXT_SUPPORTED_VERSIONS = 16, 43
+EXT_SESSION_TICKET, EXT_PRE_SHARED_KEY = 35, 41
 
 _JA4_VERSIONS = {
     0x0304: "13",
@@ -99,10 +100,16 @@ def _text(raw: bytes) -> str:
 
 def parse_client_hello(body: bytes) -> dict[str, Any]:
     """ClientHello body -> the `client_hello` object of a tls record (keys in record order)."""
+    return parse_client_hello_info(body)[0]
+
+
+def parse_client_hello_info(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(`client_hello` object, what resumption detection needs: `session_id` hex, `ticket`
+    (a non-empty SessionTicket extension), `psk` (a pre_shared_key extension))."""
     r = _Reader(body)
     version = r.u16()
     r.take(32)  # random
-    r.vector(1)  # session id
+    session_id = r.vector(1).take_all()
     ciphers = _u16_list(r.vector(2))
     r.vector(1)  # compression methods
     exts = _extensions(r)
@@ -138,7 +145,12 @@ def parse_client_hello(body: bytes) -> dict[str, Any]:
             raise ValueError(f"extension {etype}: {exc}") from None
     ext_types = [t for t, _ in exts]
     ja3_string = ja3_text(version, ciphers, ext_types, groups, formats)
-    return {
+    info = {
+        "session_id": session_id.hex(),
+        "ticket": any(t == EXT_SESSION_TICKET and d for t, d in exts),
+        "psk": EXT_PRE_SHARED_KEY in ext_types,
+    }
+    fields = {
         "version": version_text(version),
         "sni": sni,
         "alpn": alpn,
@@ -159,24 +171,43 @@ def parse_client_hello(body: bytes) -> dict[str, Any]:
             sig_algs,
         ),
     }
+    return fields, info
 
 
 def parse_server_hello(body: bytes) -> dict[str, Any]:
     """ServerHello body -> the `server_hello` object of a tls record (keys in record order)."""
+    return parse_server_hello_info(body)[0]
+
+
+def parse_server_hello_info(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(`server_hello` object, the negotiated parameters: `version` (supported_versions, else
+    legacy_version), `cipher`, `alpn` (the protocol chosen, or None), `session_id` hex, `psk`
+    (a pre_shared_key extension: a PSK was accepted), `ja4s`)."""
     r = _Reader(body)
     version = r.u16()
     random = r.take(32)
-    r.vector(1)  # session id
+    session_id = r.vector(1).take_all()
     cipher = r.u16()
     r.u8()  # compression method
     exts = _extensions(r)
     selected = None
+    negotiated = version
     for etype, data in exts:
         if etype == EXT_SUPPORTED_VERSIONS and len(data) == 2:
-            selected = version_text(int.from_bytes(data, "big"))
+            negotiated = int.from_bytes(data, "big")
+            selected = version_text(negotiated)
     ext_types = [t for t, _ in exts]
     ja3s_string = ja3s_text(version, cipher, ext_types)
-    return {
+    alpn_raw = alpn_first_raw(exts)
+    info = {
+        "version": negotiated,
+        "cipher": cipher,
+        "alpn": _text(alpn_raw) if alpn_raw else None,
+        "session_id": session_id.hex(),
+        "psk": EXT_PRE_SHARED_KEY in ext_types,
+        "ja4s": ja4s(negotiated, cipher, ext_types, alpn_raw),
+    }
+    fields = {
         "version": version_text(version),
         "selected_version": selected,
         "cipher_suite": cipher,
@@ -185,6 +216,7 @@ def parse_server_hello(body: bytes) -> dict[str, Any]:
         "ja3s_string": ja3s_string,
         "hello_retry_request": random == HRR_RANDOM,
     }
+    return fields, info
 
 
 def _dashed(values: list[int]) -> str:
@@ -265,3 +297,15 @@ def ja4(
     else:
         c = "0" * 12
     return f"{a}_{b}_{c}"
+
+
+def ja4s(version: int, cipher: int, exts: list[int], alpn_chosen: bytes) -> str:
+    """FoxIO JA4S (technical_details/JA4S.md), TLS over TCP: `t` + version (the
+    supported_versions extension's, else legacy_version) + extension count (2 digits, capped
+    at 99) + the chosen ALPN's first and last character (JA4's rule, `00` when none) `_`
+    the chosen cipher in 4 hex digits `_` 12 hex of SHA-256 of the extensions in wire order
+    (4-digit hex, comma-joined; `000000000000` when none). Nothing is sorted or dropped: a
+    ServerHello carries no GREASE (RFC 8701 3) and its order is the server's own."""
+    a = f"t{_JA4_VERSIONS.get(version, '00')}{min(len(exts), 99):02d}{ja4_alpn(alpn_chosen)}"
+    c = _hash12(",".join(f"{e:04x}" for e in exts)) if exts else "0" * 12
+    return f"{a}_{cipher:04x}_{c}"

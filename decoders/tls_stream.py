@@ -16,6 +16,9 @@ MAX_RECORD = (1 << 14) + 2048  # TLSCiphertext limit (RFC 8446 5.2)
 MAX_HANDSHAKE = 64 * 1024  # buffered handshake bytes per direction before giving up
 
 OK, END, ERROR = "", "end", "error"
+# Record-level events `next_message` returns in place of a handshake type once `records` is
+# set (after the hellos: decoders/tls.py's handshake phase).
+EV_CCS, EV_ALERT, EV_ENCRYPTED, EV_APPDATA = -20, -21, -22, -23
 
 
 def _add_mark(marks: list[list[int]], offset: int, ts_ns: int) -> None:
@@ -42,7 +45,23 @@ def _drop(marks: list[list[int]], n: int, remaining: int) -> None:
 
 
 class HandshakeReader:
-    __slots__ = ("buf", "buf_marks", "error", "hs", "hs_marks", "status")
+    """Records -> handshake messages. Until `records` is set, a ChangeCipherSpec is skipped and
+    an alert or application data ends the direction (the hellos are over; a plaintext alert
+    is kept in `alerts`). Once set, those records come out as events (EV_*, with the alert's
+    two bytes), and after this direction's ChangeCipherSpec handshake records are encrypted:
+    EV_ENCRYPTED, never cut into messages."""
+
+    __slots__ = (
+        "alerts",
+        "buf",
+        "buf_marks",
+        "ccs",
+        "error",
+        "hs",
+        "hs_marks",
+        "records",
+        "status",
+    )
 
     def __init__(self) -> None:
         self.buf = bytearray()  # record-layer bytes not yet cut into records
@@ -51,6 +70,9 @@ class HandshakeReader:
         self.hs_marks: list[list[int]] = []
         self.status = OK
         self.error: tuple[str, str] | None = None  # (anomaly name, detail) when status is ERROR
+        self.records = False  # return record-level events (see the class doc)
+        self.ccs = False  # this direction sent a ChangeCipherSpec
+        self.alerts: list[list[int]] = []  # plaintext alerts met while `records` was unset
 
     def feed(self, data: bytes, ts_ns: int) -> None:
         if self.status or not data:
@@ -97,16 +119,46 @@ class HandshakeReader:
             fragment = bytes(buf[5 : 5 + length])
             del buf[: 5 + length]
             _drop(self.buf_marks, 5 + length, len(buf))
+            if self.records:
+                event = self._event(ctype, fragment, ts)
+                if event is not None:
+                    return event
+                continue
             if ctype == CT_HANDSHAKE:
                 if fragment:
                     _add_mark(self.hs_marks, len(hs), ts)
                     hs += fragment
                     if len(hs) > MAX_HANDSHAKE + 4:
                         self._fail("tls_buffer_limit", f"{len(hs)} handshake bytes buffered")
-            elif ctype != CT_CHANGE_CIPHER_SPEC:  # alert or application data: hellos are over
+            elif ctype == CT_CHANGE_CIPHER_SPEC:
+                self.ccs = True
+            else:  # alert or application data: hellos are over
+                if ctype == CT_ALERT and len(fragment) == 2:
+                    self.alerts.append([fragment[0], fragment[1]])
                 self.status = END
                 self.release()
         return None
+
+    def _event(self, ctype: int, fragment: bytes, ts: int) -> tuple[int, bytes, int] | None:
+        """One record after the hellos (`records` set): an event, or None when a handshake
+        record's bytes only joined the message buffer."""
+        if ctype == CT_HANDSHAKE and not self.ccs:
+            if fragment:
+                hs = self.hs
+                _add_mark(self.hs_marks, len(hs), ts)
+                hs += fragment
+                if len(hs) > MAX_HANDSHAKE + 4:
+                    self._fail("tls_buffer_limit", f"{len(hs)} handshake bytes buffered")
+            return None
+        if ctype == CT_CHANGE_CIPHER_SPEC:
+            self.ccs = True
+            return EV_CCS, b"", ts
+        if ctype == CT_ALERT:
+            # A plaintext alert is two bytes; an encrypted one carries at least a MAC or tag.
+            return (EV_ALERT, fragment, ts) if len(fragment) == 2 else (EV_ENCRYPTED, b"", ts)
+        if ctype == CT_APPLICATION_DATA:
+            return EV_APPDATA, b"", ts
+        return EV_ENCRYPTED, b"", ts
 
     def snapshot(self) -> list[Any]:
         return [
@@ -116,12 +168,17 @@ class HandshakeReader:
             self.hs_marks,
             self.status,
             list(self.error) if self.error else None,
+            {"records": self.records, "ccs": self.ccs, "alerts": self.alerts},
         ]
 
     @classmethod
     def restore(cls, state: list[Any]) -> HandshakeReader:
         r = cls()
-        buf, buf_marks, hs, hs_marks, r.status, error = state
+        buf, buf_marks, hs, hs_marks, r.status, error = state[:6]
+        extra = state[6] if len(state) > 6 else {}  # (older snapshots: six fields)
+        r.records = extra.get("records", False)
+        r.ccs = extra.get("ccs", False)
+        r.alerts = [list(a) for a in extra.get("alerts", [])]
         r.buf, r.hs = bytearray(buf), bytearray(hs)
         r.buf_marks = [list(m) for m in buf_marks]
         r.hs_marks = [list(m) for m in hs_marks]

@@ -29,6 +29,11 @@ class RuntimeConfig:
     vlan_in_flow_key: bool = True
     # Community ID v1 seed (probe.communityid): sensors that share data must share it.
     community_id_seed: int = 0
+    # HTTP body extraction (replay only, streams/files.py): directory, per-file and count
+    # bounds; None: off.
+    extract_dir: str | None = None
+    extract_max_bytes: int = 10 * 1024 * 1024
+    extract_max_files: int = 10_000
 
     def packet_source(self) -> PacketSource:
         return PacketSource(

@@ -47,6 +47,22 @@ class ReplaySettings:
         help="keep the RocksDB state here (default: a temporary directory, removed at exit)",
     )
     no_progress: bool = option(False, help="never show the progress bar on stderr")
+    extract_files: str | None = option(
+        None,
+        metavar="DIR",
+        help="write HTTP bodies into DIR, each named by the sha256 of its content (decoded "
+        "when a Content-Encoding applies); the record's request/response gets `extracted`",
+    )
+    extract_max_bytes: int = option(
+        10 * 1024 * 1024,
+        parse=positive_int,
+        help="with --extract-files: bodies larger than this are not extracted",
+    )
+    extract_max_files: int = option(
+        10_000,
+        parse=positive_int,
+        help="with --extract-files: files written at most, per partition",
+    )
     commit_every: int = option(
         _COMMIT_EVERY,
         parse=positive_int,

@@ -24,6 +24,7 @@ from probe.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
     from reassembly.tracker import Flow
+    from streams.files import FileStore
 
 Emit = Callable[[str, str, dict[str, Any]], None]  # (record type, key = uid, record)
 
@@ -62,6 +63,7 @@ class SessionConfig:
         "candidates",
         "community_id_seed",
         "emit",
+        "files",
         "options",
         "ports",
         "stream_chunks",
@@ -74,7 +76,9 @@ class SessionConfig:
         emit: Emit,
         stream_chunks: bool = False,
         community_id_seed: int = 0,
+        files: FileStore | None = None,
     ) -> None:
+        self.files = files  # extracted bodies (streams/files.py), or None
         self.candidates = candidates
         self.stream_chunks = stream_chunks
         self.community_id_seed = community_id_seed
@@ -170,6 +174,12 @@ class FlowSession:
         }
         record.update(fields)
         self.config.emit(record_type, uid, record)
+
+    def store_file(self, data: bytes) -> str | None:
+        """Extraction (optional context capability): store a body's content, return its file
+        name (sha256), or None (extraction off, over a bound, write error)."""
+        files = self.config.files
+        return files.store(data) if files is not None else None
 
     def anomaly(self, name: str, detail: str = "") -> None:
         decoder = None

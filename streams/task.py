@@ -26,6 +26,7 @@ from reassembly.tracker import Flow, FlowTracker
 from reassembly.udpflow import UdpFlow
 from state.store import StateStore
 from streams.config import RuntimeConfig
+from streams.files import FileStore
 from streams.session import Emit, FlowSession, SessionConfig, flow_record
 
 META_KEY = b"\x00meta"  # task metadata; flow keys start with their format version (1)
@@ -83,12 +84,18 @@ class Task:
         ]
         self._packet_extensions = [ext for ext in self.extensions if ext.packets]
         record_emit = self._emit_and_observe if self.extensions else emit
+        files = None
+        if config.extract_dir is not None:
+            files = FileStore(
+                config.extract_dir, config.extract_max_bytes, config.extract_max_files
+            )
         self.sessions = SessionConfig(
             decoders,
             config.decoder_options,
             record_emit,
             stream_chunks=config.stream_chunks,
             community_id_seed=config.community_id_seed,
+            files=files,
         )
         self.tracker = FlowTracker(config.limits, self._new_session, self._finished, self._anomaly)
         self.bad_packets: Counter[str] = Counter()

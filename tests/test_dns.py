@@ -201,6 +201,14 @@ def test_record_schema_and_answer_text():
             "answers",
             "rtt",
             "tags",
+            # issue 15, after the original fields (docs/tls-dns.md)
+            "qclass_name",
+            "answer_types",
+            "authority",
+            "additional",
+            "query_edns",
+            "response_edns",
+            "section_error",
         ]
         assert list(r["flags"]) == ["aa", "tc", "rd", "ra"]
         assert r["rtt"] is not None and r["rtt"] >= 0

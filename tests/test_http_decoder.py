@@ -184,7 +184,24 @@ def test_record_shape_and_order() -> None:
         ]
     )
     (rec,) = ctx.http()
-    assert list(rec) == ["ts", "client", "server", "trans_depth", "request", "response", "tags"]
+    assert list(rec) == [
+        "ts",
+        "client",
+        "server",
+        "trans_depth",
+        "request",
+        "response",
+        "tags",
+        # issue 15's convenience fields, after the original ones (docs/http.md)
+        "host",
+        "user_agent",
+        "referrer",
+        "request_content_type",
+        "response_content_type",
+        "filename",
+        "latency",
+        "response_time",
+    ]
     assert rec["ts"] == 5.000001  # capture time of the request's first byte
     assert rec["client"] == {"ip": "10.0.0.1", "port": 40000}
     assert list(rec["request"]) == [

@@ -44,7 +44,7 @@ from tests.fuzzing import fuzz
 from tests.pcapgen import write_pcap
 from tests.test_task_restore import run as run_task
 
-TIMELESS = {"ts", "ts_start", "ts_end", "duration"}
+TIMELESS = {"ts", "ts_start", "ts_end", "duration", "latency", "response_time"}
 
 
 def replay(frames: list, tmp_path: Path, restarts: set[int] | None = None) -> list[dict]:

@@ -213,6 +213,16 @@ def test_record_schema():
             "client_hello",
             "server_hello",
             "tags",
+            # issue 15, after the original fields (docs/tls-dns.md)
+            "version",
+            "cipher",
+            "alpn",
+            "ja4s",
+            "established",
+            "resumed",
+            "alerts",
+            "server_certificates",
+            "client_certificates",
         ]
         assert list(r["client_hello"]) == [
             "version",
@@ -520,6 +530,11 @@ def test_oversized_handshake_message_is_bounded():
 def test_malformed_hello_is_tagged_not_raised():
     bad = handshake(1, b"\x03\x03" + b"\x00" * 10)
     out = run([("data", CLIENT, records(bad), 1), ("data", SERVER, records(SH), 2)])
+    # the pair is held while the handshake is followed (tls_session.py): out at the close
+    assert [t for t, _ in out] == ["anomaly"]
+    out = run(
+        [("data", CLIENT, records(bad), 1), ("data", SERVER, records(SH), 2), ("close", "fin", 3)]
+    )
     assert [t for t, _ in out] == ["anomaly", "tls"]
     assert out[0][1]["name"] == "tls_parse_error"
     assert out[1][1]["client_hello"] is None and out[1][1]["tags"] == ["parse_error"]
