@@ -11,6 +11,7 @@ import json
 import random
 
 from decoders.api import CLIENT, SERVER
+from decoders.testing import rechunk
 from streams.config import RuntimeConfig
 from streams.replay import replay_records
 from tests.test_http_support import (
@@ -18,7 +19,6 @@ from tests.test_http_support import (
     canon,
     chunked,
     flow_info,
-    rechunk,
     req,
     resp,
     run,

@@ -15,15 +15,14 @@ import pytest
 
 from decoders.api import CLIENT, SERVER
 from decoders.http import HttpDecoder
+from decoders.testing import apply, rechunk
 from runner import main
 from streams.files import FileStore
-from tests.decoder_harness import apply
 from tests.test_http_support import (
     PCAPS,
     FakeCtx,
     canon,
     flow_info,
-    rechunk,
     req,
     resp,
     tcp_flows,
