@@ -7,6 +7,7 @@ the member can rewind from instead of a hang.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
@@ -95,3 +96,13 @@ def new_restore_consumer(settings: RunSettings, member: str) -> KafkaConsumer:
         check_crcs=CHECK_CRCS,
         **common_options(settings),
     )
+
+
+def rejoin_request(consumer: Any) -> Callable[[], None]:
+    """What asks a group consumer to join its group again (streams/kafka/joins.py says
+    when). kafka-python has no public call for it: its coordinator's `request_rejoin()`
+    is what a metadata change uses. Without that coordinator (another client version), a
+    no-op: the watchdog then only logs."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    request = getattr(coordinator, "request_rejoin", None)
+    return request if callable(request) else (lambda: None)

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
 from streams.kafka.guarantee import Offsets, ProcessingGuarantee
+from streams.kafka.joins import JoinWatchdog
 from streams.kafka.stores import StoreManager
 from streams.kafka.table import Activity, SlotTable
 from streams.kafka_metrics import Metrics
@@ -41,7 +42,9 @@ class Rebalancing:
         activity: Activity,
         metrics: Metrics,
         log: Any,
+        joins: JoinWatchdog | None = None,
     ) -> None:
+        self.joins = joins
         self.consumer = consumer
         self.table = table
         self.lifecycle = lifecycle
@@ -52,6 +55,8 @@ class Rebalancing:
         self.log = log
 
     async def revoked(self, partitions: list[int]) -> None:
+        if self.joins is not None:
+            self.joins.join_started()  # every join begins with this callback
         offsets, ok = self.prepare_revoke(partitions)
         if offsets and ok:
             try:
@@ -95,6 +100,8 @@ class Rebalancing:
         self.log.warning("partitions_lost", partitions=sorted(partitions))
 
     def assigned(self, partitions: list[int]) -> None:
+        if self.joins is not None:
+            self.joins.join_completed()
         self.table.request_init(partitions)
         self.activity.touch()
 

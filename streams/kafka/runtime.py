@@ -48,6 +48,7 @@ from streams.exitcodes import ExitCode
 from streams.feature_settings import FeatureSettings
 from streams.kafka.features import Features
 from streams.kafka.guarantee import AtLeastOnce, ExactlyOnce, ProcessingGuarantee
+from streams.kafka.joins import JoinWatchdog
 from streams.kafka.partitions import PartitionLifecycle
 from streams.kafka.producer import SharedProducer
 from streams.kafka.rebalance import RebalanceListener, Rebalancing
@@ -63,6 +64,7 @@ from streams.kafka_clients import (
     new_group_consumer,
     new_producer,
     new_restore_consumer,
+    rejoin_request,
 )
 from streams.kafka_errors import BROKER_ERRORS, FatalError
 from streams.kafka_metrics import Metrics, serve
@@ -149,6 +151,7 @@ class KafkaRuntime:
         self.guarantee: ProcessingGuarantee | None = None
         self.lifecycle: PartitionLifecycle | None = None
         self.faults: BrokerFaults | None = None
+        self.joins: JoinWatchdog | None = None
         self._restore_consumer: KafkaConsumer | None = None
         self._metrics_server: Any = None
         self._stop = False
@@ -191,6 +194,9 @@ class KafkaRuntime:
         self.faults = BrokerFaults(
             self.outage, self.lifecycle.rewind, self.activity, self.metrics, lambda: self._stop
         )
+        self.joins = JoinWatchdog(
+            rejoin_request(consumer), patience=s.session_timeout_ms / 1000, log=self.log
+        )
         rebalancing = Rebalancing(
             consumer=consumer,
             table=self.table,
@@ -200,6 +206,7 @@ class KafkaRuntime:
             activity=self.activity,
             metrics=self.metrics,
             log=self.log,
+            joins=self.joins,
         )
         return RebalanceListener(rebalancing)
 
@@ -297,6 +304,8 @@ class KafkaRuntime:
         while not self._stop:
             try:
                 batch = consumer.poll(timeout_ms=100)
+                if self.joins is not None:
+                    self.joins.check(time.monotonic())
                 if table.has_pending():
                     batch = lifecycle.init_pending(batch)
                 if batch:
