@@ -40,6 +40,8 @@ from enrich.settings import EnrichSettings
 from enrich.stage import EnrichStage
 from enrich.template import UrlTemplate
 from streams.exitcodes import ExitCode
+from streams.kafka.joins import JoinWatchdog
+from streams.kafka_clients import rejoin_request
 
 log = structlog.get_logger("wirestream.enrich")
 
@@ -231,7 +233,9 @@ class KafkaEnricher:
             check_crcs=CHECK_CRCS,
         )
         self.consumer = consumer
-        consumer.subscribe([s.input_topic], listener=_Listener(self))
+        # kafka-python sometimes never completes a join (streams/kafka/joins.py).
+        joins = JoinWatchdog(rejoin_request(consumer), s.session_timeout_ms / 1000, log)
+        consumer.subscribe([s.input_topic], listener=_Listener(self, joins))
         paused = False
         last_commit = time.monotonic()
         try:
@@ -246,6 +250,7 @@ class KafkaEnricher:
                     paused = False
                 try:
                     batch = consumer.poll(timeout_ms=100)
+                    joins.check(time.monotonic())
                 except KafkaError as exc:
                     log.warning("poll_failed", error=str(exc)[:300])
                     batch = {}
@@ -375,15 +380,18 @@ class KafkaEnricher:
 class _Listener(AsyncConsumerRebalanceListener):
     """kafka-python runs this on its IO thread: the commit is awaited, not blocked on."""
 
-    def __init__(self, enricher: KafkaEnricher) -> None:
+    def __init__(self, enricher: KafkaEnricher, joins: JoinWatchdog) -> None:
         self.e = enricher
+        self.joins = joins
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.joins.join_started()  # every join begins with this callback
         parts = {tp.partition for tp in revoked}
         if parts:
             await self.e.on_revoked(parts)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.joins.join_completed()
         self.e.on_assigned({tp.partition for tp in assigned})
 
     async def on_partitions_lost(self, lost: Any) -> None:
