@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -24,6 +25,13 @@ class LogSettings:
     log_level: str = option(
         "info", choices=("debug", "info", "warning", "error"), help="lowest log level shown"
     )
+
+
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    """A logger on sys.stderr as it is when the logger is made (loggers are not cached),
+    not when logging was configured: a replaced stderr (a test's capture that has since
+    been closed, a daemon's redirect) is followed instead of written to after it closed."""
+    return structlog.PrintLogger(file=sys.stderr)
 
 
 def configure_logging(fmt: str = "auto", level: str = "info") -> None:
@@ -46,6 +54,6 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )

@@ -43,7 +43,7 @@ except ImportError:
 pytestmark = pytest.mark.kafka
 
 PARTITIONS = 4
-STEP_NS = 500_000  # capture time between packets: --pace plays the second half in ~3 s
+STEP_NS = 4_000_000  # capture time between packets: --pace plays the second half in ~9 s
 RSS_LIMIT_MIB = 300  # a member or probe through an outage (measured: docs/hostile-input.md)
 
 
@@ -224,7 +224,9 @@ def test_broker_restart_mid_run_loses_nothing(
         brokers.wait_committed(bs, app, capture["n1"], timeout=60)  # mid-run: flows open
         second = _popen("probe", part2, *probe_args, "--pace")  # and input arriving
         _wait_records(bs, topic, capture["n1"] + 400)
-        assert second.poll() is None and member.proc.poll() is None
+        # The outage comes while the member consumes (and, as a rule, while the paced probe
+        # still produces: it plays ~9 s of capture time; a probe already done is no failure).
+        assert member.proc.poll() is None
         _outage(broker, sig, down)
         _, probe_err = second.communicate(timeout=120)
         assert second.returncode == 0, probe_err[-3000:]
