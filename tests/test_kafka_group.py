@@ -265,9 +265,10 @@ def test_restore_after_the_log_cleaner_compacted_the_changelog(
     args = ("--input-topic", topic, "--topic-prefix", prefix, "--commit-interval", "0.1")
     first = _probe(bs, topic, capture_halves["part1"])
     assert first.wait(60) == 0, first.stderr
+    n1 = _produced(first)  # Kafka records (bundles), not packets
     a = brokers.Member(bs, app, tmp_path / "a", *args)
     try:  # stopped, not idle: its flows stay open in the changelog (idleness would end them)
-        brokers.wait_committed(bs, app, capture_halves["n1"], timeout=120)
+        brokers.wait_committed(bs, app, n1, timeout=120)
         a.signal(signal.SIGTERM)
         assert a.wait(60) == 0, a.log()[-3000:]
     finally:
