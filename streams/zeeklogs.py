@@ -210,9 +210,9 @@ def _fuid_of(r: dict[str, Any], side: str) -> Any:
 
 def _filename_of(r: dict[str, Any], side: str) -> Any:
     """The record's `filename` (Content-Disposition: the response's, else the request's)
-    on the side whose headers carry Content-Disposition."""
+    on the side whose headers carry Content-Disposition and whose body is a file."""
     name = r.get("filename")
-    if name is None:
+    if name is None or not _has_file(r, side):  # Zeek names files, not messages
         return None
     if side == "request" and _header("response", "Content-Disposition")(r) is not None:
         return None

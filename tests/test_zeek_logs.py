@@ -469,3 +469,49 @@ def test_no_files_or_x509_log_without_them_and_reproducible(tmp_path: Path) -> N
     assert {"files.log", "x509.log"} <= {p.name for p in first.iterdir()}
     for log in first.iterdir():
         assert (again / log.name).read_bytes() == log.read_bytes()
+
+
+def _http_record(**changes: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "type": "http", "id": "C1:http:1", "uid": "C1", "ts": 2.0,
+        "client": {"ip": "10.0.0.1", "port": 1}, "server": {"ip": "10.0.0.2", "port": 80},
+        "trans_depth": 1, "filename": "a.txt",
+        "request": {"method": "POST", "uri": "/", "version": "HTTP/1.1", "body_len": 3,
+                    "body_sha256": "r" * 64,
+                    "headers": [["Content-Length", "3"],
+                                ["Content-Disposition", 'attachment; filename="a.txt"']]},
+        "response": {"status": 200, "reason": "OK", "version": "HTTP/1.1", "body_len": 9,
+                     "body_sha256": "s" * 64, "decoded_body_len": 20,
+                     "decoded_body_sha256": "d" * 64, "informational": [],
+                     "headers": [["Content-Length", "9"], ["Content-Encoding", "gzip"]]},
+    }  # fmt: skip
+    record.update(changes)
+    return record
+
+
+def _files_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    names = [n for n, _, _ in fields_of("files")]
+    return [dict(zip(names, v, strict=True)) for p, v in zeek_rows(record) if p == "files"]
+
+
+def test_files_rows_follow_zeeks_rules_for_sides_sizes_and_gaps() -> None:
+    orig, resp = _files_rows(_http_record())
+    assert (orig["is_orig"], resp["is_orig"]) == (True, False)
+    assert orig["filename"] == "a.txt" and resp["filename"] is None  # the header's side
+    assert (orig["seen_bytes"], orig["total_bytes"], orig["sha256"]) == (3, 3, "r" * 64)
+    # Content-Encoding: the decoded content is the file; its size is not announced
+    assert (resp["seen_bytes"], resp["total_bytes"], resp["sha256"]) == (20, None, "d" * 64)
+    assert orig["fuid"] != resp["fuid"] and orig["fuid"] == _files_rows(_http_record())[0]["fuid"]
+    gap = _http_record()
+    gap["request"] = {**gap["request"], "missed_bytes": 2}
+    assert _files_rows(gap)[0]["sha256"] is None and _files_rows(gap)[0]["missing_bytes"] == 2
+    empty = _http_record()
+    empty["request"] = {**empty["request"], "body_len": 0}
+    assert [r["is_orig"] for r in _files_rows(empty)] == [False]  # no content: no file
+    ((_, http),) = [(p, v) for p, v in zeek_rows(empty) if p == "http"]
+    row = dict(zip([n for n, _, _ in fields_of("http")], http, strict=True))
+    assert row["orig_fuids"] is None and row["resp_fuids"] == [resp["fuid"]]
+    assert row["orig_filenames"] is None  # the name belongs to a file: none without body
+    names = [n for n, _, _ in fields_of("http")]
+    full = dict(zip(names, next(zeek_rows(_http_record()))[1], strict=True))
+    assert full["orig_filenames"] == ["a.txt"] and full["resp_filenames"] is None
