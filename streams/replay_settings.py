@@ -27,7 +27,8 @@ class ReplaySettings:
         "json",
         choices=("json", "zeek", "zeek-json"),
         help="json: wirestream's records (docs/records.md); zeek: conn/http/ssl/dns/weird.log "
-        "in Zeek's TSV format; zeek-json: the same as Zeek's JSON logs (docs/zeek-logs.md)",
+        "(files/x509.log where populated) in Zeek's TSV format; zeek-json: the same as "
+        "Zeek's JSON logs (docs/zeek-logs.md)",
     )
     partitions: int = option(
         1,

@@ -131,9 +131,9 @@ class RuntimeSettings:
     )
     zeek_topics: bool = option(
         False,
-        help="also emit each record's Zeek JSON log line as a record of type zeek-conn, "
-        "zeek-http, zeek-ssl, zeek-dns or zeek-weird; Kafka mode sends them to topics "
-        "<prefix>zeek-conn ... as zeek-kafka does (docs/zeek-logs.md)",
+        help="also emit each record's Zeek JSON log lines as records of type zeek-conn, "
+        "zeek-http, zeek-files, zeek-ssl, zeek-x509, zeek-dns or zeek-weird; Kafka mode "
+        "sends them to topics <prefix>zeek-conn ... as zeek-kafka does (docs/zeek-logs.md)",
     )
     window_stats: float | None = option(
         None,

@@ -1,11 +1,12 @@
-"""wirestream records -> Zeek log rows (conn, http, ssl, dns, weird): one table, pure.
+"""wirestream records -> Zeek log rows (conn, http, files, ssl, x509, dns, weird): one
+table, pure.
 
-Each log is a list of `(zeek field, zeek type, getter)`; a getter takes the record and
-returns the value in Zeek's terms, or None for unset (`-`). A new record field is one line
-here (the getters look for the documented record names first, and fall back to what the
-record already carries, e.g. a header). Field names, order and types follow Zeek 7's
-base scripts (conn.log also with policy/protocols/conn/community-id-logging and
-vlan-logging); docs/zeek-logs.md lists what we cannot produce.
+Each log is a list of `(zeek field, zeek type, getter)`; a getter takes the record (or, for
+x509 and files, one certificate or one HTTP body of it) and returns the value in Zeek's
+terms, or None for unset (`-`). A new record field is one line here. Field names, order and
+types follow Zeek 6/7's default scripts (conn.log also with
+policy/protocols/conn/community-id-logging and vlan-logging, ssl.log with validate-certs);
+docs/zeek-logs.md lists what we cannot produce.
 
 `zeek_rows(record)` gives `(path, values)` pairs; `zeek_json(values, fields)` one JSON line
 as Zeek's LogAscii::use_json writes it (the Kafka form too: zeek-kafka sends those lines).
@@ -13,8 +14,10 @@ as Zeek's LogAscii::use_json writes it (the Kafka form too: zeek-kafka sends tho
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 Getter = Callable[[dict[str, Any]], Any]
@@ -181,6 +184,41 @@ def _listed(getter: Getter) -> Getter:
     return get
 
 
+def _content_len(message: dict[str, Any]) -> Any:
+    """The body's content size: decoded when a Content-Encoding was undone (what Zeek's
+    files framework sees), else the body as sent."""
+    decoded = message.get("decoded_body_len")
+    return decoded if decoded is not None else message.get("body_len")
+
+
+def _has_file(r: dict[str, Any], side: str) -> bool:
+    """A files.log row for this side: a body with content (Zeek opens no file without)."""
+    message = r.get(side)
+    return isinstance(message, dict) and bool(_content_len(message))
+
+
+def fuid(record_id: str, side: str) -> str:
+    """Deterministic file id: `F` + 16 base32 characters of sha256(record id, side), the
+    same shape as our flow uids (Zeek's fuids are random per run)."""
+    digest = hashlib.sha256(f"{record_id}:{side}".encode()).digest()
+    return "F" + base64.b32encode(digest[:10]).decode("ascii").lower()
+
+
+def _fuid_of(r: dict[str, Any], side: str) -> Any:
+    return fuid(str(r.get("id")), side) if _has_file(r, side) else None
+
+
+def _filename_of(r: dict[str, Any], side: str) -> Any:
+    """The record's `filename` (Content-Disposition: the response's, else the request's)
+    on the side whose headers carry Content-Disposition and whose body is a file."""
+    name = r.get("filename")
+    if name is None or not _has_file(r, side):  # Zeek names files, not messages
+        return None
+    if side == "request" and _header("response", "Content-Disposition")(r) is not None:
+        return None
+    return name if _header(side, "Content-Disposition")(r) is not None else None
+
+
 HTTP: list[Field] = [
     ("ts", "time", _path("ts")),
     *_ID,
@@ -212,12 +250,12 @@ HTTP: list[Field] = [
     ("username", "string", lambda r: None),
     ("password", "string", lambda r: None),
     ("proxied", "set[string]", lambda r: None),
-    ("orig_fuids", "vector[string]", lambda r: None),
-    ("orig_filenames", "vector[string]", _listed(_path("request", "filename"))),
-    ("orig_mime_types", "vector[string]", _listed(_path("request", "mime_type"))),
-    ("resp_fuids", "vector[string]", lambda r: None),
-    ("resp_filenames", "vector[string]", _listed(_path("response", "filename"))),
-    ("resp_mime_types", "vector[string]", _listed(_path("response", "mime_type"))),
+    ("orig_fuids", "vector[string]", _listed(lambda r: _fuid_of(r, "request"))),
+    ("orig_filenames", "vector[string]", _listed(lambda r: _filename_of(r, "request"))),
+    ("orig_mime_types", "vector[string]", _listed(_path("request", "body_mime"))),
+    ("resp_fuids", "vector[string]", _listed(lambda r: _fuid_of(r, "response"))),
+    ("resp_filenames", "vector[string]", _listed(lambda r: _filename_of(r, "response"))),
+    ("resp_mime_types", "vector[string]", _listed(_path("response", "body_mime"))),
 ]
 
 
@@ -235,27 +273,176 @@ def _tls_version(r: dict[str, Any]) -> Any:
     return _TLS_VERSIONS.get(number) if number is not None else None
 
 
+def _last_alert(r: dict[str, Any]) -> Any:
+    alerts = r.get("alerts") or []
+    return alerts[-1].get("description_name") if alerts else None
+
+
+def _parsed(certs: Any) -> list[dict[str, Any]]:
+    """Certificates the parser read (Zeek logs no x509 for one OpenSSL refuses)."""
+    return [c for c in certs or [] if "error" not in c]
+
+
+def _chain_fps(key: str) -> Getter:
+    """Zeek >= 4.1: both vectors are set (maybe empty) once any certificate was seen,
+    unset otherwise (TLS 1.3, resumption)."""
+
+    def get(r: dict[str, Any]) -> Any:
+        if not (r.get("server_certificates") or r.get("client_certificates")):
+            return None
+        return [c["sha256"] for c in _parsed(r.get(key))]
+
+    return get
+
+
+# Zeek 6/7 default columns: subject, issuer, client_subject and client_issuer are excluded
+# by SSL::log_include_*_certificate_subject_issuer = F (x509.log carries them);
+# validation_status comes from policy/protocols/ssl/validate-certs (local.zeek).
 SSL: list[Field] = [
     ("ts", "time", _path("ts")),
     *_ID,
     ("version", "string", _tls_version),
     ("cipher", "string", _first(("cipher",), ("server_hello", "cipher_name"))),
-    ("curve", "string", _first(("curve",))),
+    ("curve", "string", _first(("curve",))),  # no record field (ServerKeyExchange unread)
     ("server_name", "string", _first(("server_name",), ("client_hello", "sni"))),
-    ("resumed", "bool", _first(("resumed",))),
-    ("last_alert", "string", _first(("last_alert",))),
-    ("next_protocol", "string", _first(("next_protocol",), ("server_hello", "alpn"))),
-    ("established", "bool", _first(("established",))),
-    ("ssl_history", "string", _first(("ssl_history",))),
-    ("cert_chain_fps", "vector[string]", _first(("cert_chain_fps",))),
-    ("client_cert_chain_fps", "vector[string]", _first(("client_cert_chain_fps",))),
-    ("subject", "string", _first(("subject",))),
-    ("issuer", "string", _first(("issuer",))),
-    ("client_subject", "string", lambda r: None),
-    ("client_issuer", "string", lambda r: None),
-    ("sni_matches_cert", "bool", _first(("sni_matches_cert",))),
+    ("resumed", "bool", _path("resumed")),
+    ("last_alert", "string", _last_alert),
+    ("next_protocol", "string", _path("alpn")),
+    ("established", "bool", _path("established")),
+    ("ssl_history", "string", lambda r: None),
+    ("cert_chain_fps", "vector[string]", _chain_fps("server_certificates")),
+    ("client_cert_chain_fps", "vector[string]", _chain_fps("client_certificates")),
+    ("sni_matches_cert", "bool", lambda r: None),
     ("validation_status", "string", lambda r: None),
 ]
+
+
+# -- x509.log: one row per parsed certificate of a tls record (items from _x509_items) --
+_KEY_ALGS = {"rsa": ("rsaEncryption", "rsa"), "dsa": ("dsaEncryption", "dsa"),
+             "ecdsa": ("id-ecPublicKey", "ec"), "ed25519": ("ED25519", None),
+             "ed448": ("ED448", None)}  # fmt: skip
+
+
+def _x509_items(r: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for key, client in (("server_certificates", False), ("client_certificates", True)):
+        for depth, cert in enumerate(r.get(key) or []):
+            if "error" not in cert:
+                yield {"ts": r.get("ts"), "cert": cert, "host": depth == 0, "client": client}
+
+
+def _cert(name: str) -> Getter:
+    return lambda item: item["cert"].get(name)
+
+
+def _key_alg(index: int) -> Getter:
+    return lambda item: (_KEY_ALGS.get(item["cert"].get("key_type")) or (None, None))[index]
+
+
+def _key_length(item: dict[str, Any]) -> Any:
+    return item["cert"].get("key_length") if _key_alg(1)(item) is not None else None
+
+
+def _san(name: str) -> Getter:
+    return lambda item: item["cert"].get(name) or None  # Zeek: unset when none
+
+
+X509: list[Field] = [
+    ("ts", "time", _path("ts")),
+    ("fingerprint", "string", _cert("sha256")),
+    ("certificate.version", "count", _cert("version")),
+    ("certificate.serial", "string", _cert("serial")),
+    ("certificate.subject", "string", _cert("subject")),
+    ("certificate.issuer", "string", _cert("issuer")),
+    ("certificate.not_valid_before", "time", _cert("not_before")),
+    ("certificate.not_valid_after", "time", _cert("not_after")),
+    ("certificate.key_alg", "string", _key_alg(0)),
+    ("certificate.sig_alg", "string", _cert("sig_alg")),
+    ("certificate.key_type", "string", _key_alg(1)),
+    ("certificate.key_length", "count", _key_length),
+    ("certificate.exponent", "string", lambda item: None),
+    ("certificate.curve", "string", lambda item: None),
+    ("san.dns", "vector[string]", _san("san_dns")),
+    ("san.uri", "vector[string]", _san("san_uri")),
+    ("san.email", "vector[string]", _san("san_email")),
+    ("san.ip", "vector[addr]", _san("san_ip")),
+    ("basic_constraints.ca", "bool", lambda item: None),
+    ("basic_constraints.path_len", "count", lambda item: None),
+    ("host_cert", "bool", _path("host")),
+    ("client_cert", "bool", _path("client")),
+]
+
+
+# -- files.log: one row per HTTP body with content (items from _file_items) --
+def _file_items(r: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for side in ("request", "response"):
+        if _has_file(r, side):
+            yield {"record": r, "side": side, "body": r[side]}
+
+
+def _rec(getter: Getter) -> Getter:
+    return lambda item: getter(item["record"])
+
+
+def _body(name: str) -> Getter:
+    return lambda item: item["body"].get(name)
+
+
+def _intact(name: str) -> Getter:
+    """A hash of the content, unset when bytes were lost (Zeek's hashes need them all)."""
+    return lambda item: None if item["body"].get("missed_bytes") else item["body"].get(name)
+
+
+def _analyzers(item: dict[str, Any]) -> list[str]:
+    body = item["body"]
+    names = ["SHA256"]
+    names += ["MD5"] if "body_md5" in body else []
+    names += ["SHA1"] if "body_sha1" in body else []
+    names += ["EXTRACT"] if body.get("extracted") else []
+    return sorted(names)
+
+
+def _total_bytes(item: dict[str, Any]) -> Any:
+    """Content-Length when no Content-Encoding applies (as Zeek's HTTP analyzer sets the
+    file's size), else unset."""
+    if "decoded_body_len" in item["body"]:
+        return None
+    value = _header(item["side"], "Content-Length")(item["record"])
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _extracted_size(item: dict[str, Any]) -> Any:
+    return _content_len(item["body"]) if item["body"].get("extracted") else None
+
+
+FILES: list[Field] = [
+    ("ts", "time", _rec(_path("ts"))),
+    ("fuid", "string", lambda item: fuid(str(item["record"].get("id")), item["side"])),
+    *[(name, kind, _rec(get)) for name, kind, get in _ID],
+    ("source", "string", lambda item: "HTTP"),
+    ("depth", "count", lambda item: 0),  # no multipart entities: the body is one file
+    ("analyzers", "set[string]", _analyzers),
+    ("mime_type", "string", _body("body_mime")),
+    ("filename", "string", lambda item: _filename_of(item["record"], item["side"])),
+    ("duration", "interval", lambda item: None),  # no body start/end times
+    ("local_orig", "bool", lambda item: None),
+    ("is_orig", "bool", lambda item: item["side"] == "request"),
+    ("seen_bytes", "count", lambda item: _content_len(item["body"])),
+    ("total_bytes", "count", _total_bytes),
+    ("missing_bytes", "count", lambda item: item["body"].get("missed_bytes") or 0),
+    ("overflow_bytes", "count", lambda item: 0),
+    ("timedout", "bool", lambda item: False),
+    ("parent_fuid", "string", lambda item: None),
+    ("md5", "string", _intact("body_md5")),
+    ("sha1", "string", _intact("body_sha1")),
+    ("sha256", "string", lambda item: _intact("decoded_body_sha256")(item)
+     or _intact("body_sha256")(item)),
+    ("extracted", "string", _body("extracted")),
+    ("extracted_cutoff", "bool", lambda item: None),
+    ("extracted_size", "count", _extracted_size),
+]  # fmt: skip
 
 
 # -- dns.log --
@@ -322,31 +509,36 @@ WEIRD: list[Field] = [
     ("source", "string", lambda r: (r.get("decoder") or "").upper() or None),
 ]
 
-# Record type -> (log path, fields). Anomalies without endpoints (none today) still map.
-LOGS: dict[str, tuple[str, list[Field]]] = {
-    "flow": ("conn", CONN),
-    "http": ("http", HTTP),
-    "tls": ("ssl", SSL),
-    "dns": ("dns", DNS),
-    "anomaly": ("weird", WEIRD),
-}
-PATHS = tuple(path for path, _ in LOGS.values())
+Rows = Callable[[dict[str, Any]], Iterable[dict[str, Any]]]
+
+
+def _one(record: dict[str, Any]) -> Iterable[dict[str, Any]]:
+    return (record,)
+
+
+# Record type -> its logs: (path, fields, rows), where `rows` gives the items the getters
+# read: the record itself (one row), or one item per certificate / per HTTP body. A log
+# with no item gets no row (and no file: the writer writes only logs that got rows).
+LOGS: dict[str, list[tuple[str, list[Field], Rows]]] = {
+    "flow": [("conn", CONN, _one)],
+    "http": [("http", HTTP, _one), ("files", FILES, _file_items)],
+    "tls": [("ssl", SSL, _one), ("x509", X509, _x509_items)],
+    "dns": [("dns", DNS, _one)],
+    "anomaly": [("weird", WEIRD, _one)],
+}  # Anomalies without endpoints (none today) still map.
+_FIELDS = {path: fields for logs in LOGS.values() for path, fields, _ in logs}
+PATHS = tuple(_FIELDS)
 
 
 def zeek_rows(record: dict[str, Any]) -> Iterator[tuple[str, list[Any]]]:
     """The Zeek log rows of one record: `(path, values in the log's field order)`."""
-    entry = LOGS.get(record.get("type", ""))
-    if entry is None:
-        return
-    path, fields = entry
-    yield path, [get(record) for _, _, get in fields]
+    for path, fields, rows in LOGS.get(record.get("type", ""), ()):
+        for item in rows(record):
+            yield path, [get(item) for _, _, get in fields]
 
 
 def fields_of(path: str) -> list[Field]:
-    for log_path, fields in LOGS.values():
-        if log_path == path:
-            return fields
-    raise KeyError(path)
+    return _FIELDS[path]
 
 
 # -- the two text forms --

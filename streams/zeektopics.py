@@ -1,5 +1,5 @@
 """Zeek JSON logs as records of their own, one type per log: `zeek-conn`, `zeek-http`,
-`zeek-ssl`, `zeek-dns`, `zeek-weird` (option `--zeek-topics`).
+`zeek-files`, `zeek-ssl`, `zeek-x509`, `zeek-dns`, `zeek-weird` (option `--zeek-topics`).
 
 A TaskExtension that watches the task's records (no packets: the batch path stays as it
 is) and emits, for each record that maps to a Zeek log, the JSON object Zeek's
