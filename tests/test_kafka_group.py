@@ -263,11 +263,12 @@ def test_restore_after_the_log_cleaner_compacted_the_changelog(
     })  # fmt: skip
     # Commits every 0.1 s write each open flow's state many times: much to compact away.
     args = ("--input-topic", topic, "--topic-prefix", prefix, "--commit-interval", "0.1")
-    first = _probe(bs, topic, capture_halves["part1"])
-    assert first.wait(60) == 0, first.stderr
-    n1 = _produced(first)  # Kafka records (bundles), not packets
     a = brokers.Member(bs, app, tmp_path / "a", *args)
     try:  # stopped, not idle: its flows stay open in the changelog (idleness would end them)
+        # Paced, one record per packet: many commits, each writing the open flows again.
+        first = _probe(bs, topic, capture_halves["part1"], "--pace", "--layout", "packet")
+        assert first.wait(60) == 0, first.stderr
+        n1 = _produced(first)  # Kafka records (bundles), not packets
         brokers.wait_committed(bs, app, n1, timeout=120)
         a.signal(signal.SIGTERM)
         assert a.wait(60) == 0, a.log()[-3000:]
