@@ -39,8 +39,12 @@ class AssetService:
     (500 for the first n requests), `e404-x`, `reset-x` (drops the connection),
     `flaky-x` (drops the first request's connection), `text-x` (not JSON); else JSON."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, hold_after: int | None = None) -> None:
         self.delay = delay
+        # Answers past the first `hold_after` requests wait until release(): a test can
+        # keep the work from finishing before an event it waits for.
+        self.hold_after = hold_after
+        self.released = threading.Event()
         self.hits: Counter[str] = Counter()
         self.active = 0
         self.max_active = 0
@@ -60,6 +64,9 @@ class AssetService:
         try:
             if self.delay:
                 await asyncio.sleep(self.delay)
+            if self.hold_after is not None and sum(self.hits.values()) > self.hold_after:
+                while not self.released.is_set():
+                    await asyncio.sleep(0.02)
             kind = name.split("-")
             if kind[0] == "slow":
                 await asyncio.sleep(int(kind[1]) / 1000)
@@ -422,9 +429,10 @@ def test_rebalance_hands_partitions_over(broker: brokers.Broker, tmp_path: Path)
     brokers.create_topic(bootstrap, src, 4)
     inputs, ids = keyed_workload(1200, 40, seed=4)
     produce(bootstrap, src, inputs)
-    with AssetService(delay=0.05) as svc:
+    # Answers past the 700th wait until B has its partitions: B joins mid-stream however
+    # long joining takes on a busy machine.
+    with AssetService(delay=0.05, hold_after=700) as svc:
         logs = [tmp_path / "a.log", tmp_path / "b.log"]
-        # 1200 lookups of 50 ms, 4 at a time: ~15 s of work, so B surely joins mid-stream.
         args = ("--exit-when-idle", "3", "--max-in-flight", "4", "--commit-interval", "0.3",
                 "--max-pending", "40")  # fmt: skip
         procs = []
@@ -438,7 +446,14 @@ def test_rebalance_hands_partitions_over(broker: brokers.Broker, tmp_path: Path)
                 procs.append(subprocess.Popen(
                     enrich_cmd(bootstrap, src, dst, group, svc.url(), *args),
                     stdout=log, stderr=log, cwd=brokers.ROOT))  # fmt: skip
-            codes = [p.wait(timeout=60) for p in procs]
+            deadline = time.monotonic() + 60
+            while not event_times(logs[1].read_text(errors="replace"), "partitions_assigned"):
+                assert time.monotonic() < deadline and procs[1].poll() is None, logs[1].read_text(
+                    errors="replace"
+                )[-3000:]
+                time.sleep(0.1)
+            svc.released.set()
+            codes = [p.wait(timeout=90) for p in procs]
         finally:
             for p in procs:
                 if p.poll() is None:

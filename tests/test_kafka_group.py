@@ -265,7 +265,9 @@ def test_restore_after_the_log_cleaner_compacted_the_changelog(
     args = ("--input-topic", topic, "--topic-prefix", prefix, "--commit-interval", "0.1")
     a = brokers.Member(bs, app, tmp_path / "a", *args)
     try:  # stopped, not idle: its flows stay open in the changelog (idleness would end them)
-        # Paced, one record per packet: many commits, each writing the open flows again.
+        # Paced, one record per packet, into a member already consuming: many commits,
+        # each writing the open flows again.
+        a.wait_event("partitions_assigned", 60)
         first = _probe(bs, topic, capture_halves["part1"], "--pace", "--layout", "packet")
         assert first.wait(60) == 0, first.stderr
         n1 = _produced(first)  # Kafka records (bundles), not packets
