@@ -302,8 +302,12 @@ def _run_java(libs: Path, args: list[str], cwd: Path) -> None:
 
 def _cluster_id() -> str:
     """What `StorageTool random-uuid` prints (URL-safe base64 of 16 random bytes), made here
-    to save a JVM start."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    to save a JVM start. Like Kafka's own Uuid.randomUuid(), never one that starts with
+    '-': the tool's argument parser would take it for an option (1 start in 64 failed)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _properties_text(props: Mapping[str, str]) -> str:
