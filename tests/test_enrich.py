@@ -403,14 +403,18 @@ def test_killed_member_loses_nothing(broker: brokers.Broker, tmp_path: Path) -> 
     check_order(values, inputs)
 
 
-def event_times(log_text: str, name: str) -> list[str]:
-    times = []
+def events(log_text: str, name: str) -> list[dict[str, Any]]:
+    found = []
     for line in log_text.splitlines():
         with contextlib.suppress(ValueError):
             event = json.loads(line)
-            if event.get("event") == name:
-                times.append(event["timestamp"])
-    return times
+            if isinstance(event, dict) and event.get("event") == name:
+                found.append(event)
+    return found
+
+
+def event_times(log_text: str, name: str) -> list[str]:
+    return [event["timestamp"] for event in events(log_text, name)]
 
 
 def partition_ids(bootstrap: str, topic: str) -> dict[int, list[str]]:
@@ -460,10 +464,15 @@ def test_rebalance_hands_partitions_over(broker: brokers.Broker, tmp_path: Path)
                     p.kill()
     text = [path.read_text(errors="replace") for path in logs]
     assert codes == [0, 0], text[0][-2000:] + text[1][-2000:]
-    # B got partitions while A was still at work: a real hand-over (A's partitions were
-    # revoked, or lost when the broker ended A's generation first: both are handled).
-    b_assigned = event_times(text[1], "partitions_assigned")
-    assert b_assigned and b_assigned[0] < event_times(text[0], "enrich_stopped")[0]
+    # A real hand-over: A, alone with all partitions until B joined, gave some up (revoked,
+    # or lost when the broker ended A's generation first: both are handled) and B got
+    # partitions. Not compared by clock: on a busy machine A may finish its share and go
+    # idle before B's assignment callback runs.
+    a_gave_up = [e for e in events(text[0], "partitions_revoked") + events(text[0], "partitions_lost")
+                 if e.get("partitions")]  # fmt: skip
+    assert a_gave_up, text[0][-3000:]
+    b_assigned = [e for e in events(text[1], "partitions_assigned") if e.get("partitions")]
+    assert b_assigned, text[1][-3000:]
     assert len(event_times(text[0], "partitions_assigned")) >= 2
     values = [json.loads(m.value) for m in brokers.read_all(bootstrap, [dst])]
     assert {v["id"] for v in values} == set(ids)
