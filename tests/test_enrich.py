@@ -468,8 +468,8 @@ def test_rebalance_hands_partitions_over(broker: brokers.Broker, tmp_path: Path)
     # or lost when the broker ended A's generation first: both are handled) and B got
     # partitions. Not compared by clock: on a busy machine A may finish its share and go
     # idle before B's assignment callback runs.
-    a_gave_up = [e for e in events(text[0], "partitions_revoked") + events(text[0], "partitions_lost")
-                 if e.get("partitions")]  # fmt: skip
+    a_events = events(text[0], "partitions_revoked") + events(text[0], "partitions_lost")
+    a_gave_up = [e for e in a_events if e.get("partitions")]
     assert a_gave_up, text[0][-3000:]
     b_assigned = [e for e in events(text[1], "partitions_assigned") if e.get("partitions")]
     assert b_assigned, text[1][-3000:]
