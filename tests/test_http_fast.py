@@ -1,4 +1,4 @@
-"""The fast head parser (decoders/http_fast.py) against its oracle, h11 itself: every head it
+"""The fast head parser (decoders/http/fast.py) against its oracle, h11 itself: every head it
 accepts must be one h11 accepts, with the same fields, headers and body framing; heads outside
 its subset must be left to h11. Plus: records do not depend on which parser read a head."""
 
@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from decoders.api import CLIENT, SERVER
-from decoders.http_fast import request_head, response_head
-from decoders.http_lines import line_state
+from decoders.http.fast import request_head, response_head
+from decoders.http.lines import line_state
 from tests.test_http_support import canon, chunked, req, resp, run
 
 

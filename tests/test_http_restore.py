@@ -10,9 +10,9 @@ import random
 import msgpack
 import pytest
 
-from decoders import http_body
 from decoders.api import CLIENT, SERVER
 from decoders.http import HttpDecoder
+from decoders.http import body as http_body
 from decoders.testing import rechunk
 from tests.test_http_support import (
     PCAPS,
@@ -275,7 +275,7 @@ def _chunk_stream(rng: random.Random) -> list:
 def test_chunks_bypassing_h11_change_no_record(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rest of a chunk is consumed without h11 (CHUNK mode): the records are the ones h11
     alone gives, however the stream is cut, and a restore anywhere changes nothing."""
-    from decoders import http_bypass
+    from decoders.http import bypass as http_bypass
 
     rng = random.Random(seed)
     events = rechunk(_chunk_stream(rng), rng, max_chunk=(1, 1500, 30_000)[seed])

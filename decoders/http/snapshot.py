@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from decoders.http_body import BodyDigest
-from decoders.http_modes import BODY, CHUNK, DONE, MSG, RESYNC, TUNNEL
+from decoders.http.body import BodyDigest
+from decoders.http.modes import BODY, CHUNK, DONE, MSG, RESYNC, TUNNEL
 
 
 class SideSnapshot:
-    """Mixed into Side (decoders/http_side.py)."""
+    """Mixed into Side (decoders/http/side.py)."""
 
     def state(self) -> dict[str, Any]:
         rel = self.boundary

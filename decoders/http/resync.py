@@ -7,18 +7,18 @@ mid-line where a body that ended without a newline puts it (`_scan`).
 
 from __future__ import annotations
 
-from decoders.http_lines import (
+from decoders.http.lines import (
     KNOWN_METHODS,
     MIDLINE_MAX,
     is_message_line,
     line_state,
     midline_request_start,
 )
-from decoders.http_modes import MSG, RESYNC
+from decoders.http.modes import MSG, RESYNC
 
 
 class Resync:
-    """Mixed into Side (decoders/http_side.py)."""
+    """Mixed into Side (decoders/http/side.py)."""
 
     def _enter_resync(self, pos: int, skip_lf: bool, soft: bool = False) -> None:
         """Resynchronise from `pos`; `soft`: it follows a gap, so it may be mid-line."""
@@ -45,7 +45,7 @@ class Resync:
         """Find where messages start again. Candidates: line starts (and the position right
         after a gap); mid-line, a body without a final newline can put the next message
         there: on the server side any `HTTP/1.`, on the client side a known method followed
-        by a target and ` HTTP/x.y` ending the line (http_lines.midline_request_start). A
+        by a target and ` HTTP/x.y` ending the line (lines.midline_request_start). A
         candidate is taken when its whole line is a request/status line; the decision
         depends on the bytes only, never on chunking."""
         limit = self.cfg.max_header

@@ -1,6 +1,6 @@
 """The bytes a side keeps since its message boundary, and when each of them arrived.
 
-A restore replays those bytes (http_side_state.py) and records take their capture time and
+A restore replays those bytes (snapshot.py) and records take their capture time and
 decoder clock from the arrival that brought a message's first byte, so both live here.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 class SideBuffer:
-    """Mixed into Side (decoders/http_side.py), whose __init__ sets the fields used here."""
+    """Mixed into Side (decoders/http/side.py), whose __init__ sets the fields used here."""
 
     def ts_at(self, pos: int) -> int:
         ts = None

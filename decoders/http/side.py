@@ -12,21 +12,21 @@ Each side is a small state machine:
 - WAIT (client side): after a request proposing a protocol switch (CONNECT, Upgrade), bytes are
   held until the response tells whether the flow switched.
 - RESYNC: after a loss or a protocol error, bytes are discarded until a message line starts
-  again (decoders/http_resync.py).
+  again (decoders/http/resync.py).
 - TUNNEL / DONE: bytes are ignored.
 - BODY / CHUNK: the rest of a Content-Length body, or of one chunk, consumed without h11
-  (decoders/http_bypass.py).
+  (decoders/http/bypass.py).
 
 Fast heads: at a message start, a complete head in the clean subset of HTTP/1.x
-(decoders/http_fast.py) is parsed without h11 and yields the very fields h11 would; any other
+(decoders/http/fast.py) is parsed without h11 and yields the very fields h11 would; any other
 head (incomplete, odd, or needing another framing) goes to h11 as before. A fresh connection
 and a cycled one parse the next message alike, so the choice never shows in the records.
 
 This module holds the input and the h11 loop; the other parts are mixed in, one job each:
-the kept bytes and arrival times (http_side_buffer.py), the h11 bypass (http_bypass.py),
-gaps (http_gaps.py), resynchronisation (http_resync.py) and snapshots (http_side_state.py,
-which also says how a restore stays exact). The two roles: http_request_side.py and
-http_response_side.py.
+the kept bytes and arrival times (buffer.py), the h11 bypass (bypass.py),
+gaps (gaps.py), resynchronisation (resync.py) and snapshots (snapshot.py,
+which also says how a restore stays exact). The two roles: request.py and
+response.py.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ from typing import TYPE_CHECKING, Any
 import h11
 from h11._readers import ChunkedReader
 
-from decoders.http_body import BodyDigest, content_codings
-from decoders.http_bypass import BodyBypass
-from decoders.http_gaps import GapHandling
-from decoders.http_lines import line_state, parse_head_leniently
-from decoders.http_modes import (
+from decoders.http.body import BodyDigest, content_codings
+from decoders.http.buffer import SideBuffer
+from decoders.http.bypass import BodyBypass
+from decoders.http.gaps import GapHandling
+from decoders.http.lines import line_state, parse_head_leniently
+from decoders.http.modes import (
     BLANK,
     BODY,
     CHUNK,
@@ -54,13 +55,12 @@ from decoders.http_modes import (
     WAIT,
     h11_buffered,
 )
-from decoders.http_msg import Msg, framing_class, header_pairs, new_head_msg
-from decoders.http_resync import Resync
-from decoders.http_side_buffer import SideBuffer
-from decoders.http_side_state import SideSnapshot
+from decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
+from decoders.http.resync import Resync
+from decoders.http.snapshot import SideSnapshot
 
 if TYPE_CHECKING:
-    from decoders.http import HttpDecoder
+    from decoders.http.decoder import HttpDecoder
 
 
 class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from decoders.http_body import content_codings
-from decoders.http_fast import response_head
-from decoders.http_lines import status_line_state
-from decoders.http_modes import BLANK, CL_LINE, CRLF, GUESSED, MSG, RESYNC, h11_buffered
-from decoders.http_msg import UPGRADE, Msg, Txn, header_pairs, new_head_msg
-from decoders.http_side import Side
+from decoders.http.body import content_codings
+from decoders.http.fast import response_head
+from decoders.http.lines import status_line_state
+from decoders.http.modes import BLANK, CL_LINE, CRLF, GUESSED, MSG, RESYNC, h11_buffered
+from decoders.http.msg import UPGRADE, Msg, Txn, header_pairs, new_head_msg
+from decoders.http.side import Side
 
 if TYPE_CHECKING:
-    from decoders.http import HttpDecoder
+    from decoders.http.decoder import HttpDecoder
 
 
 class ResponseSide(Side):

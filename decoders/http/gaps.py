@@ -2,21 +2,21 @@
 
 An absorbed gap keeps the message (tag `gap`, the digest counts the bytes it never saw);
 a loss gives up what is in progress and resynchronises right after the hole
-(decoders/http_resync.py).
+(decoders/http/resync.py).
 """
 
 from __future__ import annotations
 
 from h11._readers import ChunkedReader, ContentLengthReader, Http10Reader
 
-from decoders.http_body import PIECE
-from decoders.http_modes import BODY, CHUNK, DONE, MSG, TUNNEL, h11_buffered
+from decoders.http.body import PIECE
+from decoders.http.modes import BODY, CHUNK, DONE, MSG, TUNNEL, h11_buffered
 
 _ZEROS = bytes(PIECE)
 
 
 class GapHandling:
-    """Mixed into Side (decoders/http_side.py)."""
+    """Mixed into Side (decoders/http/side.py)."""
 
     def gap(self, length: int, replay: bool = False) -> None:
         if self.mode in (TUNNEL, DONE) or length <= 0:

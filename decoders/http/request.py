@@ -1,6 +1,6 @@
 """The client's side of an HTTP/1.x flow: requests, parsed by an h11 connection in SERVER role.
 
-Adds to the shared machine (decoders/http_side.py) what only requests need: an empty Host for
+Adds to the shared machine (decoders/http/side.py) what only requests need: an empty Host for
 HTTP/1.1 heads without one (h11 refuses them, real servers do not), and WAIT mode after a
 request proposing a protocol switch until the response decides.
 """
@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from decoders.http_body import content_codings
-from decoders.http_fast import request_head
-from decoders.http_modes import WAIT, h11_buffered
-from decoders.http_msg import Msg, framing_class, header_pairs, new_head_msg
-from decoders.http_side import Side
+from decoders.http.body import content_codings
+from decoders.http.fast import request_head
+from decoders.http.modes import WAIT, h11_buffered
+from decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
+from decoders.http.side import Side
 
 if TYPE_CHECKING:
-    from decoders.http import HttpDecoder
+    from decoders.http.decoder import HttpDecoder
 
 _HOST_LINE = b"Host: \r\n"
 

@@ -1,7 +1,7 @@
 """Names and byte patterns shared by the modules of the HTTP side machine.
 
-Kept apart so that the side's parts (http_side.py and the modules it mixes in) and the
-decoder (http.py) agree on one spelling of each mode without importing one another.
+Kept apart so that the side's parts (side.py and the modules it mixes in) and the
+decoder (decoder.py) agree on one spelling of each mode without importing one another.
 """
 
 from __future__ import annotations

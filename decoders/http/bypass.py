@@ -18,13 +18,13 @@ from __future__ import annotations
 import h11
 from h11._readers import ChunkedReader, ContentLengthReader
 
-from decoders.http_modes import BODY, CHUNK, CHUNK_SIZE_SANITY, MSG, h11_buffered
+from decoders.http.modes import BODY, CHUNK, CHUNK_SIZE_SANITY, MSG, h11_buffered
 
 CHUNK_BYPASS = True  # CHUNK mode on (tests turn it off to compare with h11 alone)
 
 
 class BodyBypass:
-    """Mixed into Side (decoders/http_side.py)."""
+    """Mixed into Side (decoders/http/side.py)."""
 
     # ---- BODY mode: a Content-Length body without h11
     def _enter_body(self, pos: int, length: int) -> None:
