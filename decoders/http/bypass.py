@@ -16,9 +16,10 @@ The per-segment fast paths themselves are inlined in Side.data (and HttpDecoder.
 from __future__ import annotations
 
 import h11
-from h11._readers import ChunkedReader, ContentLengthReader
 
-from decoders.http.modes import BODY, CHUNK, CHUNK_SIZE_SANITY, MSG, h11_buffered
+from decoders.http.h11_access import buffered as h11_buffered
+from decoders.http.h11_access import chunk_left, content_length_left, set_chunk_left
+from decoders.http.modes import BODY, CHUNK, CHUNK_SIZE_SANITY, MSG
 
 CHUNK_BYPASS = True  # CHUNK mode on (tests turn it off to compare with h11 alone)
 
@@ -96,12 +97,9 @@ class BodyBypass:
             self._pump()
 
     def _chunk_sync(self) -> None:
-        """Leave CHUNK mode: the ChunkedReader takes over where the countdown is (h11 internals;
-        h11 is pinned)."""
-        r = self.conn._reader  # type: ignore[union-attr]
-        r._bytes_in_chunk = self.chunk_left
-        if not self.chunk_left:
-            r._bytes_to_discard = b"\r\n"  # as h11 after a chunk's last byte
+        """Leave CHUNK mode: h11's chunked reader takes over where the countdown is."""
+        assert self.conn is not None
+        set_chunk_left(self.conn, self.chunk_left)
         self.mode = MSG
         self.chunk_left = 0
         self.body_digest = None
@@ -112,16 +110,16 @@ class BodyBypass:
         conn = self.conn
         if msg is None or conn is None or self.mode != MSG or msg.switch:
             return
-        r = getattr(conn, "_reader", None)
-        if type(r) is ContentLengthReader and r._remaining > 0:
-            self._enter_body(self.end - h11_buffered(conn), r._remaining)
+        left = content_length_left(conn)
+        if left > 0:
+            self._enter_body(self.end - h11_buffered(conn), left)
 
     def _body_data(self, ev: h11.Data) -> None:
         msg = self._cur_msg()
         assert msg is not None and msg.digest is not None and self.conn is not None
         data = ev.data
         if ev.chunk_start:
-            size = getattr(self.conn._reader, "_bytes_in_chunk", 0) + len(data)
+            size = chunk_left(self.conn) + len(data)
             if size > CHUNK_SIZE_SANITY:
                 self._chunk_overflow(size, self.end - h11_buffered(self.conn) - len(data))
                 return
@@ -130,17 +128,12 @@ class BodyBypass:
             self.skip_hash -= k
             data = data[k:]
         msg.digest.feed(data)
-        r = self.conn._reader
-        if (
-            CHUNK_BYPASS
-            and type(r) is ChunkedReader
-            and r._bytes_in_chunk
-            and not self.skip_hash
-            and not h11_buffered(self.conn)
-        ):
-            self.mode = CHUNK  # the rest of this chunk bypasses h11
-            self.chunk_left = r._bytes_in_chunk
-            self.body_digest = msg.digest
+        if CHUNK_BYPASS and not self.skip_hash and not h11_buffered(self.conn):
+            left = chunk_left(self.conn)
+            if left:
+                self.mode = CHUNK  # the rest of this chunk bypasses h11
+                self.chunk_left = left
+                self.body_digest = msg.digest
 
     def _chunk_overflow(self, size: int, pos: int) -> None:
         """A chunk size beyond any real body (2^64 overflow attacks): give the message up and

@@ -7,10 +7,9 @@ a loss gives up what is in progress and resynchronises right after the hole
 
 from __future__ import annotations
 
-from h11._readers import ChunkedReader, ContentLengthReader, Http10Reader
-
 from decoders.http.body import PIECE
-from decoders.http.modes import BODY, CHUNK, DONE, MSG, TUNNEL, h11_buffered
+from decoders.http.h11_access import reads_content_length, skippable_body_bytes
+from decoders.http.modes import BODY, CHUNK, DONE, MSG, TUNNEL
 
 _ZEROS = bytes(PIECE)
 
@@ -50,26 +49,11 @@ class GapHandling:
 
     def _body_room(self) -> int | None:
         """Bytes of the current body whose framing is known: a gap this size can be skipped.
-        None: unlimited (close-delimited body). Reads h11 reader internals (h11 is pinned)."""
-        conn = self.conn
-        if conn is None or h11_buffered(conn):
-            return 0
-        r = getattr(conn, "_reader", None)
-        try:
-            if isinstance(r, ContentLengthReader):
-                return r._remaining
-            if isinstance(r, ChunkedReader):
-                if r._reading_trailer or r._bytes_to_discard:
-                    return 0
-                return r._bytes_in_chunk
-            if isinstance(r, Http10Reader):
-                return None
-        except AttributeError:
-            return 0
-        return 0
+        None: unlimited (close-delimited body)."""
+        return skippable_body_bytes(self.conn)
 
     def _known_length(self) -> bool:
-        return isinstance(getattr(self.conn, "_reader", None), ContentLengthReader)
+        return reads_content_length(self.conn)
 
     def _absorb_body(self, n: int, replay: bool) -> None:
         """BODY mode: `n` lost body bytes are counted, never hashed."""

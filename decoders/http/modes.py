@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import re
 
-import h11
-
 MSG, WAIT, RESYNC, TUNNEL, DONE, BODY = "msg", "wait", "resync", "tunnel", "done", "body"
 CHUNK = "chunk"
 GUESSED = "no_body_guessed"  # tag: no request known, taken as bodiless (a status line followed)
@@ -17,9 +15,3 @@ CHUNK_SIZE_SANITY = 1 << 62  # larger chunk sizes are overflow attacks, not bodi
 CRLF = (10, 13)
 BLANK = re.compile(rb"\n\r?\n")
 CL_LINE = re.compile(rb"(?im)^content-length[ \t]*:([^\r\n]*)")
-
-
-def h11_buffered(conn: h11.Connection) -> int:
-    """Bytes h11 holds unparsed (private attribute: h11 is pinned; the public trailing_data
-    copies the buffer, which would make long pipelines quadratic)."""
-    return len(conn._receive_buffer)

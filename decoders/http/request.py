@@ -13,7 +13,8 @@ import h11
 
 from decoders.http.body import content_codings
 from decoders.http.fast import request_head
-from decoders.http.modes import WAIT, h11_buffered
+from decoders.http.h11_access import buffered as h11_buffered
+from decoders.http.modes import WAIT
 from decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
 from decoders.http.side import Side
 

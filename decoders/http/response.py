@@ -14,8 +14,9 @@ import h11
 
 from decoders.http.body import content_codings
 from decoders.http.fast import response_head
+from decoders.http.h11_access import buffered as h11_buffered
 from decoders.http.lines import status_line_state
-from decoders.http.modes import BLANK, CL_LINE, CRLF, GUESSED, MSG, RESYNC, h11_buffered
+from decoders.http.modes import BLANK, CL_LINE, CRLF, GUESSED, MSG, RESYNC
 from decoders.http.msg import UPGRADE, Msg, Txn, header_pairs, new_head_msg
 from decoders.http.side import Side
 

@@ -34,12 +34,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import h11
-from h11._readers import ChunkedReader
 
 from decoders.http.body import BodyDigest, content_codings
 from decoders.http.buffer import SideBuffer
 from decoders.http.bypass import BodyBypass
 from decoders.http.gaps import GapHandling
+from decoders.http.h11_access import buffered as h11_buffered
+from decoders.http.h11_access import chunk_left
 from decoders.http.lines import line_state, parse_head_leniently
 from decoders.http.modes import (
     BLANK,
@@ -53,7 +54,6 @@ from decoders.http.modes import (
     RESYNC,
     TUNNEL,
     WAIT,
-    h11_buffered,
 )
 from decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
 from decoders.http.resync import Resync
@@ -307,11 +307,11 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
                 self._protocol_error(str(exc))
                 continue
             if ev is h11.NEED_DATA or type(ev) is h11.ConnectionClosed:
-                r = conn._reader
-                if type(r) is ChunkedReader and r._bytes_in_chunk > CHUNK_SIZE_SANITY:
+                left = chunk_left(conn)
+                if left > CHUNK_SIZE_SANITY:
                     # The size line ended the delivery: h11 will not flag the chunk's first
                     # bytes as its start, so check the size now (same outcome as below).
-                    self._chunk_overflow(r._bytes_in_chunk, self.end - h11_buffered(conn))
+                    self._chunk_overflow(left, self.end - h11_buffered(conn))
                     continue
                 return
             if ev is h11.PAUSED:
