@@ -10,7 +10,10 @@
   after it. Any other event (gap, close) first puts the countdown back into the reader, so
   h11's paths run unchanged. The body's bytes are kept for replay as in MSG mode.
 
-The per-segment fast paths themselves are inlined in Side.data (and HttpDecoder.on_data).
+The per-segment hot path is `take_segment`, the one primitive both Side.data and the guard
+in HttpDecoder.on_data call. The bypasses are flags (BODY_BYPASS, CHUNK_BYPASS): with them off
+h11 reads every body, and tests/test_http_fast_paths.py checks that the records are the same
+on every fixture and its lossy variants.
 """
 
 from __future__ import annotations
@@ -21,11 +24,48 @@ from decoders.http.h11_access import buffered as h11_buffered
 from decoders.http.h11_access import chunk_left, content_length_left, set_chunk_left
 from decoders.http.modes import BODY, CHUNK, CHUNK_SIZE_SANITY, MSG
 
+BODY_BYPASS = True  # BODY mode on (tests turn it off to compare with h11 alone)
 CHUNK_BYPASS = True  # CHUNK mode on (tests turn it off to compare with h11 alone)
 
 
 class BodyBypass:
     """Mixed into Side (decoders/http/side.py)."""
+
+    # ---- the hot path, shared by BODY and CHUNK modes
+    def take_segment(self, data: bytes, ts_ns: int, clock: int) -> bool:
+        """`data` (an arrival at `ts_ns`, decoder clock `clock`) falls strictly inside the
+        current Content-Length body or chunk: hash it (and keep it when the body must be
+        replayable), nothing else happens. False, untouched: not such an arrival."""
+        n = len(data)
+        if self.mode == BODY:
+            if not n or n >= self.body_left:
+                return False
+            start = self.end
+            self.end = end = start + n
+            self.body_left -= n
+            self.arr = [[start, ts_ns, clock]]
+            self.body_digest.feed(data)  # type: ignore[union-attr]
+            if not self.body_keep:
+                self.boundary = self.base = end
+            elif not self.overflow:
+                self.rec += data
+                if end - self.boundary > self.cfg.max_replay:
+                    self._overflow()
+            return True
+        if self.mode == CHUNK:
+            if not n or n >= self.chunk_left:
+                return False
+            start = self.end
+            self.end = end = start + n
+            self.chunk_left -= n
+            self.arr = [[start, ts_ns, clock]]
+            self.body_digest.feed(data)  # type: ignore[union-attr]
+            if not self.overflow:
+                self.rec += data
+                if end - self.boundary > self.cfg.max_replay:
+                    self._overflow()
+            return True
+        return False
 
     # ---- BODY mode: a Content-Length body without h11
     def _enter_body(self, pos: int, length: int) -> None:
@@ -108,7 +148,7 @@ class BodyBypass:
         """After h11 produced a head: take a Content-Length body over from h11."""
         msg = self._cur_msg()
         conn = self.conn
-        if msg is None or conn is None or self.mode != MSG or msg.switch:
+        if msg is None or conn is None or self.mode != MSG or msg.switch or not BODY_BYPASS:
             return
         left = content_length_left(conn)
         if left > 0:

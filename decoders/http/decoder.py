@@ -197,33 +197,20 @@ class HttpDecoder(Decoder):
     # ---- plugin API
     def on_data(self, direction: int, data: bytes) -> None:
         side = self.client if direction == CLIENT else self.server
-        n = len(data)
-        if side.mode == BODY and n < side.body_left and not side.body_keep and not self.deferred:
-            # Hot path, inside a Content-Length body (Side.data's BODY branch, inlined).
-            if not n:
+        mode = side.mode
+        if not self.deferred and (
+            (mode == BODY and not side.body_keep) or (mode == CHUNK and direction != CLIENT)
+        ):
+            # Guard in front of the side's hot path (bypass.take_segment): an arrival inside a
+            # body changes nothing here but the clock (and, for a chunk, the server's clock,
+            # as below); the copy and the rest of this method are skipped.
+            clock = self.clock + 1
+            if side.take_segment(data, self.ctx.ts_ns, clock):
+                self.clock = clock
+                if mode == CHUNK:
+                    self.srv_clock = clock
                 return
-            self.clock = clock = self.clock + 1
-            start = side.end
-            side.end = side.boundary = side.base = start + n
-            side.body_left -= n
-            side.arr = [[start, self.ctx.ts_ns, clock]]
-            side.body_digest.feed(data)  # type: ignore[union-attr]
-            return
-        if self.closed or not n:
-            return
-        if side.mode == CHUNK and n < side.chunk_left and direction != CLIENT and not self.deferred:
-            # Hot path, inside a response chunk (this method's general path with Side.data's
-            # CHUNK branch, inlined: a chunked body's bytes are kept for a replay).
-            self.clock = self.srv_clock = clock = self.clock + 1
-            start = side.end
-            side.end = end = start + n
-            side.chunk_left -= n
-            side.arr = [[start, self.ctx.ts_ns, clock]]
-            side.body_digest.feed(data)  # type: ignore[union-attr]
-            if not side.overflow:
-                side.rec += data
-                if end - side.boundary > self.cfg.max_replay:
-                    side._overflow()
+        if self.closed or not data:
             return
         if self.deferred:
             self._flush_deferred()

@@ -59,6 +59,8 @@ from decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
 from decoders.http.resync import Resync
 from decoders.http.snapshot import SideSnapshot
 
+FAST_HEADS = True  # clean heads parsed by fast.py (tests turn it off to compare with h11 alone)
+
 if TYPE_CHECKING:
     from decoders.http.decoder import HttpDecoder
 
@@ -160,35 +162,8 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
     # ---- input
     def data(self, data: bytes, ts_ns: int, clock: int, replay: bool = False) -> None:
         mode = self.mode
-        if mode == BODY:
-            n = len(data)
-            if n < self.body_left and not replay and n:
-                # Hot path: inside a Content-Length body (same effect as the general path).
-                start = self.end
-                self.end = end = start + n
-                self.body_left -= n
-                self.arr = [[start, ts_ns, clock]]
-                self.body_digest.feed(data)  # type: ignore[union-attr]
-                if not self.body_keep:
-                    self.boundary = self.base = end
-                elif not self.overflow:
-                    self.rec += data
-                    if end - self.boundary > self.cfg.max_replay:
-                        self._overflow()
-                return
-        elif mode == CHUNK:
-            n = len(data)
-            if n < self.chunk_left and not replay and n:
-                # Hot path: inside a chunk (same effect as the general path).
-                start = self.end
-                self.end = end = start + n
-                self.chunk_left -= n
-                self.arr = [[start, ts_ns, clock]]
-                self.body_digest.feed(data)  # type: ignore[union-attr]
-                if not self.overflow:
-                    self.rec += data
-                    if end - self.boundary > self.cfg.max_replay:
-                        self._overflow()
+        if mode in (BODY, CHUNK):
+            if not replay and self.take_segment(data, ts_ns, clock):
                 return
         elif mode in (TUNNEL, DONE):
             return
@@ -277,7 +252,7 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
             if not self.started:
                 if self.boundary >= self.end:
                     return
-                if self._fast_head():
+                if FAST_HEADS and self._fast_head():
                     continue
                 if not self._start_message():
                     return
