@@ -1,41 +1,53 @@
 """The bytes a side keeps since its message boundary, and when each of them arrived.
 
-A restore replays those bytes (snapshot.py) and records take their capture time and
-decoder clock from the arrival that brought a message's first byte, so both live here.
+A restore replays those bytes (snapshot in side.py) and records take their capture time and
+decoder clock from the arrival that brought a message's first byte, so both live here. Like
+h11's ReceiveBuffer, an object the side holds (`Side.buf`): positions are absolute stream
+offsets of one direction; the kept bytes `rec` run from `base` to `end`.
 """
 
 from __future__ import annotations
 
 
-class SideBuffer:
-    """Mixed into Side (decoders/http/side.py), whose __init__ sets the fields used here."""
+class ByteBuffer:
+    """Kept bytes, message boundary and arrivals of one direction."""
 
-    def ts_at(self, pos: int) -> int:
-        ts = None
-        for start, t, _c in self.arr:
-            if start > pos:
-                break
-            ts = t
-        return ts if ts is not None else self.dec.ctx.ts_ns
+    __slots__ = ("arr", "base", "boundary", "end", "gaps", "overflow", "rec")
 
-    def clock_at(self, pos: int) -> int:
-        ck = None
-        for start, _t, c in self.arr:
-            if start > pos:
-                break
-            ck = c
-        return ck if ck is not None else self.dec.clock
+    def __init__(self) -> None:
+        self.rec = bytearray()  # bytes from abs offset `base` to `end`
+        self.base = 0
+        self.boundary = 0  # abs offset where the current message (or scan) starts
+        self.end = 0
+        self.arr: list[list[int]] = []  # [abs start, ts_ns, clock] of arrivals since boundary
+        self.gaps: list[list[int]] = []  # absorbed gaps of the current message: [abs pos, len]
+        self.overflow = False  # the message in progress is not kept (beyond the replay cap)
 
-    def arrival_at(self, pos: int) -> tuple[int, int]:
-        """(ts_at(pos), clock_at(pos)) in one pass."""
+    def arrival_at(self, pos: int) -> list[int] | None:
+        """[start, ts_ns, clock] of the arrival that brought byte `pos` (None: none kept)."""
         got = None
         for a in self.arr:
             if a[0] > pos:
                 break
             got = a
-        return (got[1], got[2]) if got is not None else (self.dec.ctx.ts_ns, self.dec.clock)
+        return got
 
-    def _prune_arrivals(self, pos: int) -> None:
+    def last_ts(self, pos: int) -> int | None:
+        """Capture time of the arrival that brought the byte before `pos` (None: no arrival
+        kept); the first arrival's when `pos` comes before all of them."""
+        arr = self.arr
+        if not arr:
+            return None
+        last = pos - 1
+        ts = arr[0][1]
+        for start, t, _c in arr:
+            if start > last:
+                break
+            ts = t
+        return ts
+
+    def prune_arrivals(self, pos: int) -> None:
+        """Forget the arrivals wholly before the one that brought byte `pos`."""
         arr = self.arr
         if len(arr) < 2 or arr[1][0] > pos:
             return
@@ -44,11 +56,12 @@ class SideBuffer:
             k += 1
         del arr[:k]
 
-    def _set_boundary(self, pos: int) -> None:
+    def set_boundary(self, pos: int) -> None:
+        """The current message (or scan) starts at `pos`: what is before it is not needed."""
         self.boundary = pos
         arr = self.arr
         if len(arr) > 1 and arr[1][0] <= pos:
-            self._prune_arrivals(pos)
+            self.prune_arrivals(pos)
         if self.gaps:
             self.gaps = [g for g in self.gaps if g[0] > pos]
         off = pos - self.base
@@ -57,11 +70,12 @@ class SideBuffer:
             self.base = pos
 
     def tail(self, start: int | None = None, limit: int | None = None) -> bytes:
+        """The kept bytes from `start` (default: the boundary), at most `limit` of them."""
         s = (self.boundary if start is None else start) - self.base
         e = len(self.rec) if limit is None else min(len(self.rec), s + limit)
         return bytes(self.rec[s:e])
 
-    def _overflow(self) -> None:
+    def stop_keeping(self) -> None:
         """The message in progress outgrew the replay cap: stop keeping its bytes."""
         self.overflow = True
         self.rec = bytearray()

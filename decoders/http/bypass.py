@@ -37,33 +37,34 @@ class BodyBypass:
         current Content-Length body or chunk: hash it (and keep it when the body must be
         replayable), nothing else happens. False, untouched: not such an arrival."""
         n = len(data)
+        buf = self.buf
         if self.mode == BODY:
             if not n or n >= self.body_left:
                 return False
-            start = self.end
-            self.end = end = start + n
+            start = buf.end
+            buf.end = end = start + n
             self.body_left -= n
-            self.arr = [[start, ts_ns, clock]]
+            buf.arr = [[start, ts_ns, clock]]
             self.body_digest.feed(data)  # type: ignore[union-attr]
             if not self.body_keep:
-                self.boundary = self.base = end
-            elif not self.overflow:
-                self.rec += data
-                if end - self.boundary > self.cfg.max_replay:
-                    self._overflow()
+                buf.boundary = buf.base = end
+            elif not buf.overflow:
+                buf.rec += data
+                if end - buf.boundary > self.cfg.max_replay:
+                    buf.stop_keeping()
             return True
         if self.mode == CHUNK:
             if not n or n >= self.chunk_left:
                 return False
-            start = self.end
-            self.end = end = start + n
+            start = buf.end
+            buf.end = end = start + n
             self.chunk_left -= n
-            self.arr = [[start, ts_ns, clock]]
+            buf.arr = [[start, ts_ns, clock]]
             self.body_digest.feed(data)  # type: ignore[union-attr]
-            if not self.overflow:
-                self.rec += data
-                if end - self.boundary > self.cfg.max_replay:
-                    self._overflow()
+            if not buf.overflow:
+                buf.rec += data
+                if end - buf.boundary > self.cfg.max_replay:
+                    buf.stop_keeping()
             return True
         return False
 
@@ -78,17 +79,17 @@ class BodyBypass:
         self.body_keep = not msg.digest.resumable
         self.conn = None  # (the response side keeps `framing`: a replay needs it)
         self.started = False
-        avail = self.end - pos
+        avail = self.buf.end - pos
         if avail > 0:
-            off = pos - self.base
+            off = pos - self.buf.base
             k = min(avail, length)
-            msg.digest.feed(bytes(self.rec[off : off + k]))
+            msg.digest.feed(bytes(self.buf.rec[off : off + k]))
             self.body_left = length - k
             if self.body_left == 0:
                 self._body_done(pos + k)
                 return
         if not self.body_keep:
-            self._set_boundary(self.end)  # nothing of this message is needed again
+            self.buf.set_boundary(self.buf.end)  # nothing of this message is needed again
 
     def _body_input(self, data: bytes) -> None:
         """BODY mode, general path: `data` continues the body and may end it."""
@@ -97,27 +98,27 @@ class BodyBypass:
         assert self.body_digest is not None
         self.body_digest.feed(data if k == n else data[:k])
         self.body_left -= k
-        if self.overflow:
+        if self.buf.overflow:
             if self.body_left == 0:
-                self.rec = bytearray(data[k:])
-                self.base = self.end + k
-                self.overflow = False
+                self.buf.rec = bytearray(data[k:])
+                self.buf.base = self.buf.end + k
+                self.buf.overflow = False
         else:
-            self.rec += data
-        self.end += n
+            self.buf.rec += data
+        self.buf.end += n
         if self.body_left == 0:
-            self._body_done(self.end - (n - k))
+            self._body_done(self.buf.end - (n - k))
         elif not self.body_keep:
-            self._set_boundary(self.end)
+            self.buf.set_boundary(self.buf.end)
 
     def _body_done(self, pos: int) -> None:
         self.mode = MSG
         self.body_left = 0
         self.body_digest = None
-        if self.overflow:  # ended by an absorbed gap: nothing after it was delivered yet
-            self.rec = bytearray()
-            self.base = self.end
-            self.overflow = False
+        if self.buf.overflow:  # ended by an absorbed gap: nothing after it was delivered yet
+            self.buf.rec = bytearray()
+            self.buf.base = self.buf.end
+            self.buf.overflow = False
         self._done(pos)
 
     # ---- CHUNK mode: the rest of a chunk without h11
@@ -152,7 +153,7 @@ class BodyBypass:
             return
         left = content_length_left(conn)
         if left > 0:
-            self._enter_body(self.end - h11_buffered(conn), left)
+            self._enter_body(self.buf.end - h11_buffered(conn), left)
 
     def _body_data(self, ev: h11.Data) -> None:
         msg = self._cur_msg()
@@ -161,7 +162,7 @@ class BodyBypass:
         if ev.chunk_start:
             size = chunk_left(self.conn) + len(data)
             if size > CHUNK_SIZE_SANITY:
-                self._chunk_overflow(size, self.end - h11_buffered(self.conn) - len(data))
+                self._chunk_overflow(size, self.buf.end - h11_buffered(self.conn) - len(data))
                 return
         if self.skip_hash:
             k = min(self.skip_hash, len(data))

@@ -373,7 +373,7 @@ class HttpDecoder(Decoder):
         # A server-side hole declared since the client's last data may hold the answers to
         # requests of this hole: then none of the responses to come must be theirs.
         at_boundary = at_boundary and self.srv_lost_clock < self.cli_data_clock
-        m = Loss(False, None, self.client.end, lost, at_boundary)
+        m = Loss(False, None, self.client.buf.end, lost, at_boundary)
         # Responses that found no request since the last client data answered requests of
         # this hole (the hole was declared late, by the ACK of the packet carrying them).
         m.seen, self.loose = self.loose, 0
@@ -402,7 +402,7 @@ class HttpDecoder(Decoder):
         if data:
             state = self.server.idle_state() if self.srv_clock > self.cli_clock else 0
             if state:
-                self.client.quiet = [self.client.end, state]
+                self.client.quiet = [self.client.buf.end, state]
             self.loose = 0
             self.cli_data_clock = self.clock
         self.cli_clock = self.clock
@@ -519,7 +519,7 @@ class HttpDecoder(Decoder):
         if ws:
             txn.tags.add("websocket")
         c = self.client
-        held_client = c.tail() if c.mode == WAIT and not c.overflow else b""
+        held_client = c.buf.tail() if c.mode == WAIT and not c.buf.overflow else b""
         self.txn_done(txn)
         for side in (self.client, self.server):
             side.to_tunnel()
@@ -643,7 +643,7 @@ class HttpDecoder(Decoder):
             "anomalies": sorted([k, v] for k, v in self.anomalies.items()),
             "reqs": [reqs[k].to_state() for k in sorted(reqs)],
             "queue": [
-                e.to_state(self.client.boundary) if isinstance(e, Loss) else e.rid
+                e.to_state(self.client.buf.boundary) if isinstance(e, Loss) else e.rid
                 for e in self.queue
             ],
             "npending": self.npending,

@@ -20,7 +20,7 @@ class GapHandling:
     def gap(self, length: int, replay: bool = False) -> None:
         if self.mode in (TUNNEL, DONE) or length <= 0:
             return
-        if self.mode == MSG and self._cur_msg() is None and self.end > self.boundary:
+        if self.mode == MSG and self._cur_msg() is None and self.buf.end > self.buf.boundary:
             self._settle_waiting()
         if self.mode == CHUNK:
             self._chunk_sync()
@@ -60,19 +60,19 @@ class GapHandling:
         msg = self._cur_msg()
         assert msg is not None and msg.digest is not None
         if not replay and self.body_keep:
-            self.gaps.append([self.end, n])
+            self.buf.gaps.append([self.buf.end, n])
         msg.digest.skip(n)
         msg.tags.add("gap")
         self.body_left -= n
         if self.body_left == 0:
-            self._body_done(self.end)
+            self._body_done(self.buf.end)
 
     def _absorb(self, n: int, replay: bool) -> None:
         """Skip `n` lost body bytes: h11 is fed filler that is counted, never hashed."""
         msg = self._cur_msg()
         assert msg is not None and msg.digest is not None and self.conn is not None
         if not replay:
-            self.gaps.append([self.end, n])
+            self.buf.gaps.append([self.buf.end, n])
         msg.digest.skip(n)
         msg.tags.add("gap")
         self.skip_hash += n
@@ -89,12 +89,12 @@ class GapHandling:
         at_boundary = (
             self.mode in (MSG, BODY)
             and self._cur_msg() is None
-            and not (self.started and self.end > self.boundary)
+            and not (self.started and self.buf.end > self.buf.boundary)
         )
         if self.mode in (MSG, BODY):
             if self._cur_msg() is not None:
                 self._give_up_cur({"gap", "truncated"})
-            elif self.started and self.end > self.boundary:
-                self._lenient(self.tail(limit=self.cfg.max_header), {"gap", "truncated"})
+            elif self.started and self.buf.end > self.buf.boundary:
+                self._lenient(self.buf.tail(limit=self.cfg.max_header), {"gap", "truncated"})
         self._on_loss(lost, at_boundary)
-        self._enter_resync(self.end, skip_lf=False, soft=True)
+        self._enter_resync(self.buf.end, skip_lf=False, soft=True)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import h11
 
 from decoders.http.body import BodyDigest, content_codings
-from decoders.http.buffer import SideBuffer
+from decoders.http.buffer import ByteBuffer
 from decoders.http.bypass import BodyBypass
 from decoders.http.gaps import GapHandling
 from decoders.http.h11_access import buffered as h11_buffered
@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from decoders.http.decoder import HttpDecoder
 
 
-class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
+class Side(BodyBypass, GapHandling, SideSnapshot):
     """One direction's state machine; the roles fill in the hooks (RequestSide, ResponseSide)."""
 
     is_request = True
@@ -74,18 +74,11 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
         self.dec = dec
         self.cfg = dec.cfg
         self.mode = MSG
-        self.rec = bytearray()  # bytes from abs offset `base` to `end`
-        self.base = 0
-        self.boundary = 0  # abs offset where the current message (or scan) starts
-        self.end = 0
-        self.arr: list[list[int]] = []  # [abs start, ts_ns, clock] of arrivals since boundary
-        self.gaps: list[list[int]] = []  # absorbed gaps of the current message: [abs pos, len]
-        self.overflow = False
+        self.buf = ByteBuffer()
         self.conn: h11.Connection | None = None
         self.started = False  # the h11 connection holds bytes of the current message
         self.line_ok = False  # first line of the current message looks right
-        self.skip_lf = False  # RESYNC: current position is not a line start
-        self.soft = False  # RESYNC: current position follows a gap (a line start, or not)
+        self.resync = Resync(self.is_request, self.cfg.max_header)
         self.tags_next: set[str] = set()
         self.skip_hash = 0  # filler bytes (for a gap) still to pass through h11 unhashed
         self.closing = False
@@ -127,17 +120,24 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
         saved arrivals, so a restore gives the same value."""
         if pos is None:
             conn = self.conn
-            pos = self.end - (h11_buffered(conn) if conn is not None else 0)
-        arr = self.arr
-        if not arr:
-            return self.dec.ctx.ts_ns
-        last = pos - 1
-        ts = arr[0][1]
-        for start, t, _c in arr:
-            if start > last:
-                break
-            ts = t
-        return ts
+            pos = self.buf.end - (h11_buffered(conn) if conn is not None else 0)
+        ts = self.buf.last_ts(pos)
+        return ts if ts is not None else self.dec.ctx.ts_ns
+
+    def ts_at(self, pos: int) -> int:
+        """Capture time of the arrival that brought byte `pos` (now, if none is kept)."""
+        a = self.buf.arrival_at(pos)
+        return a[1] if a is not None else self.dec.ctx.ts_ns
+
+    def clock_at(self, pos: int) -> int:
+        """Decoder clock of the arrival that brought byte `pos` (now, if none is kept)."""
+        a = self.buf.arrival_at(pos)
+        return a[2] if a is not None else self.dec.clock
+
+    def arrival_at(self, pos: int) -> tuple[int, int]:
+        """(ts_at(pos), clock_at(pos)) in one pass."""
+        a = self.buf.arrival_at(pos)
+        return (a[1], a[2]) if a is not None else (self.dec.ctx.ts_ns, self.dec.clock)
 
     def _event(self, ev: Any) -> None:
         raise NotImplementedError
@@ -170,13 +170,13 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
         if not data:
             return
         if not replay:
-            self.arr.append([self.end, ts_ns, clock])
+            self.buf.arr.append([self.buf.end, ts_ns, clock])
         if mode == BODY:
             self._body_input(data)
         else:
-            if not self.overflow:
-                self.rec += data
-            self.end += len(data)
+            if not self.buf.overflow:
+                self.buf.rec += data
+            self.buf.end += len(data)
         if self.mode == MSG:
             if self.started:
                 assert self.conn is not None
@@ -193,51 +193,51 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
 
     def _after_input(self) -> None:
         if self.mode == CHUNK:  # h11 holds nothing unparsed
-            self._prune_arrivals(self.end)
-            if not self.overflow and self.end - self.boundary > self.cfg.max_replay:
-                self._overflow()
+            self.buf.prune_arrivals(self.buf.end)
+            if not self.buf.overflow and self.buf.end - self.buf.boundary > self.cfg.max_replay:
+                self.buf.stop_keeping()
             return
         if self.mode == BODY:
-            self._prune_arrivals(self.end)
-            keep = self.body_keep and not self.overflow
-            if keep and self.end - self.boundary > self.cfg.max_replay:
-                self._overflow()
+            self.buf.prune_arrivals(self.buf.end)
+            keep = self.body_keep and not self.buf.overflow
+            if keep and self.buf.end - self.buf.boundary > self.cfg.max_replay:
+                self.buf.stop_keeping()
             return
         if self.mode != MSG or self.conn is None:
             return
         if self._cur_msg() is not None:
-            self._prune_arrivals(self.end - h11_buffered(self.conn))
-            if not self.overflow and self.end - self.boundary > self.cfg.max_replay:
-                self._overflow()
+            self.buf.prune_arrivals(self.buf.end - h11_buffered(self.conn))
+            if not self.buf.overflow and self.buf.end - self.buf.boundary > self.cfg.max_replay:
+                self.buf.stop_keeping()
 
     # ---- the h11 loop
     def _start_message(self) -> bool:
-        rec, i, n = self.rec, self.boundary - self.base, len(self.rec)
+        rec, i, n = self.buf.rec, self.buf.boundary - self.buf.base, len(self.buf.rec)
         while i < n and rec[i] in CRLF:
             i += 1
-        if i + self.base != self.boundary:
-            self._set_boundary(i + self.base)
-        if self.boundary >= self.end:
+        if i + self.buf.base != self.buf.boundary:
+            self.buf.set_boundary(i + self.buf.base)
+        if self.buf.boundary >= self.buf.end:
             return False
         self.started = True
         self.line_ok = False
         if self.conn is None:
             self._reset_conn()
         assert self.conn is not None
-        self.conn.receive_data(self.tail())
+        self.conn.receive_data(self.buf.tail())
         return True
 
     def _fast_head(self) -> bool:
         """At a message start: parse a complete, clean head without h11 (see module doc)."""
-        rec, base = self.rec, self.base
-        off, n = self.boundary - base, len(rec)
+        rec, base = self.buf.rec, self.buf.base
+        off, n = self.buf.boundary - base, len(rec)
         if off < n and rec[off] in CRLF:
             i = off
             while i < n and rec[i] in CRLF:
                 i += 1
-            self._set_boundary(i + base)
-            rec, base = self.rec, self.base
-            off, n = self.boundary - base, len(rec)
+            self.buf.set_boundary(i + base)
+            rec, base = self.buf.rec, self.buf.base
+            off, n = self.buf.boundary - base, len(rec)
         if off >= n:
             return False
         m = BLANK.search(rec, off, off + self.cfg.max_header)
@@ -250,7 +250,7 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
             if not self._ready():
                 return
             if not self.started:
-                if self.boundary >= self.end:
+                if self.buf.boundary >= self.buf.end:
                     return
                 if FAST_HEADS and self._fast_head():
                     continue
@@ -260,7 +260,9 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
             assert conn is not None
             if not self.line_ok and not self.head_seen:
                 st = line_state(
-                    self.is_request, self.tail(limit=self.cfg.max_header + 1), self.cfg.max_header
+                    self.is_request,
+                    self.buf.tail(limit=self.cfg.max_header + 1),
+                    self.cfg.max_header,
                 )
                 if st is None and not self.closing:
                     return
@@ -286,7 +288,7 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
                 if left > CHUNK_SIZE_SANITY:
                     # The size line ended the delivery: h11 will not flag the chunk's first
                     # bytes as its start, so check the size now (same outcome as below).
-                    self._chunk_overflow(left, self.end - h11_buffered(conn))
+                    self._chunk_overflow(left, self.buf.end - h11_buffered(conn))
                     continue
                 return
             if ev is h11.PAUSED:
@@ -301,19 +303,23 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
         """Content-Length values as on the wire (h11 drops identical duplicates)."""
         if not any(n.lower() == b"content-length" for n, _ in raw):
             return None
-        off = self.boundary - self.base
-        m = BLANK.search(self.rec, off, off + self.cfg.max_header + 3)
-        head = bytes(self.rec[off : m.end() if m else off + self.cfg.max_header])
+        off = self.buf.boundary - self.buf.base
+        m = BLANK.search(self.buf.rec, off, off + self.cfg.max_header + 3)
+        head = bytes(self.buf.rec[off : m.end() if m else off + self.cfg.max_header])
         return [v.strip() for v in CL_LINE.findall(head)]
 
     def _head_fits(self) -> bool:
         """Position-based head limit (h11 only checks when it runs out of data, so the
         outcome would depend on chunking): the blank line must come within max_header."""
         limit = self.cfg.max_header
-        if self.end - self.boundary <= limit:
+        if self.buf.end - self.buf.boundary <= limit:
             return True
         return (
-            BLANK.search(self.rec, self.boundary - self.base, self.boundary - self.base + limit)
+            BLANK.search(
+                self.buf.rec,
+                self.buf.boundary - self.buf.base,
+                self.buf.boundary - self.buf.base + limit,
+            )
             is not None
         )
 
@@ -325,7 +331,7 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
         """The current message is complete: move the boundary and get h11 ready for the next.
         `pos`: where the message ended when h11 did not parse it to the end (no connection)."""
         if pos is not None:
-            self._set_boundary(pos)
+            self.buf.set_boundary(pos)
             self.line_ok = self.head_seen = self.started = False
             self.skip_hash = 0
             self._on_boundary()
@@ -334,16 +340,16 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
         conn = self.conn
         assert conn is not None
         buffered = h11_buffered(conn)
-        if self.overflow:
-            self.rec = bytearray(conn.trailing_data[0])
-            self.base = self.end - buffered
-            self.overflow = False
-        self._set_boundary(self.end - buffered)
+        if self.buf.overflow:
+            self.buf.rec = bytearray(conn.trailing_data[0])
+            self.buf.base = self.buf.end - buffered
+            self.buf.overflow = False
+        self.buf.set_boundary(self.buf.end - buffered)
         self.line_ok = False
         self.head_seen = False
         self.skip_hash = 0
         self._on_boundary()
-        if buffered and self.rec[self.boundary - self.base] in CRLF:
+        if buffered and self.buf.rec[self.buf.boundary - self.buf.base] in CRLF:
             cycled = False
         else:
             cycled = self._cycle()
@@ -361,18 +367,18 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
             self.dec.anomaly("http_parse_error", detail)
         if self._cur_msg() is not None:
             assert self.conn is not None
-            pos = self.end - h11_buffered(self.conn)
+            pos = self.buf.end - h11_buffered(self.conn)
             self._give_up_cur(tags | {"truncated"})
             self._enter_resync(pos, skip_lf=False)
             return
-        head = self.tail(limit=self.cfg.max_header + 1)
+        head = self.buf.tail(limit=self.cfg.max_header + 1)
         if not self._head_fits():
             tags = tags | {"header_limit", "truncated"}
             self.dec.anomaly("http_header_limit", f"head longer than {self.cfg.max_header} bytes")
         self._lenient(head[: self.cfg.max_header], tags)
         # Whether the bad line is complete yet or not, the next message may start on it
         # (mid-line, `_scan`) or at a later line: the same candidates either way.
-        self._enter_resync(self.boundary + 1, skip_lf=True)
+        self._enter_resync(self.buf.boundary + 1, skip_lf=True)
 
     def _on_boundary(self) -> None:
         pass
@@ -399,11 +405,11 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
                 "reason": head.reason.decode("latin-1"),
                 "version": head.version.decode("latin-1"),
             }
-            clock = self.clock_at(self.boundary)
+            clock = self.clock_at(self.buf.boundary)
         msg = new_head_msg(
             dec.next_rid(),
             self.is_request,
-            self.ts_at(self.boundary),
+            self.ts_at(self.buf.boundary),
             clock,
             first,
             header_pairs(head.headers),
@@ -430,11 +436,48 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
         self.body_digest = None
         self.conn = None
         self.started = False
-        self.overflow = False
-        self.rec = bytearray()
-        self.base = self.boundary = self.end
-        self.arr = []
-        self.gaps = []
+        self.buf.overflow = False
+        self.buf.rec = bytearray()
+        self.buf.base = self.buf.boundary = self.buf.end
+        self.buf.arr = []
+        self.buf.gaps = []
+
+    # ---- RESYNC mode (the scanner: resync.py)
+    def _enter_resync(self, pos: int, skip_lf: bool, soft: bool = False) -> None:
+        """Resynchronise from `pos`; `soft`: it follows a gap, so it may be mid-line."""
+        self.mode = RESYNC
+        self.body_left = 0
+        self.started = False
+        self.line_ok = False
+        self.head_seen = False
+        self.skip_hash = 0
+        if self.buf.overflow:  # the body was not kept: what h11 did not consume is all we have
+            rest = self.conn.trailing_data[0] if self.conn is not None else b""
+            self.buf.rec = bytearray(rest)
+            self.buf.base = self.buf.end - len(rest)
+            self.buf.overflow = False
+            pos = max(pos, self.buf.base)
+        self.conn = None
+        self.buf.set_boundary(pos)
+        self.resync.start(skip_lf, soft)
+        self.tags_next.add("resync")
+        self._scan()
+
+    def _scan(self) -> None:
+        pos = self.resync.scan(self.buf)
+        if pos is not None:
+            self._resume(pos)
+
+    def _resume(self, pos: int) -> None:
+        """Start parsing messages again at `pos` with a fresh h11 connection."""
+        self._on_boundary()
+        self.mode = MSG
+        self.buf.set_boundary(pos)
+        self._reset_conn()
+        self.started = False
+        self.line_ok = False
+        self.head_seen = False
+        self._pump()
 
     # ---- close
     def close(self) -> None:
@@ -443,8 +486,8 @@ class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):
             self._chunk_sync()
         if self.mode == BODY:  # as h11 at EOF inside a Content-Length body
             self._give_up_cur({"truncated"})
-            self._enter_resync(self.end, skip_lf=False)
-        if self.mode == MSG and not self.started and self.end > self.boundary:
+            self._enter_resync(self.buf.end, skip_lf=False)
+        if self.mode == MSG and not self.started and self.buf.end > self.buf.boundary:
             self._pump()  # bytes held back by _ready: no more will come
         for _ in range(1000):
             if self.mode != MSG or not self.started:

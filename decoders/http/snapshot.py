@@ -22,15 +22,15 @@ class SideSnapshot:
     """Mixed into Side (decoders/http/side.py)."""
 
     def state(self) -> dict[str, Any]:
-        rel = self.boundary
+        rel = self.buf.boundary
         mode = self.mode
         st = {
             "mode": mode,
-            "data": None if self.overflow else self.tail(),
-            "gaps": [[p - rel, n] for p, n in self.gaps],
-            "arr": [[p - rel, t, c] for p, t, c in self.arr],
-            "skip_lf": self.skip_lf,
-            "soft": self.soft,
+            "data": None if self.buf.overflow else self.buf.tail(),
+            "gaps": [[p - rel, n] for p, n in self.buf.gaps],
+            "arr": [[p - rel, t, c] for p, t, c in self.buf.arr],
+            "skip_lf": self.resync.skip_lf,
+            "soft": self.resync.soft,
             "tags_next": sorted(self.tags_next),
         }
         if mode == CHUNK:  # replayed from the message's start, through h11
@@ -47,13 +47,13 @@ class SideSnapshot:
     def load(self, st: dict[str, Any]) -> None:
         """Rebuild from `state()`: the caller has set up the shared objects (cur etc.)."""
         self.mode = st["mode"]
-        self.arr = [list(a) for a in st["arr"]]
-        self.skip_lf = st["skip_lf"]
-        self.soft = st.get("soft", False)
+        self.buf.arr = [list(a) for a in st["arr"]]
+        self.resync.skip_lf = st["skip_lf"]
+        self.resync.soft = st.get("soft", False)
         self.tags_next = set(st["tags_next"])
-        self.rec = bytearray()
-        self.base = self.boundary = self.end = 0
-        self.gaps = []
+        self.buf.rec = bytearray()
+        self.buf.base = self.buf.boundary = self.buf.end = 0
+        self.buf.gaps = []
         data = st["data"]
         if data is None:  # overflowed body: resume at the next message line
             self._restored_partial()
@@ -78,12 +78,12 @@ class SideSnapshot:
                 if gpos > pos:
                     self.data(data[pos:gpos], 0, 0, replay=True)
                     pos = gpos
-                self.gaps.append([gpos, glen])
+                self.buf.gaps.append([gpos, glen])
                 self.gap(glen, replay=True)
             self.data(data[pos:], 0, 0, replay=True)
         else:
-            self.rec = bytearray(data)
-            self.end = len(data)
+            self.buf.rec = bytearray(data)
+            self.buf.end = len(data)
             if self.mode in (TUNNEL, DONE):
                 self.conn = None
 
@@ -98,5 +98,5 @@ class SideSnapshot:
         self.mode = RESYNC
         self.conn = None
         self.started = False
-        self.skip_lf = True
+        self.resync.skip_lf = True
         self.tags_next.add("restored_partial")
