@@ -6,7 +6,7 @@ and CHUNK_BYPASS (Content-Length bodies and chunk data consumed without h11). Wi
 off h11 parses everything; every record of every fixture capture, and of its lossy variants
 (tests/lossy.py: each kind of loss, as tests/test_lossy_pairing.py makes them), must be the
 same. The guard in HttpDecoder.on_data sits in front of the side's one hot path
-(bypass.take_segment): with the bypasses off it never fires, so it is compared too.
+(Side.take_segment): with the bypasses off it never fires, so it is compared too.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from decoders.http import bypass, side
+from decoders.http import side
 from streams.replay import replay_records
 from tests import lossy
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 CAPTURES = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap"))
-FLAGS = ((side, "FAST_HEADS"), (bypass, "BODY_BYPASS"), (bypass, "CHUNK_BYPASS"))
+FLAGS = ((side, "FAST_HEADS"), (side, "BODY_BYPASS"), (side, "CHUNK_BYPASS"))
 
 
 def _records(path: Path) -> list[str]:

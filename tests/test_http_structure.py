@@ -4,6 +4,8 @@
   module imports `h11._*` or reads/writes an underscore attribute that h11's objects have
   (the names are taken from live h11 objects, not listed by hand), and the installed h11
   is the version that module was checked against (pyproject.toml pins it).
+- No mixins: no class of the HTTP decoder has more than one base besides `object` and the
+  plugin/exception/tuple bases; a side HOLDS its parts (buffer.ByteBuffer, resync.Resync).
 """
 
 from __future__ import annotations
@@ -103,3 +105,48 @@ def test_h11_is_the_version_h11_access_was_checked_against() -> None:
     assert h11.__version__ == h11_access.H11_VERSION
     pins = re.findall(r'"h11==([^"]+)"', (ROOT / "pyproject.toml").read_text())
     assert pins == [h11_access.H11_VERSION]
+
+
+ALLOWED_BASES = {"object", "Decoder", "Exception", "NamedTuple", "Generic", "Protocol"}
+
+
+def http_modules(root: Path = ROOT) -> list[Path]:
+    """The HTTP decoder's modules, in the package or (older layout) flat in decoders/."""
+    d = root / "decoders"
+    return sorted((d / "http").glob("*.py")) + sorted(d.glob("http*.py"))
+
+
+def _base_name(node: ast.expr) -> str:
+    if isinstance(node, ast.Subscript):
+        node = node.value
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else ast.unparse(node)
+
+
+def mixin_classes(files: list[Path], root: Path = ROOT) -> list[str]:
+    hits = []
+    for p in files:
+        for node in ast.walk(ast.parse(p.read_text(), str(p))):
+            if isinstance(node, ast.ClassDef):
+                bases = [b for b in map(_base_name, node.bases) if b not in ALLOWED_BASES]
+                if len(bases) > 1:
+                    hits.append(f"{p.relative_to(root)}:{node.lineno} {node.name}{tuple(bases)}")
+    return hits
+
+
+def test_no_mixins_in_the_http_decoder() -> None:
+    files = http_modules()
+    assert len(files) >= 10  # the walk sees the package
+    assert mixin_classes(files) == []
+
+
+def test_the_walk_finds_mixins(tmp_path: Path) -> None:
+    p = tmp_path / "bad.py"
+    p.write_text(
+        "class A(Decoder): ...\n"
+        "class B(Exception): ...\n"
+        "class Side(Buffer, Bypass, Gaps): ...\n"
+        "class C(x.Mixin, Generic[T], Other): ...\n"
+    )
+    assert [h.split()[1].split("(")[0] for h in mixin_classes([p], root=tmp_path)] == ["Side", "C"]

@@ -201,7 +201,7 @@ class HttpDecoder(Decoder):
         if not self.deferred and (
             (mode == BODY and not side.body_keep) or (mode == CHUNK and direction != CLIENT)
         ):
-            # Guard in front of the side's hot path (bypass.take_segment): an arrival inside a
+            # Guard in front of the side's hot path (Side.take_segment): an arrival inside a
             # body changes nothing here but the clock (and, for a chunk, the server's clock,
             # as below); the copy and the rest of this method are skipped.
             clock = self.clock + 1

@@ -35,12 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from decoders.http.body import BodyDigest, content_codings
+from decoders.http.body import PIECE, BodyDigest, content_codings
 from decoders.http.buffer import ByteBuffer
-from decoders.http.bypass import BodyBypass
-from decoders.http.gaps import GapHandling
 from decoders.http.h11_access import buffered as h11_buffered
-from decoders.http.h11_access import chunk_left
+from decoders.http.h11_access import (
+    chunk_left,
+    content_length_left,
+    reads_content_length,
+    set_chunk_left,
+    skippable_body_bytes,
+)
 from decoders.http.lines import line_state, parse_head_leniently
 from decoders.http.modes import (
     BLANK,
@@ -57,15 +61,18 @@ from decoders.http.modes import (
 )
 from decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
 from decoders.http.resync import Resync
-from decoders.http.snapshot import SideSnapshot
 
-FAST_HEADS = True  # clean heads parsed by fast.py (tests turn it off to compare with h11 alone)
+# Fast paths, each a flag (tests/test_http_fast_paths.py compares the records on and off):
+FAST_HEADS = True  # clean heads parsed by fast.py, not h11
+BODY_BYPASS = True  # BODY mode: Content-Length bodies consumed without h11
+CHUNK_BYPASS = True  # CHUNK mode: the data of each chunk consumed without h11
+_ZEROS = bytes(PIECE)  # filler fed to h11 for an absorbed gap
 
 if TYPE_CHECKING:
     from decoders.http.decoder import HttpDecoder
 
 
-class Side(BodyBypass, GapHandling, SideSnapshot):
+class Side:
     """One direction's state machine; the roles fill in the hooks (RequestSide, ResponseSide)."""
 
     is_request = True
@@ -500,3 +507,320 @@ class Side(BodyBypass, GapHandling, SideSnapshot):
                 break
         self.mode = DONE
         self.conn = None
+
+    # ---- BODY and CHUNK modes (module doc)
+    # -- the hot path, shared by BODY and CHUNK modes
+    def take_segment(self, data: bytes, ts_ns: int, clock: int) -> bool:
+        """`data` (an arrival at `ts_ns`, decoder clock `clock`) falls strictly inside the
+        current Content-Length body or chunk: hash it (and keep it when the body must be
+        replayable), nothing else happens. False, untouched: not such an arrival."""
+        n = len(data)
+        buf = self.buf
+        if self.mode == BODY:
+            if not n or n >= self.body_left:
+                return False
+            start = buf.end
+            buf.end = end = start + n
+            self.body_left -= n
+            buf.arr = [[start, ts_ns, clock]]
+            self.body_digest.feed(data)  # type: ignore[union-attr]
+            if not self.body_keep:
+                buf.boundary = buf.base = end
+            elif not buf.overflow:
+                buf.rec += data
+                if end - buf.boundary > self.cfg.max_replay:
+                    buf.stop_keeping()
+            return True
+        if self.mode == CHUNK:
+            if not n or n >= self.chunk_left:
+                return False
+            start = buf.end
+            buf.end = end = start + n
+            self.chunk_left -= n
+            buf.arr = [[start, ts_ns, clock]]
+            self.body_digest.feed(data)  # type: ignore[union-attr]
+            if not buf.overflow:
+                buf.rec += data
+                if end - buf.boundary > self.cfg.max_replay:
+                    buf.stop_keeping()
+            return True
+        return False
+
+    # ---- BODY mode: a Content-Length body without h11
+    def _enter_body(self, pos: int, length: int) -> None:
+        """The current message's head ended at `pos`; a body of `length` > 0 bytes follows."""
+        msg = self._cur_msg()
+        assert msg is not None and msg.digest is not None and length > 0
+        self.mode = BODY
+        self.body_left = length
+        self.body_digest = msg.digest
+        self.body_keep = not msg.digest.resumable
+        self.conn = None  # (the response side keeps `framing`: a replay needs it)
+        self.started = False
+        avail = self.buf.end - pos
+        if avail > 0:
+            off = pos - self.buf.base
+            k = min(avail, length)
+            msg.digest.feed(bytes(self.buf.rec[off : off + k]))
+            self.body_left = length - k
+            if self.body_left == 0:
+                self._body_done(pos + k)
+                return
+        if not self.body_keep:
+            self.buf.set_boundary(self.buf.end)  # nothing of this message is needed again
+
+    def _body_input(self, data: bytes) -> None:
+        """BODY mode, general path: `data` continues the body and may end it."""
+        n = len(data)
+        k = min(n, self.body_left)
+        assert self.body_digest is not None
+        self.body_digest.feed(data if k == n else data[:k])
+        self.body_left -= k
+        if self.buf.overflow:
+            if self.body_left == 0:
+                self.buf.rec = bytearray(data[k:])
+                self.buf.base = self.buf.end + k
+                self.buf.overflow = False
+        else:
+            self.buf.rec += data
+        self.buf.end += n
+        if self.body_left == 0:
+            self._body_done(self.buf.end - (n - k))
+        elif not self.body_keep:
+            self.buf.set_boundary(self.buf.end)
+
+    def _body_done(self, pos: int) -> None:
+        self.mode = MSG
+        self.body_left = 0
+        self.body_digest = None
+        if self.buf.overflow:  # ended by an absorbed gap: nothing after it was delivered yet
+            self.buf.rec = bytearray()
+            self.buf.base = self.buf.end
+            self.buf.overflow = False
+        self._done(pos)
+
+    # ---- CHUNK mode: the rest of a chunk without h11
+    def _chunk_input(self, data: bytes) -> None:
+        """CHUNK mode, general path: `data` continues the chunk and may end it."""
+        n = len(data)
+        k = min(n, self.chunk_left)
+        assert self.body_digest is not None
+        self.body_digest.feed(data if k == n else data[:k])
+        self.chunk_left -= k
+        if self.chunk_left:
+            return
+        self._chunk_sync()
+        if k < n:
+            assert self.conn is not None
+            self.conn.receive_data(data[k:])
+            self._pump()
+
+    def _chunk_sync(self) -> None:
+        """Leave CHUNK mode: h11's chunked reader takes over where the countdown is."""
+        assert self.conn is not None
+        set_chunk_left(self.conn, self.chunk_left)
+        self.mode = MSG
+        self.chunk_left = 0
+        self.body_digest = None
+
+    def _take_body(self) -> None:
+        """After h11 produced a head: take a Content-Length body over from h11."""
+        msg = self._cur_msg()
+        conn = self.conn
+        if msg is None or conn is None or self.mode != MSG or msg.switch or not BODY_BYPASS:
+            return
+        left = content_length_left(conn)
+        if left > 0:
+            self._enter_body(self.buf.end - h11_buffered(conn), left)
+
+    def _body_data(self, ev: h11.Data) -> None:
+        msg = self._cur_msg()
+        assert msg is not None and msg.digest is not None and self.conn is not None
+        data = ev.data
+        if ev.chunk_start:
+            size = chunk_left(self.conn) + len(data)
+            if size > CHUNK_SIZE_SANITY:
+                self._chunk_overflow(size, self.buf.end - h11_buffered(self.conn) - len(data))
+                return
+        if self.skip_hash:
+            k = min(self.skip_hash, len(data))
+            self.skip_hash -= k
+            data = data[k:]
+        msg.digest.feed(data)
+        if CHUNK_BYPASS and not self.skip_hash and not h11_buffered(self.conn):
+            left = chunk_left(self.conn)
+            if left:
+                self.mode = CHUNK  # the rest of this chunk bypasses h11
+                self.chunk_left = left
+                self.body_digest = msg.digest
+
+    def _chunk_overflow(self, size: int, pos: int) -> None:
+        """A chunk size beyond any real body (2^64 overflow attacks): give the message up and
+        resynchronise where the chunk's data begins (`pos`)."""
+        self.dec.anomaly("http_chunk_size_overflow", f"chunk size {size:#x}")
+        self._give_up_cur({"parse_error", "truncated"})
+        self._enter_resync(pos, skip_lf=False)
+
+    # ---- gaps (module doc)
+    def gap(self, length: int, replay: bool = False) -> None:
+        if self.mode in (TUNNEL, DONE) or length <= 0:
+            return
+        if self.mode == MSG and self._cur_msg() is None and self.buf.end > self.buf.boundary:
+            self._settle_waiting()
+        if self.mode == CHUNK:
+            self._chunk_sync()
+        if self.mode == BODY:
+            room = self.body_left
+            if length <= room:
+                self._absorb_body(length, replay)
+                return
+            self._absorb_body(room, replay)  # the body ends inside the hole
+            length -= room
+        elif self.mode == MSG and self._cur_msg() is not None:
+            room = self._body_room()
+            if room is None or 0 < length <= room:
+                self._absorb(length, replay)
+                return
+            if room and self._known_length():
+                # The hole runs past the end of a Content-Length body: finish that message
+                # with the bytes it missed, then the rest is a loss at the next message.
+                self._absorb(room, replay)
+                length -= room
+        if not replay:
+            self._lose(length)
+
+    def _settle_waiting(self) -> None:
+        """Bytes held back before parsing (ResponseSide._ready) are parsed now, as they are."""
+
+    def _body_room(self) -> int | None:
+        """Bytes of the current body whose framing is known: a gap this size can be skipped.
+        None: unlimited (close-delimited body)."""
+        return skippable_body_bytes(self.conn)
+
+    def _known_length(self) -> bool:
+        return reads_content_length(self.conn)
+
+    def _absorb_body(self, n: int, replay: bool) -> None:
+        """BODY mode: `n` lost body bytes are counted, never hashed."""
+        msg = self._cur_msg()
+        assert msg is not None and msg.digest is not None
+        if not replay and self.body_keep:
+            self.buf.gaps.append([self.buf.end, n])
+        msg.digest.skip(n)
+        msg.tags.add("gap")
+        self.body_left -= n
+        if self.body_left == 0:
+            self._body_done(self.buf.end)
+
+    def _absorb(self, n: int, replay: bool) -> None:
+        """Skip `n` lost body bytes: h11 is fed filler that is counted, never hashed."""
+        msg = self._cur_msg()
+        assert msg is not None and msg.digest is not None and self.conn is not None
+        if not replay:
+            self.buf.gaps.append([self.buf.end, n])
+        msg.digest.skip(n)
+        msg.tags.add("gap")
+        self.skip_hash += n
+        conn = self.conn
+        while n and self.conn is conn and self.mode == MSG:
+            k = min(n, PIECE)
+            conn.receive_data(_ZEROS[:k])
+            n -= k
+            self._pump()
+
+    def _lose(self, lost: int) -> None:
+        """`lost` bytes lost where the framing cannot absorb them: give up what is in progress
+        and resynchronise right after the hole."""
+        at_boundary = (
+            self.mode in (MSG, BODY)
+            and self._cur_msg() is None
+            and not (self.started and self.buf.end > self.buf.boundary)
+        )
+        if self.mode in (MSG, BODY):
+            if self._cur_msg() is not None:
+                self._give_up_cur({"gap", "truncated"})
+            elif self.started and self.buf.end > self.buf.boundary:
+                self._lenient(self.buf.tail(limit=self.cfg.max_header), {"gap", "truncated"})
+        self._on_loss(lost, at_boundary)
+        self._enter_resync(self.buf.end, skip_lf=False, soft=True)
+
+    # ---- snapshot and restore (module doc)
+    def state(self) -> dict[str, Any]:
+        rel = self.buf.boundary
+        mode = self.mode
+        st = {
+            "mode": mode,
+            "data": None if self.buf.overflow else self.buf.tail(),
+            "gaps": [[p - rel, n] for p, n in self.buf.gaps],
+            "arr": [[p - rel, t, c] for p, t, c in self.buf.arr],
+            "skip_lf": self.resync.skip_lf,
+            "soft": self.resync.soft,
+            "tags_next": sorted(self.tags_next),
+        }
+        if mode == CHUNK:  # replayed from the message's start, through h11
+            st["mode"] = MSG
+        if mode == BODY:
+            if self.body_keep:  # the message's bytes are replayed from its start
+                st["mode"] = MSG
+            else:
+                msg = self._cur_msg()
+                assert msg is not None and msg.digest is not None
+                st["body"] = [self.body_left, msg.digest.save()]
+        return st
+
+    def load(self, st: dict[str, Any]) -> None:
+        """Rebuild from `state()`: the caller has set up the shared objects (cur etc.)."""
+        self.mode = st["mode"]
+        self.buf.arr = [list(a) for a in st["arr"]]
+        self.resync.skip_lf = st["skip_lf"]
+        self.resync.soft = st.get("soft", False)
+        self.tags_next = set(st["tags_next"])
+        self.buf.rec = bytearray()
+        self.buf.base = self.buf.boundary = self.buf.end = 0
+        self.buf.gaps = []
+        data = st["data"]
+        if data is None:  # overflowed body: resume at the next message line
+            self._restored_partial()
+            return
+        if self.mode == BODY:  # saved digest: continue the body where it was
+            msg = self._cur_msg()
+            assert msg is not None
+            left, digest = st["body"]
+            msg.digest = self.body_digest = BodyDigest.load(digest, self.cfg.max_decoded)
+            self.body_left = left
+            self.body_keep = False
+            self.head_seen = self.line_ok = True
+            self.conn = None
+            self.started = False
+            self._load_body()
+            return
+        if self.mode == MSG:
+            self._reset_conn()
+            self._prime()
+            pos = 0
+            for gpos, glen in st["gaps"]:
+                if gpos > pos:
+                    self.data(data[pos:gpos], 0, 0, replay=True)
+                    pos = gpos
+                self.buf.gaps.append([gpos, glen])
+                self.gap(glen, replay=True)
+            self.data(data[pos:], 0, 0, replay=True)
+        else:
+            self.buf.rec = bytearray(data)
+            self.buf.end = len(data)
+            if self.mode in (TUNNEL, DONE):
+                self.conn = None
+
+    def _prime(self) -> None:
+        pass
+
+    def _load_body(self) -> None:
+        pass
+
+    def _restored_partial(self) -> None:
+        self._give_up_cur({"restored_partial"})
+        self.mode = RESYNC
+        self.conn = None
+        self.started = False
+        self.resync.skip_lf = True
+        self.tags_next.add("restored_partial")
