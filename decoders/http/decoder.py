@@ -199,7 +199,7 @@ class HttpDecoder(Decoder):
         side = self.client if direction == CLIENT else self.server
         mode = side.mode
         if not self.deferred and (
-            (mode == BODY and not side.body_keep) or (mode == CHUNK and direction != CLIENT)
+            (mode == BODY and not side.count.keep) or (mode == CHUNK and direction != CLIENT)
         ):
             # Guard in front of the side's hot path (Side.take_segment): an arrival inside a
             # body changes nothing here but the clock (and, for a chunk, the server's clock,

@@ -37,6 +37,7 @@ import h11
 
 from decoders.http.body import PIECE, BodyDigest, content_codings
 from decoders.http.buffer import ByteBuffer
+from decoders.http.bypass import Countdown
 from decoders.http.h11_access import buffered as h11_buffered
 from decoders.http.h11_access import (
     chunk_left,
@@ -90,10 +91,7 @@ class Side:
         self.skip_hash = 0  # filler bytes (for a gap) still to pass through h11 unhashed
         self.closing = False
         self.head_seen = False  # h11 produced the current message's head
-        self.body_left = 0  # BODY: bytes of the Content-Length body still to come
-        self.body_keep = False  # BODY: the body's bytes are kept for replay (digest not savable)
-        self.body_digest: BodyDigest | None = None  # BODY, CHUNK: the current message's digest
-        self.chunk_left = 0  # CHUNK: bytes of the current chunk still to come
+        self.count = Countdown()  # BODY, CHUNK: what is left of the body / chunk (bypass.py)
         self._reset_conn()
 
     # ---- hooks for the two roles
@@ -206,7 +204,7 @@ class Side:
             return
         if self.mode == BODY:
             self.buf.prune_arrivals(self.buf.end)
-            keep = self.body_keep and not self.buf.overflow
+            keep = self.count.keep and not self.buf.overflow
             if keep and self.buf.end - self.buf.boundary > self.cfg.max_replay:
                 self.buf.stop_keeping()
             return
@@ -439,8 +437,7 @@ class Side:
         if self._cur_msg() is not None:
             self._give_up_cur({"truncated"})
         self.mode = TUNNEL
-        self.body_left = self.chunk_left = 0
-        self.body_digest = None
+        self.count.clear()
         self.conn = None
         self.started = False
         self.buf.overflow = False
@@ -453,7 +450,7 @@ class Side:
     def _enter_resync(self, pos: int, skip_lf: bool, soft: bool = False) -> None:
         """Resynchronise from `pos`; `soft`: it follows a gap, so it may be mid-line."""
         self.mode = RESYNC
-        self.body_left = 0
+        self.count.left = 0
         self.started = False
         self.line_ok = False
         self.head_seen = False
@@ -509,42 +506,10 @@ class Side:
         self.conn = None
 
     # ---- BODY and CHUNK modes (module doc)
-    # -- the hot path, shared by BODY and CHUNK modes
     def take_segment(self, data: bytes, ts_ns: int, clock: int) -> bool:
-        """`data` (an arrival at `ts_ns`, decoder clock `clock`) falls strictly inside the
-        current Content-Length body or chunk: hash it (and keep it when the body must be
-        replayable), nothing else happens. False, untouched: not such an arrival."""
-        n = len(data)
-        buf = self.buf
-        if self.mode == BODY:
-            if not n or n >= self.body_left:
-                return False
-            start = buf.end
-            buf.end = end = start + n
-            self.body_left -= n
-            buf.arr = [[start, ts_ns, clock]]
-            self.body_digest.feed(data)  # type: ignore[union-attr]
-            if not self.body_keep:
-                buf.boundary = buf.base = end
-            elif not buf.overflow:
-                buf.rec += data
-                if end - buf.boundary > self.cfg.max_replay:
-                    buf.stop_keeping()
-            return True
-        if self.mode == CHUNK:
-            if not n or n >= self.chunk_left:
-                return False
-            start = buf.end
-            buf.end = end = start + n
-            self.chunk_left -= n
-            buf.arr = [[start, ts_ns, clock]]
-            self.body_digest.feed(data)  # type: ignore[union-attr]
-            if not buf.overflow:
-                buf.rec += data
-                if end - buf.boundary > self.cfg.max_replay:
-                    buf.stop_keeping()
-            return True
-        return False
+        """The hot path: `data` falls strictly inside the current body or chunk (Countdown.take).
+        False, untouched: not such an arrival (or not in BODY/CHUNK mode: nothing is left)."""
+        return self.count.take(self.buf, data, ts_ns, clock, self.cfg.max_replay)
 
     # ---- BODY mode: a Content-Length body without h11
     def _enter_body(self, pos: int, length: int) -> None:
@@ -552,9 +517,7 @@ class Side:
         msg = self._cur_msg()
         assert msg is not None and msg.digest is not None and length > 0
         self.mode = BODY
-        self.body_left = length
-        self.body_digest = msg.digest
-        self.body_keep = not msg.digest.resumable
+        self.count.start(length, msg.digest, not msg.digest.resumable)
         self.conn = None  # (the response side keeps `framing`: a replay needs it)
         self.started = False
         avail = self.buf.end - pos
@@ -562,37 +525,33 @@ class Side:
             off = pos - self.buf.base
             k = min(avail, length)
             msg.digest.feed(bytes(self.buf.rec[off : off + k]))
-            self.body_left = length - k
-            if self.body_left == 0:
+            self.count.left = length - k
+            if self.count.left == 0:
                 self._body_done(pos + k)
                 return
-        if not self.body_keep:
+        if not self.count.keep:
             self.buf.set_boundary(self.buf.end)  # nothing of this message is needed again
 
     def _body_input(self, data: bytes) -> None:
         """BODY mode, general path: `data` continues the body and may end it."""
         n = len(data)
-        k = min(n, self.body_left)
-        assert self.body_digest is not None
-        self.body_digest.feed(data if k == n else data[:k])
-        self.body_left -= k
+        k = self.count.feed(data)
         if self.buf.overflow:
-            if self.body_left == 0:
+            if self.count.left == 0:
                 self.buf.rec = bytearray(data[k:])
                 self.buf.base = self.buf.end + k
                 self.buf.overflow = False
         else:
             self.buf.rec += data
         self.buf.end += n
-        if self.body_left == 0:
+        if self.count.left == 0:
             self._body_done(self.buf.end - (n - k))
-        elif not self.body_keep:
+        elif not self.count.keep:
             self.buf.set_boundary(self.buf.end)
 
     def _body_done(self, pos: int) -> None:
         self.mode = MSG
-        self.body_left = 0
-        self.body_digest = None
+        self.count.clear()
         if self.buf.overflow:  # ended by an absorbed gap: nothing after it was delivered yet
             self.buf.rec = bytearray()
             self.buf.base = self.buf.end
@@ -603,11 +562,8 @@ class Side:
     def _chunk_input(self, data: bytes) -> None:
         """CHUNK mode, general path: `data` continues the chunk and may end it."""
         n = len(data)
-        k = min(n, self.chunk_left)
-        assert self.body_digest is not None
-        self.body_digest.feed(data if k == n else data[:k])
-        self.chunk_left -= k
-        if self.chunk_left:
+        k = self.count.feed(data)
+        if self.count.left:
             return
         self._chunk_sync()
         if k < n:
@@ -618,10 +574,9 @@ class Side:
     def _chunk_sync(self) -> None:
         """Leave CHUNK mode: h11's chunked reader takes over where the countdown is."""
         assert self.conn is not None
-        set_chunk_left(self.conn, self.chunk_left)
+        set_chunk_left(self.conn, self.count.left)
         self.mode = MSG
-        self.chunk_left = 0
-        self.body_digest = None
+        self.count.clear()
 
     def _take_body(self) -> None:
         """After h11 produced a head: take a Content-Length body over from h11."""
@@ -651,8 +606,7 @@ class Side:
             left = chunk_left(self.conn)
             if left:
                 self.mode = CHUNK  # the rest of this chunk bypasses h11
-                self.chunk_left = left
-                self.body_digest = msg.digest
+                self.count.start(left, msg.digest, True)
 
     def _chunk_overflow(self, size: int, pos: int) -> None:
         """A chunk size beyond any real body (2^64 overflow attacks): give the message up and
@@ -670,7 +624,7 @@ class Side:
         if self.mode == CHUNK:
             self._chunk_sync()
         if self.mode == BODY:
-            room = self.body_left
+            room = self.count.left
             if length <= room:
                 self._absorb_body(length, replay)
                 return
@@ -704,12 +658,12 @@ class Side:
         """BODY mode: `n` lost body bytes are counted, never hashed."""
         msg = self._cur_msg()
         assert msg is not None and msg.digest is not None
-        if not replay and self.body_keep:
+        if not replay and self.count.keep:
             self.buf.gaps.append([self.buf.end, n])
         msg.digest.skip(n)
         msg.tags.add("gap")
-        self.body_left -= n
-        if self.body_left == 0:
+        self.count.left -= n
+        if self.count.left == 0:
             self._body_done(self.buf.end)
 
     def _absorb(self, n: int, replay: bool) -> None:
@@ -760,12 +714,12 @@ class Side:
         if mode == CHUNK:  # replayed from the message's start, through h11
             st["mode"] = MSG
         if mode == BODY:
-            if self.body_keep:  # the message's bytes are replayed from its start
+            if self.count.keep:  # the message's bytes are replayed from its start
                 st["mode"] = MSG
             else:
                 msg = self._cur_msg()
                 assert msg is not None and msg.digest is not None
-                st["body"] = [self.body_left, msg.digest.save()]
+                st["body"] = [self.count.left, msg.digest.save()]
         return st
 
     def load(self, st: dict[str, Any]) -> None:
@@ -786,9 +740,8 @@ class Side:
             msg = self._cur_msg()
             assert msg is not None
             left, digest = st["body"]
-            msg.digest = self.body_digest = BodyDigest.load(digest, self.cfg.max_decoded)
-            self.body_left = left
-            self.body_keep = False
+            msg.digest = BodyDigest.load(digest, self.cfg.max_decoded)
+            self.count.start(left, msg.digest, False)
             self.head_seen = self.line_ok = True
             self.conn = None
             self.started = False
