@@ -38,6 +38,7 @@ import h11
 from decoders.http.body import PIECE, BodyDigest, content_codings
 from decoders.http.buffer import ByteBuffer
 from decoders.http.bypass import Countdown
+from decoders.http.gaps import FILLER, split_gap
 from decoders.http.h11_access import buffered as h11_buffered
 from decoders.http.h11_access import (
     chunk_left,
@@ -62,12 +63,12 @@ from decoders.http.modes import (
 )
 from decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
 from decoders.http.resync import Resync
+from decoders.http.snapshot import SideState
 
 # Fast paths, each a flag (tests/test_http_fast_paths.py compares the records on and off):
 FAST_HEADS = True  # clean heads parsed by fast.py, not h11
 BODY_BYPASS = True  # BODY mode: Content-Length bodies consumed without h11
 CHUNK_BYPASS = True  # CHUNK mode: the data of each chunk consumed without h11
-_ZEROS = bytes(PIECE)  # filler fed to h11 for an absorbed gap
 
 if TYPE_CHECKING:
     from decoders.http.decoder import HttpDecoder
@@ -624,35 +625,24 @@ class Side:
         if self.mode == CHUNK:
             self._chunk_sync()
         if self.mode == BODY:
-            room = self.count.left
-            if length <= room:
-                self._absorb_body(length, replay)
+            absorbed, length = split_gap(length, self.count.left, True)
+            self._absorb_body(absorbed, replay)  # (all of it, or the body ends in the hole)
+            if not length:
                 return
-            self._absorb_body(room, replay)  # the body ends inside the hole
-            length -= room
         elif self.mode == MSG and self._cur_msg() is not None:
-            room = self._body_room()
-            if room is None or 0 < length <= room:
-                self._absorb(length, replay)
+            conn = self.conn
+            absorbed, length = split_gap(
+                length, skippable_body_bytes(conn), reads_content_length(conn)
+            )
+            if absorbed:
+                self._absorb(absorbed, replay)
+            if not length:
                 return
-            if room and self._known_length():
-                # The hole runs past the end of a Content-Length body: finish that message
-                # with the bytes it missed, then the rest is a loss at the next message.
-                self._absorb(room, replay)
-                length -= room
         if not replay:
             self._lose(length)
 
     def _settle_waiting(self) -> None:
         """Bytes held back before parsing (ResponseSide._ready) are parsed now, as they are."""
-
-    def _body_room(self) -> int | None:
-        """Bytes of the current body whose framing is known: a gap this size can be skipped.
-        None: unlimited (close-delimited body)."""
-        return skippable_body_bytes(self.conn)
-
-    def _known_length(self) -> bool:
-        return reads_content_length(self.conn)
 
     def _absorb_body(self, n: int, replay: bool) -> None:
         """BODY mode: `n` lost body bytes are counted, never hashed."""
@@ -678,7 +668,7 @@ class Side:
         conn = self.conn
         while n and self.conn is conn and self.mode == MSG:
             k = min(n, PIECE)
-            conn.receive_data(_ZEROS[:k])
+            conn.receive_data(FILLER[:k])
             n -= k
             self._pump()
 
@@ -700,46 +690,33 @@ class Side:
 
     # ---- snapshot and restore (module doc)
     def state(self) -> dict[str, Any]:
-        rel = self.buf.boundary
-        mode = self.mode
-        st = {
-            "mode": mode,
-            "data": None if self.buf.overflow else self.buf.tail(),
-            "gaps": [[p - rel, n] for p, n in self.buf.gaps],
-            "arr": [[p - rel, t, c] for p, t, c in self.buf.arr],
-            "skip_lf": self.resync.skip_lf,
-            "soft": self.resync.soft,
-            "tags_next": sorted(self.tags_next),
-        }
+        mode, body = self.mode, None
         if mode == CHUNK:  # replayed from the message's start, through h11
-            st["mode"] = MSG
+            mode = MSG
         if mode == BODY:
             if self.count.keep:  # the message's bytes are replayed from its start
-                st["mode"] = MSG
+                mode = MSG
             else:
                 msg = self._cur_msg()
                 assert msg is not None and msg.digest is not None
-                st["body"] = [self.count.left, msg.digest.save()]
-        return st
+                body = [self.count.left, msg.digest.save()]
+        rs = self.resync
+        return SideState.of(mode, self.buf, rs.skip_lf, rs.soft, self.tags_next, body).to_dict()
 
-    def load(self, st: dict[str, Any]) -> None:
+    def load(self, saved: dict[str, Any]) -> None:
         """Rebuild from `state()`: the caller has set up the shared objects (cur etc.)."""
-        self.mode = st["mode"]
-        self.buf.arr = [list(a) for a in st["arr"]]
-        self.resync.skip_lf = st["skip_lf"]
-        self.resync.soft = st.get("soft", False)
-        self.tags_next = set(st["tags_next"])
-        self.buf.rec = bytearray()
-        self.buf.base = self.buf.boundary = self.buf.end = 0
-        self.buf.gaps = []
-        data = st["data"]
-        if data is None:  # overflowed body: resume at the next message line
+        st = SideState.from_dict(saved)
+        self.mode = st.mode
+        st.reset(self.buf)
+        self.resync.start(st.skip_lf, st.soft)
+        self.tags_next = set(st.tags_next)
+        if st.data is None:  # overflowed body: resume at the next message line
             self._restored_partial()
             return
         if self.mode == BODY:  # saved digest: continue the body where it was
             msg = self._cur_msg()
-            assert msg is not None
-            left, digest = st["body"]
+            assert msg is not None and st.body is not None
+            left, digest = st.body
             msg.digest = BodyDigest.load(digest, self.cfg.max_decoded)
             self.count.start(left, msg.digest, False)
             self.head_seen = self.line_ok = True
@@ -750,17 +727,15 @@ class Side:
         if self.mode == MSG:
             self._reset_conn()
             self._prime()
-            pos = 0
-            for gpos, glen in st["gaps"]:
-                if gpos > pos:
-                    self.data(data[pos:gpos], 0, 0, replay=True)
-                    pos = gpos
-                self.buf.gaps.append([gpos, glen])
-                self.gap(glen, replay=True)
-            self.data(data[pos:], 0, 0, replay=True)
+            for data, gap in st.pieces():
+                if gap is None:
+                    self.data(data, 0, 0, replay=True)
+                else:
+                    self.buf.gaps.append(list(gap))
+                    self.gap(gap[1], replay=True)
         else:
-            self.buf.rec = bytearray(data)
-            self.buf.end = len(data)
+            self.buf.rec = bytearray(st.data)
+            self.buf.end = len(st.data)
             if self.mode in (TUNNEL, DONE):
                 self.conn = None
 
