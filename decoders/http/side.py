@@ -22,11 +22,13 @@ Fast heads: at a message start, a complete head in the clean subset of HTTP/1.x
 head (incomplete, odd, or needing another framing) goes to h11 as before. A fresh connection
 and a cycled one parse the next message alike, so the choice never shows in the records.
 
-This module holds the input and the h11 loop; the other parts are mixed in, one job each:
-the kept bytes and arrival times (buffer.py), the h11 bypass (bypass.py),
-gaps (gaps.py), resynchronisation (resync.py) and snapshots (snapshot.py,
-which also says how a restore stays exact). The two roles: request.py and
-response.py.
+This module holds the input, the h11 loop and the mode changes; the side HOLDS its parts,
+each an object or pure functions with one job, given what they need as arguments (no mixins):
+the kept bytes and arrival times (buffer.ByteBuffer, `buf`), the countdown of a body or chunk
+consumed without h11 (bypass.Countdown, `count`), the resync scanner (resync.Resync,
+`resync`), how a gap splits into absorbed and lost bytes (gaps.py), the saved form of a
+snapshot (snapshot.SideState, which also says how a restore stays exact). h11's internals are
+reached only through h11_access.py. The two roles: request.py and response.py.
 """
 
 from __future__ import annotations
