@@ -6,7 +6,8 @@ and CHUNK_BYPASS (Content-Length bodies and chunk data consumed without h11). Wi
 off h11 parses everything; every record of every fixture capture, and of its lossy variants
 (tests/lossy.py: each kind of loss, as tests/test_lossy_pairing.py makes them), must be the
 same. The guard in HttpDecoder.on_data sits in front of the side's one hot path
-(Side.take_segment): with the bypasses off it never fires, so it is compared too.
+(bypass.Countdown.take, through Side.take_segment): with the bypasses off it never fires, so
+it is compared too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from decoders.http import side
+from decoders.http import bypass, side
 from streams.replay import replay_records
 from tests import lossy
 
@@ -91,19 +92,19 @@ def test_the_flags_reach_the_fast_paths(monkeypatch: pytest.MonkeyPatch) -> None
     """Turning the flags off really takes the fast paths away (else the comparison above
     would compare a run with itself): counted by wrapping the primitives."""
     calls = {"head": 0, "segment": 0}
-    fast_head, take_segment = side.Side._fast_head, side.Side.take_segment
+    fast_head, take = side.Side._fast_head, bypass.Countdown.take
 
     def count_head(self, *a):  # type: ignore[no-untyped-def]
         calls["head"] += 1
         return fast_head(self, *a)
 
     def count_segment(self, *a):  # type: ignore[no-untyped-def]
-        ok = take_segment(self, *a)
+        ok = take(self, *a)
         calls["segment"] += ok
         return ok
 
     monkeypatch.setattr(side.Side, "_fast_head", count_head)
-    monkeypatch.setattr(side.Side, "take_segment", count_segment)
+    monkeypatch.setattr(bypass.Countdown, "take", count_segment)
     paths = [PCAPS / "tcpflow__samplePcaps__jpegs.cap", PCAPS / "sv__http-chunked__input.pcap"]
     for path in paths:
         _records(path)

@@ -171,8 +171,8 @@ class Side:
     def data(self, data: bytes, ts_ns: int, clock: int, replay: bool = False) -> None:
         mode = self.mode
         if mode in (BODY, CHUNK):
-            if not replay and self.take_segment(data, ts_ns, clock):
-                return
+            if not replay and self.count.take(self.buf, data, ts_ns, clock, self.cfg.max_replay):
+                return  # (Side.take_segment, inlined)
         elif mode in (TUNNEL, DONE):
             return
         if not data:
