@@ -508,7 +508,7 @@ class Side:
         self.mode = DONE
         self.conn = None
 
-    # ---- BODY and CHUNK modes (module doc)
+    # ---- BODY and CHUNK modes (the countdown: bypass.py)
     def take_segment(self, data: bytes, ts_ns: int, clock: int) -> bool:
         """The hot path: `data` falls strictly inside the current body or chunk (Countdown.take).
         False, untouched: not such an arrival (or not in BODY/CHUNK mode: nothing is left)."""
@@ -618,7 +618,7 @@ class Side:
         self._give_up_cur({"parse_error", "truncated"})
         self._enter_resync(pos, skip_lf=False)
 
-    # ---- gaps (module doc)
+    # ---- gaps (the split: gaps.py)
     def gap(self, length: int, replay: bool = False) -> None:
         if self.mode in (TUNNEL, DONE) or length <= 0:
             return
@@ -690,7 +690,7 @@ class Side:
         self._on_loss(lost, at_boundary)
         self._enter_resync(self.buf.end, skip_lf=False, soft=True)
 
-    # ---- snapshot and restore (module doc)
+    # ---- snapshot and restore (the saved form: snapshot.py)
     def state(self) -> dict[str, Any]:
         mode, body = self.mode, None
         if mode == CHUNK:  # replayed from the message's start, through h11
