@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
 from decoders.dns import DnsDecoder
 from decoders.http import HttpDecoder
-from decoders.http_body import BodyDigest
+from decoders.http.body import BodyDigest
 from decoders.tls import TlsDecoder
 from probe.capture import open_capture
 from probe.errors import CaptureError

@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 
-from decoders.http_body import BATCH, BodyDigest
+from decoders.http.body import BATCH, BodyDigest
 
 
 def _members(rng: random.Random) -> bytes:

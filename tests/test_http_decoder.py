@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from decoders.api import CLIENT, SERVER
 from decoders.http import HttpDecoder
-from decoders.http_body import PIECE, BodyDigest
+from decoders.http.body import PIECE, BodyDigest
 from tests.fuzzing import fuzz
 from tests.test_http_support import (
     ORACLES,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from decoders.http_fields import disposition_filename, mime_type
+from decoders.http.fields import disposition_filename, mime_type
 from streams.replay import replay_records
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"

@@ -10,9 +10,9 @@ import random
 import msgpack
 import pytest
 
-from decoders import http_body
 from decoders.api import CLIENT, SERVER
 from decoders.http import HttpDecoder
+from decoders.http import body as http_body
 from decoders.testing import rechunk
 from tests.test_http_support import (
     PCAPS,
@@ -275,14 +275,14 @@ def _chunk_stream(rng: random.Random) -> list:
 def test_chunks_bypassing_h11_change_no_record(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rest of a chunk is consumed without h11 (CHUNK mode): the records are the ones h11
     alone gives, however the stream is cut, and a restore anywhere changes nothing."""
-    from decoders import http_bypass
+    from decoders.http import side as http_side
 
     rng = random.Random(seed)
     events = rechunk(_chunk_stream(rng), rng, max_chunk=(1, 1500, 30_000)[seed])
     fast = canon(run(events).out)
-    monkeypatch.setattr(http_bypass, "CHUNK_BYPASS", False)
+    monkeypatch.setattr(http_side, "CHUNK_BYPASS", False)
     assert canon(run(events).out) == fast
-    monkeypatch.setattr(http_bypass, "CHUNK_BYPASS", True)
+    monkeypatch.setattr(http_side, "CHUNK_BYPASS", True)
     tags = {t for line in fast for t in json.loads(line)[1].get("tags", ())}
     assert {"gap", "parse_error", "truncated", "resync"} <= tags
     step = max(1, len(events) // (25 if seed == 0 else 60))

@@ -1,14 +1,12 @@
 """Names and byte patterns shared by the modules of the HTTP side machine.
 
-Kept apart so that the side's parts (http_side.py and the modules it mixes in) and the
-decoder (http.py) agree on one spelling of each mode without importing one another.
+Kept apart so that the side's parts (side.py and the modules it mixes in) and the
+decoder (decoder.py) agree on one spelling of each mode without importing one another.
 """
 
 from __future__ import annotations
 
 import re
-
-import h11
 
 MSG, WAIT, RESYNC, TUNNEL, DONE, BODY = "msg", "wait", "resync", "tunnel", "done", "body"
 CHUNK = "chunk"
@@ -17,9 +15,3 @@ CHUNK_SIZE_SANITY = 1 << 62  # larger chunk sizes are overflow attacks, not bodi
 CRLF = (10, 13)
 BLANK = re.compile(rb"\n\r?\n")
 CL_LINE = re.compile(rb"(?im)^content-length[ \t]*:([^\r\n]*)")
-
-
-def h11_buffered(conn: h11.Connection) -> int:
-    """Bytes h11 holds unparsed (private attribute: h11 is pinned; the public trailing_data
-    copies the buffer, which would make long pipelines quadratic)."""
-    return len(conn._receive_buffer)

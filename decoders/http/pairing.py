@@ -3,7 +3,7 @@
 HTTP/1.1 has no ids: a response answers the oldest request still unanswered. After a loss the
 count is broken (libhtp#403 pairs request N with response N+1), so the queue holds a `Loss`
 where bytes were lost, and a response reaching it is paired with the request after it only
-when the count is known (see decoders/http.py, "Pairing"). Everything here is pure: the
+when the count is known (see decoders/http/decoder.py, "Pairing"). Everything here is pure: the
 decoder keeps the queue and applies the decisions.
 """
 
@@ -13,7 +13,7 @@ from collections import deque
 from itertools import islice
 from typing import Any
 
-from decoders.http_msg import UPGRADE, Msg, Txn
+from decoders.http.msg import UPGRADE, Msg, Txn
 
 # The shortest request a conforming client can send: "X / HTTP/1.0" CRLF CRLF. A hole of
 # n bytes holds at most n // MIN_REQUEST whole requests.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from decoders.http_body import BodyDigest, BodyExtras
+from decoders.http.body import BodyDigest, BodyExtras
 
 UNKNOWN_BODY: dict[str, Any] = {"body_len": None, "body_sha256": None}
 
@@ -171,7 +171,7 @@ class Txn:
         self.resp = resp
         self.tags = set(tags or ())
         self.info = info or []
-        self.hold = hold  # a response whose request is not known yet (http_pair.FLOAT)
+        self.hold = hold  # a response whose request is not known yet (pairing.FLOAT)
 
     def all_tags(self) -> list[str]:
         req, resp = self.req, self.resp

@@ -1,6 +1,6 @@
 """The client's side of an HTTP/1.x flow: requests, parsed by an h11 connection in SERVER role.
 
-Adds to the shared machine (decoders/http_side.py) what only requests need: an empty Host for
+Adds to the shared machine (decoders/http/side.py) what only requests need: an empty Host for
 HTTP/1.1 heads without one (h11 refuses them, real servers do not), and WAIT mode after a
 request proposing a protocol switch until the response decides.
 """
@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from decoders.http_body import content_codings
-from decoders.http_fast import request_head
-from decoders.http_modes import WAIT, h11_buffered
-from decoders.http_msg import Msg, framing_class, header_pairs, new_head_msg
-from decoders.http_side import Side
+from decoders.http.body import content_codings
+from decoders.http.fast import request_head
+from decoders.http.h11_access import buffered as h11_buffered
+from decoders.http.modes import WAIT
+from decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
+from decoders.http.side import Side
 
 if TYPE_CHECKING:
-    from decoders.http import HttpDecoder
+    from decoders.http.decoder import HttpDecoder
 
 _HOST_LINE = b"Host: \r\n"
 
@@ -55,7 +56,7 @@ class RequestSide(Side):
             return False
         if detail != "Missing mandatory Host: header":
             return False
-        head = self.tail()
+        head = self.buf.tail()
         lf = head.find(b"\n")
         if lf < 0:
             return False
@@ -138,7 +139,7 @@ class RequestSide(Side):
         msg = new_head_msg(
             dec.next_rid(),
             True,
-            self.ts_at(self.boundary),
+            self.ts_at(self.buf.boundary),
             dec.clock,
             first,
             headers,
@@ -158,7 +159,7 @@ class RequestSide(Side):
             dec.check_headers(msg, raw, len(raw), lengths)
         msg.open_body(self.cfg.max_decoded, self.cfg.extras, self.dec.store_file)
         self.cur = msg
-        dec.push_request(msg, self.boundary)
+        dec.push_request(msg, self.buf.boundary)
 
     def _done(self, pos: int | None = None) -> None:
         msg = self.cur
@@ -169,7 +170,7 @@ class RequestSide(Side):
         if msg.switch and not msg.paired:
             assert pos is None  # switch proposals are parsed by h11 to the end
             assert self.conn is not None
-            self._set_boundary(self.end - h11_buffered(self.conn))
+            self.buf.set_boundary(self.buf.end - h11_buffered(self.conn))
             self.mode = WAIT
             self.conn = None
             self.started = False
@@ -183,13 +184,13 @@ class RequestSide(Side):
             self._check_wait()
 
     def _check_wait(self) -> None:
-        if self.mode == WAIT and self.end - self.boundary > self.cfg.max_header:
+        if self.mode == WAIT and self.buf.end - self.buf.boundary > self.cfg.max_header:
             self.resume_after_wait()
 
     def resume_after_wait(self) -> None:
         if self.mode == WAIT:
             self.wait_rid = None
-            self._resume(self.boundary)
+            self._resume(self.buf.boundary)
 
     def _give_up_cur(self, tags: set[str]) -> None:
         msg = self.cur
@@ -197,12 +198,12 @@ class RequestSide(Side):
             return
         self.cur = None
         msg.tags |= tags
-        msg.end_ns = self.end_ts(self.end)
+        msg.end_ns = self.end_ts(self.buf.end)
         msg.finish()
         self.dec.request_complete(msg)
 
     def _accept_lenient(self, msg: Msg) -> None:
-        self.dec.push_request(msg, self.boundary)
+        self.dec.push_request(msg, self.buf.boundary)
 
     def _on_loss(self, lost: int, at_boundary: bool) -> None:
         self.wait_rid = None
@@ -213,7 +214,7 @@ class RequestSide(Side):
         st["cur"] = self.cur.rid if self.cur is not None else None
         st["wait_rid"] = self.wait_rid
         q = self.quiet
-        st["quiet"] = [q[0] - self.boundary, q[1]] if q and q[0] >= self.boundary else None
+        st["quiet"] = [q[0] - self.buf.boundary, q[1]] if q and q[0] >= self.buf.boundary else None
         return st
 
     def load_refs(self, st: dict[str, Any], reqs: dict[int, Msg]) -> None:

@@ -1,9 +1,9 @@
 """HTTP/1.x decoder: one `http` record per transaction (request + response), built on h11.
 
-Each direction is parsed by its own side machine (decoders/http_side.py; the roles in
-http_request_side.py and http_response_side.py); this module pairs requests with responses,
+Each direction is parsed by its own side machine (decoders/http/side.py; the roles in
+request.py and response.py); this module pairs requests with responses,
 applies the limits, emits records and anomalies, and snapshots the whole state. For speed,
-clean heads are parsed without h11 (decoders/http_fast.py, the same fields h11 gives), and
+clean heads are parsed without h11 (decoders/http/fast.py, the same fields h11 gives), and
 Content-Length bodies and the data of each chunk of a chunked body are sliced and hashed
 without it; h11 keeps every other case (and parses chunk-size lines and trailers), so the
 records are the same either way.
@@ -21,7 +21,7 @@ Options (all optional, in the decoder options mapping):
                                    comes, with no_request + pending_limit (as Zeek)
   max_decompressed  64 MiB    decoded (Content-Encoding) bytes hashed per body; beyond: tag
                                    decompression_limit
-  md5, sha1         false     body_md5 / body_sha1 of each body's content (http_body.py)
+  md5, sha1         false     body_md5 / body_sha1 of each body's content (body.py)
   sniff_mime        false     body_mime: the content's MIME type sniffed by puremagic
   extract_max_bytes 0         > 0: keep each body's content up to this size and hand it to
                                    the context's `store_file` (replay --extract-files sets
@@ -35,7 +35,7 @@ Options (all optional, in the decoder options mapping):
 
 Pairing (responses come back in request order, HTTP/1.1 has no ids). A response pairs with
 the oldest pending request, except across a loss, where the count is broken: position alone
-would pair request N with response N+1 (libhtp#403). So a loss puts a marker (http_pair.Loss)
+would pair request N with response N+1 (libhtp#403). So a loss puts a marker (pairing.Loss)
 into the queue, and a response that reaches it is paired with the request after it only when
 the count is known again; otherwise it is emitted with request null (tags gap, no_request)
 and that request with response null (no_response). Never a guess by position:
@@ -93,14 +93,14 @@ from itertools import islice
 from typing import Any
 
 from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
-from decoders.http_body import BodyExtras
-from decoders.http_fields import txn_fields
-from decoders.http_lines import line_state
-from decoders.http_modes import BODY, CHUNK, GUESSED, TUNNEL, WAIT
-from decoders.http_msg import Msg, Txn
-from decoders.http_pair import FLOAT, NONE, PAIR, WINDOW, Loss, consistent, decide
-from decoders.http_request_side import RequestSide
-from decoders.http_response_side import ResponseSide
+from decoders.http.body import BodyExtras
+from decoders.http.fields import txn_fields
+from decoders.http.lines import line_state
+from decoders.http.modes import BODY, CHUNK, GUESSED, TUNNEL, WAIT
+from decoders.http.msg import Msg, Txn
+from decoders.http.pairing import FLOAT, NONE, PAIR, WINDOW, Loss, consistent, decide
+from decoders.http.request import RequestSide
+from decoders.http.response import ResponseSide
 from decoders.websocket import handshake_fields, is_websocket
 
 ANOMALY_CAP = 16  # per anomaly name and flow: bad input is counted, not logged without end
@@ -114,7 +114,7 @@ class HttpConfig:
     max_pending: int = 100
     max_decoded: int = 64 * 1024 * 1024
     max_replay: int = 8 * 1024 * 1024
-    extras: BodyExtras | None = None  # opt-in body fields (http_body.BodyExtras)
+    extras: BodyExtras | None = None  # opt-in body fields (body.BodyExtras)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> HttpConfig:
@@ -197,33 +197,20 @@ class HttpDecoder(Decoder):
     # ---- plugin API
     def on_data(self, direction: int, data: bytes) -> None:
         side = self.client if direction == CLIENT else self.server
-        n = len(data)
-        if side.mode == BODY and n < side.body_left and not side.body_keep and not self.deferred:
-            # Hot path, inside a Content-Length body (Side.data's BODY branch, inlined).
-            if not n:
+        mode = side.mode
+        if not self.deferred and (
+            (mode == BODY and not side.count.keep) or (mode == CHUNK and direction != CLIENT)
+        ):
+            # Guard in front of the side's hot path (Side.take_segment): an arrival inside a
+            # body changes nothing here but the clock (and, for a chunk, the server's clock,
+            # as below); the copy and the rest of this method are skipped.
+            clock = self.clock + 1
+            if side.take_segment(data, self.ctx.ts_ns, clock):
+                self.clock = clock
+                if mode == CHUNK:
+                    self.srv_clock = clock
                 return
-            self.clock = clock = self.clock + 1
-            start = side.end
-            side.end = side.boundary = side.base = start + n
-            side.body_left -= n
-            side.arr = [[start, self.ctx.ts_ns, clock]]
-            side.body_digest.feed(data)  # type: ignore[union-attr]
-            return
-        if self.closed or not n:
-            return
-        if side.mode == CHUNK and n < side.chunk_left and direction != CLIENT and not self.deferred:
-            # Hot path, inside a response chunk (this method's general path with Side.data's
-            # CHUNK branch, inlined: a chunked body's bytes are kept for a replay).
-            self.clock = self.srv_clock = clock = self.clock + 1
-            start = side.end
-            side.end = end = start + n
-            side.chunk_left -= n
-            side.arr = [[start, self.ctx.ts_ns, clock]]
-            side.body_digest.feed(data)  # type: ignore[union-attr]
-            if not side.overflow:
-                side.rec += data
-                if end - side.boundary > self.cfg.max_replay:
-                    side._overflow()
+        if self.closed or not data:
             return
         if self.deferred:
             self._flush_deferred()
@@ -386,7 +373,7 @@ class HttpDecoder(Decoder):
         # A server-side hole declared since the client's last data may hold the answers to
         # requests of this hole: then none of the responses to come must be theirs.
         at_boundary = at_boundary and self.srv_lost_clock < self.cli_data_clock
-        m = Loss(False, None, self.client.end, lost, at_boundary)
+        m = Loss(False, None, self.client.buf.end, lost, at_boundary)
         # Responses that found no request since the last client data answered requests of
         # this hole (the hole was declared late, by the ACK of the packet carrying them).
         m.seen, self.loose = self.loose, 0
@@ -415,7 +402,7 @@ class HttpDecoder(Decoder):
         if data:
             state = self.server.idle_state() if self.srv_clock > self.cli_clock else 0
             if state:
-                self.client.quiet = [self.client.end, state]
+                self.client.quiet = [self.client.buf.end, state]
             self.loose = 0
             self.cli_data_clock = self.clock
         self.cli_clock = self.clock
@@ -532,7 +519,7 @@ class HttpDecoder(Decoder):
         if ws:
             txn.tags.add("websocket")
         c = self.client
-        held_client = c.tail() if c.mode == WAIT and not c.overflow else b""
+        held_client = c.buf.tail() if c.mode == WAIT and not c.buf.overflow else b""
         self.txn_done(txn)
         for side in (self.client, self.server):
             side.to_tunnel()
@@ -656,7 +643,7 @@ class HttpDecoder(Decoder):
             "anomalies": sorted([k, v] for k, v in self.anomalies.items()),
             "reqs": [reqs[k].to_state() for k in sorted(reqs)],
             "queue": [
-                e.to_state(self.client.boundary) if isinstance(e, Loss) else e.rid
+                e.to_state(self.client.buf.boundary) if isinstance(e, Loss) else e.rid
                 for e in self.queue
             ],
             "npending": self.npending,

@@ -93,7 +93,7 @@ def _seconds(a_ns: int, b_ns: int) -> float:
 
 
 def txn_fields(req: Any, resp: Any) -> dict[str, Any]:
-    """The top-level fields of one transaction (`req`, `resp`: decoders.http_msg.Msg or None).
+    """The top-level fields of one transaction (`req`, `resp`: decoders.http.msg.Msg or None).
 
     Times: `latency` = response's first byte - request's last byte (the server's think time
     plus one network path: time to first byte), null when the response began first (an early

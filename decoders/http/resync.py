@@ -2,59 +2,53 @@
 
 Bytes are discarded until a line that looks like a request line (client side) or a status
 line (server side) starts at a line start (the first position after a gap counts as one), or
-mid-line where a body that ended without a newline puts it (`_scan`).
+mid-line where a body that ended without a newline puts it (`Resync.scan`). The scanner is an
+object the side holds (`Side.resync`): it reads the side's kept bytes (buffer.ByteBuffer) and
+moves their boundary; the side enters RESYNC and resumes parsing where `scan` says.
 """
 
 from __future__ import annotations
 
-from decoders.http_lines import (
+from decoders.http.buffer import ByteBuffer
+from decoders.http.lines import (
     KNOWN_METHODS,
     MIDLINE_MAX,
     is_message_line,
     line_state,
     midline_request_start,
 )
-from decoders.http_modes import MSG, RESYNC
 
 
 class Resync:
-    """Mixed into Side (decoders/http_side.py)."""
+    """Where messages start again in one direction's bytes (client side: request lines)."""
 
-    def _enter_resync(self, pos: int, skip_lf: bool, soft: bool = False) -> None:
-        """Resynchronise from `pos`; `soft`: it follows a gap, so it may be mid-line."""
-        self.mode = RESYNC
-        self.body_left = 0
-        self.started = False
-        self.line_ok = False
-        self.head_seen = False
-        self.skip_hash = 0
-        if self.overflow:  # the body was not kept: what h11 did not consume is all we have
-            rest = self.conn.trailing_data[0] if self.conn is not None else b""
-            self.rec = bytearray(rest)
-            self.base = self.end - len(rest)
-            self.overflow = False
-            pos = max(pos, self.base)
-        self.conn = None
-        self._set_boundary(pos)
+    __slots__ = ("is_request", "max_header", "skip_lf", "soft")
+
+    def __init__(self, is_request: bool, max_header: int) -> None:
+        self.is_request = is_request
+        self.max_header = max_header
+        self.skip_lf = False  # the boundary is not a line start
+        self.soft = False  # the boundary follows a gap (a line start, or not)
+
+    def start(self, skip_lf: bool, soft: bool) -> None:
         self.skip_lf = skip_lf
         self.soft = soft
-        self.tags_next.add("resync")
-        self._scan()
 
-    def _scan(self) -> None:
+    def scan(self, buf: ByteBuffer) -> int | None:
         """Find where messages start again. Candidates: line starts (and the position right
         after a gap); mid-line, a body without a final newline can put the next message
         there: on the server side any `HTTP/1.`, on the client side a known method followed
-        by a target and ` HTTP/x.y` ending the line (http_lines.midline_request_start). A
+        by a target and ` HTTP/x.y` ending the line (lines.midline_request_start). A
         candidate is taken when its whole line is a request/status line; the decision
-        depends on the bytes only, never on chunking."""
-        limit = self.cfg.max_header
+        depends on the bytes only, never on chunking. Returns where messages start again, or
+        None: not found yet (the boundary is moved past what cannot be a start)."""
+        limit = self.max_header
         marker = b"HTTP/1."
-        while self.mode == RESYNC:
-            rec = self.rec
-            off = self.boundary - self.base
+        while True:
+            rec = buf.rec
+            off = buf.boundary - buf.base
             if off >= len(rec):
-                return
+                return None
             if self.skip_lf:
                 j = rec.find(b"\n", off)
                 cand = j + 1 if j >= 0 else -1
@@ -67,42 +61,29 @@ class Resync:
                     h = midline_request_start(bytes(rec[lo:j]))
                     if h >= 0:  # a request right after a body that ended mid-line
                         self.skip_lf = self.soft = False
-                        self._resume(self.base + lo + h)
-                        return
+                        return buf.base + lo + h
                 if cand < 0:
                     keep = MIDLINE_MAX if self.is_request else len(marker) - 1
-                    self._set_boundary(self.base + max(off, len(rec) - keep))
-                    return
+                    buf.set_boundary(buf.base + max(off, len(rec) - keep))
+                    return None
                 self.skip_lf = self.soft = False
-                self._set_boundary(cand + self.base)
+                buf.set_boundary(cand + buf.base)
                 continue
             j = rec.find(b"\n", off, off + limit + 1)
             if j < 0:
                 if line_state(self.is_request, rec[off : off + limit + 1], limit) is not False:
-                    return  # may still become a message line: wait for its end
+                    return None  # may still become a message line: wait for its end
             else:
                 line = bytes(rec[off:j])
                 if is_message_line(self.is_request, line):
-                    pos = self.boundary
+                    pos = buf.boundary
                     if self.soft and line.split(b" ", 1)[0] not in KNOWN_METHODS:
                         # Right after a gap (maybe mid-line): "<body tail>GET / ..." is a GET.
                         h = midline_request_start(line)
                         if h > 0:
                             pos += h
                     self.soft = False
-                    self._resume(pos)
-                    return
+                    return pos
             self.soft = False
-            self._set_boundary(self.boundary + 1)
+            buf.set_boundary(buf.boundary + 1)
             self.skip_lf = True
-
-    def _resume(self, pos: int) -> None:
-        """Start parsing messages again at `pos` with a fresh h11 connection."""
-        self._on_boundary()
-        self.mode = MSG
-        self._set_boundary(pos)
-        self._reset_conn()
-        self.started = False
-        self.line_ok = False
-        self.head_seen = False
-        self._pump()

@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from decoders.http_body import content_codings
-from decoders.http_fast import response_head
-from decoders.http_lines import status_line_state
-from decoders.http_modes import BLANK, CL_LINE, CRLF, GUESSED, MSG, RESYNC, h11_buffered
-from decoders.http_msg import UPGRADE, Msg, Txn, header_pairs, new_head_msg
-from decoders.http_side import Side
+from decoders.http.body import content_codings
+from decoders.http.fast import response_head
+from decoders.http.h11_access import buffered as h11_buffered
+from decoders.http.lines import status_line_state
+from decoders.http.modes import BLANK, CL_LINE, CRLF, GUESSED, MSG, RESYNC
+from decoders.http.msg import UPGRADE, Msg, Txn, header_pairs, new_head_msg
+from decoders.http.side import Side
 
 if TYPE_CHECKING:
-    from decoders.http import HttpDecoder
+    from decoders.http.decoder import HttpDecoder
 
 
 class ResponseSide(Side):
@@ -73,7 +74,7 @@ class ResponseSide(Side):
 
     def _check_first_line(self) -> None:
         """`http/1.1 200` (seen from real servers) is refused by h11: parse it as `HTTP/`."""
-        head = self.tail(limit=5)
+        head = self.buf.tail(limit=5)
         if head != b"HTTP/":
             self.lowercase = True
             self._reset_conn()
@@ -81,7 +82,7 @@ class ResponseSide(Side):
             self.conn.receive_data(self._message_bytes())
 
     def _message_bytes(self) -> bytes:
-        data = self.tail()
+        data = self.buf.tail()
         return b"HTTP/" + data[5:] if self.lowercase else data
 
     def _on_boundary(self) -> None:
@@ -95,7 +96,7 @@ class ResponseSide(Side):
             self._send_framing(self.want or b"GET")
 
     def _start_clock(self) -> int:
-        return self.first[1] if self.first else self.clock_at(self.boundary)
+        return self.first[1] if self.first else self.clock_at(self.buf.boundary)
 
     def _ready(self) -> bool:
         """Choose the framing of a new response before parsing it: its request's, when the
@@ -103,7 +104,7 @@ class ResponseSide(Side):
         response with a body as a GET's answer is taken as bodiless (a HEAD's answer) if a
         status line follows its head: wait for the bytes that decide (few: status_line_state
         says no at the first byte that cannot start `HTTP/1.x NNN`), or for the end."""
-        if self.want is not None or self.framing is not None or self.boundary >= self.end:
+        if self.want is not None or self.framing is not None or self.buf.boundary >= self.buf.end:
             return True
         framing = self.dec.framing_for(self._start_clock())
         if framing is not None:
@@ -120,8 +121,8 @@ class ResponseSide(Side):
         return True
 
     def _guess_framing(self) -> bytes | None:
-        rec, base, end = self.rec, self.base, len(self.rec)
-        i = self.boundary - base
+        rec, base, end = self.buf.rec, self.buf.base, len(self.buf.rec)
+        i = self.buf.boundary - base
         while i < end and rec[i] in CRLF:
             i += 1
         final = self.closing or self.force
@@ -170,9 +171,9 @@ class ResponseSide(Side):
         framing (idle if it is bodiless); 0: busy."""
         if self.mode not in (MSG, RESYNC) or self.cur is not None or self.info:
             return 0
-        if self.end == self.boundary or self.mode == RESYNC:
+        if self.buf.end == self.buf.boundary or self.mode == RESYNC:
             return 1
-        return 2 if self.mode == MSG and self.waiting_at == self.end else 0
+        return 2 if self.mode == MSG and self.waiting_at == self.buf.end else 0
 
     def _cycle(self) -> bool:
         conn = self.conn
@@ -229,10 +230,10 @@ class ResponseSide(Side):
 
     def _informational(self, ev: h11.InformationalResponse) -> None:
         if self.first is None:
-            self.first = [self.ts_at(self.boundary), self.clock_at(self.boundary)]
+            self.first = [self.ts_at(self.buf.boundary), self.clock_at(self.buf.boundary)]
         self.info.append({"status": ev.status_code, "reason": ev.reason.decode("latin-1")})
         assert self.conn is not None
-        self._set_boundary(self.end - h11_buffered(self.conn))
+        self.buf.set_boundary(self.buf.end - h11_buffered(self.conn))
         self.line_ok = False
         self.head_seen = False
 
@@ -265,7 +266,7 @@ class ResponseSide(Side):
             assert self.cur.resp is not None
             self.cur.resp.open_body(self.cfg.max_decoded, self.cfg.extras, self.dec.store_file)
             return
-        ts, clock = self.first or self.arrival_at(self.boundary)
+        ts, clock = self.first or self.arrival_at(self.buf.boundary)
         if self.pending_pair is not None:
             req, ptags, hold = self.pending_pair
             self.pending_pair = None
@@ -336,7 +337,7 @@ class ResponseSide(Side):
         self.cur = None
         assert txn.resp is not None
         txn.resp.tags |= tags
-        txn.resp.end_ns = self.end_ts(self.end)
+        txn.resp.end_ns = self.end_ts(self.buf.end)
         txn.resp.finish()
         self.dec.txn_done(txn)
 
