@@ -262,6 +262,9 @@ def main() -> None:
         one = consume(bootstrap, topic, 1, work)
         row("one `run` member", packets / one[0]["seconds"], one[0],
             f"{one[0]['seconds']:.2f} s")  # fmt: skip
+        lib = consume(bootstrap, topic, 1, work, "--socket-read-bytes", "4096")
+        row("one member, 4 KiB socket reads", packets / lib[0]["seconds"], lib[0],
+            f"{lib[0]['seconds']:.2f} s (kafka-python's own read size)")  # fmt: skip
         two = consume(bootstrap, topic, 2, work)
         slow = max(m["seconds"] for m in two)
         row("two members (together)", packets / slow, two,

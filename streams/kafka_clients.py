@@ -12,6 +12,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from streams.kafka_reads import read_in
 from streams.kafka_retry import RECONNECT_BACKOFF_MAX_MS
 from streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
 
@@ -46,6 +47,7 @@ def new_producer(settings: RunSettings, member: str, **extra: Any) -> KafkaProdu
     # metadata or coordinator missing), then the member rewinds and backs off.
     retry_ms = int(settings.reconnect_timeout * 1000)
     wait_ms = int(BROKER_WAIT_SECONDS * 1000)
+    read_in(settings.socket_read_bytes)
     return KafkaProducer(
         request_timeout_ms=min(wait_ms, max(1000, retry_ms // 2)),
         delivery_timeout_ms=max(retry_ms, wait_ms + 100),
@@ -63,6 +65,7 @@ def new_producer(settings: RunSettings, member: str, **extra: Any) -> KafkaProdu
 def new_group_consumer(settings: RunSettings, member: str, assignor: Any) -> KafkaConsumer:
     """The input consumer: offsets committed by the commit protocol only."""
     s = settings
+    read_in(s.socket_read_bytes)
     return KafkaConsumer(
         group_id=s.application_id,
         client_id=f"wirestream-{member}",
@@ -86,6 +89,7 @@ def new_restore_consumer(settings: RunSettings, member: str) -> KafkaConsumer:
     responses (nothing changed for it in the session), so kafka-python never learns its
     high watermark and a restore that is already complete waits forever. Seen on Apache
     Kafka 4.1 with kafka-python 3.0.12; full fetches of a few partitions cost nothing."""
+    read_in(settings.socket_read_bytes)
     return KafkaConsumer(
         group_id=None,
         client_id=f"wirestream-{member}-restore",
