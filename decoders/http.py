@@ -92,16 +92,16 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
-from decoders.http_body import BodyExtras
-from decoders.http_fields import txn_fields
-from decoders.http_lines import line_state
-from decoders.http_modes import BODY, CHUNK, GUESSED, TUNNEL, WAIT
-from decoders.http_msg import Msg, Txn
-from decoders.http_pair import FLOAT, NONE, PAIR, WINDOW, Loss, consistent, decide
-from decoders.http_request_side import RequestSide
-from decoders.http_response_side import ResponseSide
-from decoders.websocket import handshake_fields, is_websocket
+from wirestream.decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
+from wirestream.decoders.http_body import BodyExtras
+from wirestream.decoders.http_fields import txn_fields
+from wirestream.decoders.http_lines import line_state
+from wirestream.decoders.http_modes import BODY, CHUNK, GUESSED, TUNNEL, WAIT
+from wirestream.decoders.http_msg import Msg, Txn
+from wirestream.decoders.http_pair import FLOAT, NONE, PAIR, WINDOW, Loss, consistent, decide
+from wirestream.decoders.http_request_side import RequestSide
+from wirestream.decoders.http_response_side import ResponseSide
+from wirestream.decoders.websocket import handshake_fields, is_websocket
 
 ANOMALY_CAP = 16  # per anomaly name and flow: bad input is counted, not logged without end
 PROBE_LIMIT = 8192

@@ -18,7 +18,7 @@ from __future__ import annotations
 import h11
 from h11._readers import ChunkedReader, ContentLengthReader
 
-from decoders.http_modes import BODY, CHUNK, CHUNK_SIZE_SANITY, MSG, h11_buffered
+from wirestream.decoders.http_modes import BODY, CHUNK, CHUNK_SIZE_SANITY, MSG, h11_buffered
 
 CHUNK_BYPASS = True  # CHUNK mode on (tests turn it off to compare with h11 alone)
 

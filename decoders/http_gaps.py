@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from h11._readers import ChunkedReader, ContentLengthReader, Http10Reader
 
-from decoders.http_body import PIECE
-from decoders.http_modes import BODY, CHUNK, DONE, MSG, TUNNEL, h11_buffered
+from wirestream.decoders.http_body import PIECE
+from wirestream.decoders.http_modes import BODY, CHUNK, DONE, MSG, TUNNEL, h11_buffered
 
 _ZEROS = bytes(PIECE)
 

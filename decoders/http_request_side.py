@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from decoders.http_body import content_codings
-from decoders.http_fast import request_head
-from decoders.http_modes import WAIT, h11_buffered
-from decoders.http_msg import Msg, framing_class, header_pairs, new_head_msg
-from decoders.http_side import Side
+from wirestream.decoders.http_body import content_codings
+from wirestream.decoders.http_fast import request_head
+from wirestream.decoders.http_modes import WAIT, h11_buffered
+from wirestream.decoders.http_msg import Msg, framing_class, header_pairs, new_head_msg
+from wirestream.decoders.http_side import Side
 
 if TYPE_CHECKING:
-    from decoders.http import HttpDecoder
+    from wirestream.decoders.http import HttpDecoder
 
 _HOST_LINE = b"Host: \r\n"
 

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from decoders.http_body import content_codings
-from decoders.http_fast import response_head
-from decoders.http_lines import status_line_state
-from decoders.http_modes import BLANK, CL_LINE, CRLF, GUESSED, MSG, RESYNC, h11_buffered
-from decoders.http_msg import UPGRADE, Msg, Txn, header_pairs, new_head_msg
-from decoders.http_side import Side
+from wirestream.decoders.http_body import content_codings
+from wirestream.decoders.http_fast import response_head
+from wirestream.decoders.http_lines import status_line_state
+from wirestream.decoders.http_modes import BLANK, CL_LINE, CRLF, GUESSED, MSG, RESYNC, h11_buffered
+from wirestream.decoders.http_msg import UPGRADE, Msg, Txn, header_pairs, new_head_msg
+from wirestream.decoders.http_side import Side
 
 if TYPE_CHECKING:
-    from decoders.http import HttpDecoder
+    from wirestream.decoders.http import HttpDecoder
 
 
 class ResponseSide(Side):

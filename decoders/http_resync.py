@@ -7,14 +7,14 @@ mid-line where a body that ended without a newline puts it (`_scan`).
 
 from __future__ import annotations
 
-from decoders.http_lines import (
+from wirestream.decoders.http_lines import (
     KNOWN_METHODS,
     MIDLINE_MAX,
     is_message_line,
     line_state,
     midline_request_start,
 )
-from decoders.http_modes import MSG, RESYNC
+from wirestream.decoders.http_modes import MSG, RESYNC
 
 
 class Resync:

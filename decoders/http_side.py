@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any
 import h11
 from h11._readers import ChunkedReader
 
-from decoders.http_body import BodyDigest, content_codings
-from decoders.http_bypass import BodyBypass
-from decoders.http_gaps import GapHandling
-from decoders.http_lines import line_state, parse_head_leniently
-from decoders.http_modes import (
+from wirestream.decoders.http_body import BodyDigest, content_codings
+from wirestream.decoders.http_bypass import BodyBypass
+from wirestream.decoders.http_gaps import GapHandling
+from wirestream.decoders.http_lines import line_state, parse_head_leniently
+from wirestream.decoders.http_modes import (
     BLANK,
     BODY,
     CHUNK,
@@ -54,13 +54,13 @@ from decoders.http_modes import (
     WAIT,
     h11_buffered,
 )
-from decoders.http_msg import Msg, framing_class, header_pairs, new_head_msg
-from decoders.http_resync import Resync
-from decoders.http_side_buffer import SideBuffer
-from decoders.http_side_state import SideSnapshot
+from wirestream.decoders.http_msg import Msg, framing_class, header_pairs, new_head_msg
+from wirestream.decoders.http_resync import Resync
+from wirestream.decoders.http_side_buffer import SideBuffer
+from wirestream.decoders.http_side_state import SideSnapshot
 
 if TYPE_CHECKING:
-    from decoders.http import HttpDecoder
+    from wirestream.decoders.http import HttpDecoder
 
 
 class Side(SideBuffer, BodyBypass, GapHandling, Resync, SideSnapshot):

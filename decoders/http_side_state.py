@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from decoders.http_body import BodyDigest
-from decoders.http_modes import BODY, CHUNK, DONE, MSG, RESYNC, TUNNEL
+from wirestream.decoders.http_body import BodyDigest
+from wirestream.decoders.http_modes import BODY, CHUNK, DONE, MSG, RESYNC, TUNNEL
 
 
 class SideSnapshot:

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decoders.api import CLIENT, SERVER
-from decoders.http_fast import request_head, response_head
-from decoders.http_lines import line_state
 from tests.test_http_support import canon, chunked, req, resp, run
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.decoders.http_fast import request_head, response_head
+from wirestream.decoders.http_lines import line_state
 
 
 class _Pool:
