@@ -7,11 +7,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from streams.commands import Commands, Invocation
-from streams.exitcodes import ExitCode, UsageError
-from streams.logs import LogSettings
-from streams.replay_settings import ReplaySettings
-from streams.runtime_settings import RuntimeSettings
+from wirestream.streams.commands import Commands, Invocation
+from wirestream.streams.exitcodes import ExitCode, UsageError
+from wirestream.streams.logs import LogSettings
+from wirestream.streams.replay_settings import ReplaySettings
+from wirestream.streams.runtime_settings import RuntimeSettings
 
 
 def _version() -> str:
@@ -45,13 +45,13 @@ def build_commands() -> Commands:
         "one JSON record per line (http, flow, anomaly, ...). A summary goes to stderr.",
     )
     try:
-        from streams import kafka_cli
+        from wirestream.streams import kafka_cli
     except ImportError:
         kafka_cli = None  # type: ignore[assignment]
     if kafka_cli is not None:
         kafka_cli.add_commands(commands)
     try:
-        from enrich import cli as enrich_cli
+        from wirestream.enrich import cli as enrich_cli
     except ImportError:
         enrich_cli = None  # type: ignore[assignment]
     if enrich_cli is not None:
@@ -66,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_replay(inv: Invocation) -> int:
     import structlog
 
-    from state.store import StoreError
-    from streams.replay import Replay
+    from wirestream.state.store import StoreError
+    from wirestream.streams.replay import Replay
 
     log = structlog.get_logger("wirestream")
     args = inv.get(ReplaySettings)
@@ -84,7 +84,7 @@ def cmd_replay(inv: Invocation) -> int:
         http.setdefault("extract_max_bytes", args.extract_max_bytes)
     zeek = None
     if args.format != "json":
-        from streams.zeekwriter import ZeekLogWriter
+        from wirestream.streams.zeekwriter import ZeekLogWriter
 
         if args.output == "-":
             log.error("zeek_format_needs_a_directory", hint="-o DIR")
@@ -172,8 +172,8 @@ def _log_sources(inv: Invocation) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from decoders.registry import UnknownDecoderError
-    from streams.logs import configure_logging
+    from wirestream.decoders.registry import UnknownDecoderError
+    from wirestream.streams.logs import configure_logging
 
     commands = build_commands()
     args = commands.parser.parse_args(argv)

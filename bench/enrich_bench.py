@@ -72,9 +72,9 @@ def blocking_stage(args: argparse.Namespace) -> int:
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    from enrich import record as out
-    from enrich.kafka_io import CHECK_CRCS
-    from enrich.template import TemplateError, UrlTemplate
+    from wirestream.enrich import record as out
+    from wirestream.enrich.kafka_io import CHECK_CRCS
+    from wirestream.enrich.template import TemplateError, UrlTemplate
 
     template = UrlTemplate(args.url)
     consumer = KafkaConsumer(

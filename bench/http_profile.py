@@ -28,8 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streams.config import RuntimeConfig  # noqa: E402
-from streams.replay import Replay, replay_records  # noqa: E402
+from wirestream.streams.config import RuntimeConfig  # noqa: E402
+from wirestream.streams.replay import Replay, replay_records  # noqa: E402
 
 PCAPS = REPO / "fixtures" / "pcaps"
 
@@ -100,8 +100,8 @@ def stream_events(path: str) -> list[list]:
 
 
 def decoder_only(flows: list[list]) -> tuple[float, int]:
-    from decoders.http import HttpDecoder
     from tests.test_http_support import FakeCtx, apply, flow_info
+    from wirestream.decoders.http import HttpDecoder
 
     n = 0
     t = time.process_time()  # CPU time: the machine is shared

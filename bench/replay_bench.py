@@ -184,7 +184,7 @@ def scaled_capture(src: Path, factor: int, out: Path) -> Path:
 def capture_stats(path: Path) -> tuple[int, int]:
     """(packets, captured bytes)."""
     sys.path.insert(0, str(REPO))
-    from probe.capture import open_capture
+    from wirestream.probe.capture import open_capture
 
     packets = nbytes = 0
     with open_capture(path) as cap:

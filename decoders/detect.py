@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from decoders.api import CLIENT, SERVER, Decoder
+from wirestream.decoders.api import CLIENT, SERVER, Decoder
 
 PROBE_LIMIT = 4096  # bytes per direction looked at before falling back to ports
 

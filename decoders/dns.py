@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from decoders.api import CLIENT, Decoder, DecoderContext, ts_seconds
-from decoders.dns_msg import (
+from wirestream.decoders.api import CLIENT, Decoder, DecoderContext, ts_seconds
+from wirestream.decoders.dns_msg import (
     HEADER,
     Message,
     class_name,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from decoders.api import Decoder
+from wirestream.decoders.api import Decoder
 
 PORTS = "ports"
 _TRUE = frozenset({"true", "yes", "on", "1"})

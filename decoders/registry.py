@@ -8,8 +8,8 @@ from typing import Any
 
 import structlog
 
-from decoders.api import Decoder
-from decoders.options import OptionError, convert
+from wirestream.decoders.api import Decoder
+from wirestream.decoders.options import OptionError, convert
 
 log = structlog.get_logger("wirestream.decoders")
 

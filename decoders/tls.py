@@ -25,12 +25,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
-from decoders.tls_hello import parse_client_hello_info, parse_server_hello_info
-from decoders.tls_session import Session, alert_record, session_fields
-from decoders.tls_starttls import StartTls, from_smtp_v1
-from decoders.tls_starttls_rules import BY_PORT, PORTS
-from decoders.tls_stream import ERROR, HandshakeReader
+from wirestream.decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
+from wirestream.decoders.tls_hello import parse_client_hello_info, parse_server_hello_info
+from wirestream.decoders.tls_session import Session, alert_record, session_fields
+from wirestream.decoders.tls_starttls import StartTls, from_smtp_v1
+from wirestream.decoders.tls_starttls_rules import BY_PORT, PORTS
+from wirestream.decoders.tls_stream import ERROR, HandshakeReader
 
 HS_CLIENT_HELLO, HS_SERVER_HELLO, HS_HELLO_REQUEST = 1, 2, 0
 UNDECIDED, TLS, PLAIN, OFF = 0, 1, 2, 3  # PLAIN: following a dialogue up to STARTTLS

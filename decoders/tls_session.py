@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from decoders.api import CLIENT, SERVER
-from decoders.tls_cert import parse_certificate_message
-from decoders.tls_names import alert_fields, cipher_name, version_name
-from decoders.tls_stream import EV_ALERT, EV_APPDATA, EV_CCS
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.decoders.tls_cert import parse_certificate_message
+from wirestream.decoders.tls_names import alert_fields, cipher_name, version_name
+from wirestream.decoders.tls_stream import EV_ALERT, EV_APPDATA, EV_CCS
 
 HS_CERTIFICATE, HS_CLIENT_KEY_EXCHANGE = 11, 16
 TLS13 = 0x0304

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from decoders.api import CLIENT, SERVER
-from decoders.tls_starttls_rules import (
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.decoders.tls_starttls_rules import (
     ALIEN,
     BY_NAME,
     COMMAND,

@@ -26,7 +26,7 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any
 
-from decoders.api import CLIENT, Decoder, DecoderContext, ts_seconds
+from wirestream.decoders.api import CLIENT, Decoder, DecoderContext, ts_seconds
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OPCODES = {

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from enrich.settings import EnrichSettings
-from streams.commands import Commands, Invocation
-from streams.exitcodes import UsageError
-from streams.logs import LogSettings
+from wirestream.enrich.settings import EnrichSettings
+from wirestream.streams.commands import Commands, Invocation
+from wirestream.streams.exitcodes import UsageError
+from wirestream.streams.logs import LogSettings
 
 
 def add_commands(commands: Commands) -> None:
@@ -30,8 +30,8 @@ def cmd_enrich(inv: Invocation) -> int:
         import aiohttp  # noqa: F401
     except ImportError:
         raise UsageError("`enrich` needs aiohttp: pip install 'wirestream[enrich]'") from None
-    from enrich.kafka_io import KafkaEnricher
-    from enrich.template import UrlTemplate
+    from wirestream.enrich.kafka_io import KafkaEnricher
+    from wirestream.enrich.template import UrlTemplate
 
     try:
         UrlTemplate(settings.url)

@@ -34,14 +34,14 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from enrich.lookup import Lookup
-from enrich.ordering import OffsetTracker, Slot
-from enrich.settings import EnrichSettings
-from enrich.stage import EnrichStage
-from enrich.template import UrlTemplate
-from streams.exitcodes import ExitCode
-from streams.kafka.joins import JoinWatchdog
-from streams.kafka_clients import rejoin_request
+from wirestream.enrich.lookup import Lookup
+from wirestream.enrich.ordering import OffsetTracker, Slot
+from wirestream.enrich.settings import EnrichSettings
+from wirestream.enrich.stage import EnrichStage
+from wirestream.enrich.template import UrlTemplate
+from wirestream.streams.exitcodes import ExitCode
+from wirestream.streams.kafka.joins import JoinWatchdog
+from wirestream.streams.kafka_clients import rejoin_request
 
 log = structlog.get_logger("wirestream.enrich")
 
@@ -156,7 +156,7 @@ class KafkaEnricher:
         return ExitCode.OK
 
     def _setup_topics(self) -> None:
-        from streams.kafka_topics import admin_client, ensure_topic, partition_count
+        from wirestream.streams.kafka_topics import admin_client, ensure_topic, partition_count
 
         s = self.settings
         admin = admin_client(s.bootstrap_servers)

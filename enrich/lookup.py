@@ -18,8 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from enrich.cache import TtlCache
-from enrich.settings import LookupSettings
+from wirestream.enrich.cache import TtlCache
+from wirestream.enrich.settings import LookupSettings
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 

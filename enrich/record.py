@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from streams.serde import dumps_record, loads_record
+from wirestream.streams.serde import dumps_record, loads_record
 
 
 def parse(value: bytes) -> dict[str, Any] | None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.argtypes import positive_int, positive_seconds, seconds_or_zero
-from streams.kafka_settings import BrokerSettings, GroupSettings
-from streams.options import nested, option
+from wirestream.streams.argtypes import positive_int, positive_seconds, seconds_or_zero
+from wirestream.streams.kafka_settings import BrokerSettings, GroupSettings
+from wirestream.streams.options import nested, option
 
 DEFAULT_INPUT = "wirestream.http"
 

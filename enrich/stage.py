@@ -11,10 +11,10 @@ import asyncio
 from collections import Counter
 from collections.abc import Callable
 
-from enrich import record as out
-from enrich.lookup import Lookup
-from enrich.ordering import KeyedOrder, Slot
-from enrich.template import TemplateError, UrlTemplate
+from wirestream.enrich import record as out
+from wirestream.enrich.lookup import Lookup
+from wirestream.enrich.ordering import KeyedOrder, Slot
+from wirestream.enrich.template import TemplateError, UrlTemplate
 
 
 class EnrichStage:

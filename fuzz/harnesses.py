@@ -18,19 +18,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from decoders.dns import DnsDecoder  # noqa: E402
-from decoders.http import HttpDecoder  # noqa: E402
-from decoders.tls import TlsDecoder  # noqa: E402
-from probe.capture import open_capture  # noqa: E402
-from probe.defrag import Defragmenter  # noqa: E402
-from probe.errors import CaptureError, FlowKeyError, ParseError, RecordError  # noqa: E402
-from probe.flowkey import decode_flow_key, flow_key  # noqa: E402
-from probe.packet import Packet  # noqa: E402
-from probe.parse import Fragment, parse_frame  # noqa: E402
-from probe.record import decode_record  # noqa: E402
-from probe.source import PacketSource  # noqa: E402
-from reassembly.halfstream import OVERLAP_POLICIES  # noqa: E402
-from reassembly.limits import Limits  # noqa: E402
+from wirestream.decoders.dns import DnsDecoder  # noqa: E402
+from wirestream.decoders.http import HttpDecoder  # noqa: E402
+from wirestream.decoders.tls import TlsDecoder  # noqa: E402
+from wirestream.probe.capture import open_capture  # noqa: E402
+from wirestream.probe.defrag import Defragmenter  # noqa: E402
+from wirestream.probe.errors import CaptureError, FlowKeyError, ParseError, RecordError  # noqa: E402
+from wirestream.probe.flowkey import decode_flow_key, flow_key  # noqa: E402
+from wirestream.probe.packet import Packet  # noqa: E402
+from wirestream.probe.parse import Fragment, parse_frame  # noqa: E402
+from wirestream.probe.record import decode_record  # noqa: E402
+from wirestream.probe.source import PacketSource  # noqa: E402
+from wirestream.reassembly.halfstream import OVERLAP_POLICIES  # noqa: E402
+from wirestream.reassembly.limits import Limits  # noqa: E402
 
 FIXTURES = sorted((ROOT / "fixtures" / "pcaps").glob("*.pcap*"))
 SCRATCH = Path("/dev/shm" if os.access("/dev/shm", os.W_OK) else "/tmp")
@@ -130,8 +130,8 @@ def defrag(data: bytes) -> None:
 # ------------------------------------------------------------------ reassembly target
 def tcp(data: bytes) -> None:
     """Arbitrary segments into one TcpFlow, the invariants checked after every packet."""
-    from probe.packet import ACK, FIN, PSH, RST, SYN
     from tests.test_fuzz_reassembly import _packet, check_digest, check_flow, new_flow
+    from wirestream.probe.packet import ACK, FIN, PSH, RST, SYN
 
     inp = Input(data)
     limits = Limits(max_parked_bytes=1 + inp.below(4096), max_parked_segments=1 + inp.below(16),

@@ -21,7 +21,7 @@ import struct
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from probe.record import HEADER, RECORD_VERSION
+from wirestream.probe.record import HEADER, RECORD_VERSION
 
 __all__ = [
     "BUNDLE_HEADER",

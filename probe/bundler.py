@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from probe.bundle import join_bundle
+from wirestream.probe.bundle import join_bundle
 
 DEFAULT_BUNDLE_BYTES = 256 << 10
 DEFAULT_LINGER_SECONDS = 0.1

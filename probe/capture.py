@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from itertools import chain
 from typing import BinaryIO
 
-from probe.errors import CaptureError
+from wirestream.probe.errors import CaptureError
 
 __all__ = ["MAX_CAPLEN", "Capture", "CaptureError", "open_capture"]
 

@@ -17,9 +17,9 @@ import base64
 import hashlib
 import struct
 
-from probe.flowkey import decode_flow_key
-from probe.icmptypes import is_one_way
-from probe.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_SCTP, PROTO_TCP, PROTO_UDP
+from wirestream.probe.flowkey import decode_flow_key
+from wirestream.probe.icmptypes import is_one_way
+from wirestream.probe.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_SCTP, PROTO_TCP, PROTO_UDP
 
 __all__ = ["community_id", "flow_community_id"]
 

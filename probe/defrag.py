@@ -22,7 +22,7 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
-from probe.parse import Fragment
+from wirestream.probe.parse import Fragment
 
 __all__ = ["DefragStats", "Defragmenter", "Reassembled"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from probe.errors import FlowKeyError
-from probe.packet import Packet
+from wirestream.probe.errors import FlowKeyError
+from wirestream.probe.packet import Packet
 
 __all__ = [
     "KEY_VERSION",

@@ -10,7 +10,7 @@ ICMP6_counterpart) and the Community ID spec's reference (communityid/icmp.py, i
 
 from __future__ import annotations
 
-from probe.packet import PROTO_ICMP
+from wirestream.probe.packet import PROTO_ICMP
 
 _ICMP4_PAIRS = {0: 8, 8: 0, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
 _ICMP6_PAIRS = {

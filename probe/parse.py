@@ -24,9 +24,16 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from probe.errors import ParseError
-from probe.icmptypes import port_equivalents
-from probe.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, Packet
+from wirestream.probe.errors import ParseError
+from wirestream.probe.icmptypes import port_equivalents
+from wirestream.probe.packet import (
+    PROTO_ICMP,
+    PROTO_ICMP6,
+    PROTO_SCTP,
+    PROTO_TCP,
+    PROTO_UDP,
+    Packet,
+)
 
 __all__ = [
     "LINKTYPE_ETHERNET",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from probe.errors import RecordError
+from wirestream.probe.errors import RecordError
 
 __all__ = [
     "FLAG_FRAGMENT_CONFLICT",

@@ -22,13 +22,19 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 from typing import Any, NamedTuple
 
-from probe.defrag import Defragmenter
-from probe.errors import ParseError
-from probe.flowkey import flow_key
-from probe.packet import Packet
-from probe.parse import LINKTYPE_ETHERNET, Fragment, common_tcp4, parse_frame, parse_general
-from probe.record import FLAG_FRAGMENT_CONFLICT, FLAG_REASSEMBLED, encode_record
-from probe.reorder import RawBatch, ReorderStats, reorder, reorder_batches
+from wirestream.probe.defrag import Defragmenter
+from wirestream.probe.errors import ParseError
+from wirestream.probe.flowkey import flow_key
+from wirestream.probe.packet import Packet
+from wirestream.probe.parse import (
+    LINKTYPE_ETHERNET,
+    Fragment,
+    common_tcp4,
+    parse_frame,
+    parse_general,
+)
+from wirestream.probe.record import FLAG_FRAGMENT_CONFLICT, FLAG_REASSEMBLED, encode_record
+from wirestream.probe.reorder import RawBatch, ReorderStats, reorder, reorder_batches
 
 # Frames are put back in timestamp order within this much capture time (0: file order).
 DEFAULT_REORDER_WINDOW_NS = 1_000_000_000

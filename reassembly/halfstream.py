@@ -15,8 +15,8 @@ from typing import Any
 
 from crc32c import crc32c  # hardware CRC-32C: ~3x zlib's crc32 on a segment
 
-from reassembly.limits import Limits
-from reassembly.sha256 import ResumableSha256, hexdigest_of
+from wirestream.reassembly.limits import Limits
+from wirestream.reassembly.sha256 import ResumableSha256, hexdigest_of
 
 M32 = 0xFFFFFFFF
 HALF = 1 << 31

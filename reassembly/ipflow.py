@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe.packet import PROTO_ICMP, PROTO_ICMP6, Packet
-from reassembly.limits import Limits
-from reassembly.sink import StreamSink
+from wirestream.probe.packet import PROTO_ICMP, PROTO_ICMP6, Packet
+from wirestream.reassembly.limits import Limits
+from wirestream.reassembly.sink import StreamSink
 
 CLIENT, SERVER = 0, 1
 PHASE_ACTIVE, PHASE_CLOSED = 1, 2

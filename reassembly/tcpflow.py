@@ -11,8 +11,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from probe.packet import ACK, FIN, RST, SYN, Packet
-from reassembly.halfstream import (
+from wirestream.probe.packet import ACK, FIN, RST, SYN, Packet
+from wirestream.reassembly.halfstream import (
     ADD_INCONSISTENT,
     ADD_NEW,
     ADD_RETRANSMIT,
@@ -22,8 +22,8 @@ from reassembly.halfstream import (
     HalfStream,
     ParkingBudget,
 )
-from reassembly.limits import Limits, likely_server
-from reassembly.sink import StreamSink
+from wirestream.reassembly.limits import Limits, likely_server
+from wirestream.reassembly.sink import StreamSink
 
 CLIENT, SERVER = 0, 1
 

@@ -14,13 +14,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from probe.packet import ACK, PROTO_TCP, PROTO_UDP, SYN, Packet
-from reassembly.halfstream import ParkingBudget
-from reassembly.ipflow import IpFlow
-from reassembly.limits import Limits
-from reassembly.sink import StreamSink
-from reassembly.tcpflow import PHASE_ACTIVE, PHASE_CLOSED, PHASE_RESET, PHASE_SYN, TcpFlow
-from reassembly.udpflow import UdpFlow
+from wirestream.probe.packet import ACK, PROTO_TCP, PROTO_UDP, SYN, Packet
+from wirestream.reassembly.halfstream import ParkingBudget
+from wirestream.reassembly.ipflow import IpFlow
+from wirestream.reassembly.limits import Limits
+from wirestream.reassembly.sink import StreamSink
+from wirestream.reassembly.tcpflow import (
+    PHASE_ACTIVE,
+    PHASE_CLOSED,
+    PHASE_RESET,
+    PHASE_SYN,
+    TcpFlow,
+)
+from wirestream.reassembly.udpflow import UdpFlow
 
 Flow = TcpFlow | UdpFlow | IpFlow
 

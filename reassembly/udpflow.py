@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe.packet import Packet
-from reassembly.limits import Limits, likely_server
-from reassembly.sha256 import ResumableSha256, hexdigest_of
-from reassembly.sink import StreamSink
+from wirestream.probe.packet import Packet
+from wirestream.reassembly.limits import Limits, likely_server
+from wirestream.reassembly.sha256 import ResumableSha256, hexdigest_of
+from wirestream.reassembly.sink import StreamSink
 
 CLIENT, SERVER = 0, 1
 PHASE_ACTIVE, PHASE_CLOSED = 1, 2

@@ -4,6 +4,6 @@ Stores know bytes, not protocols: keys and values are opaque. The runtime decide
 put in them and when to flush (at commit), so the per-packet path never touches RocksDB.
 """
 
-from state.store import StateStore, StoreError
+from wirestream.state.store import StateStore, StoreError
 
 __all__ = ["StateStore", "StoreError"]

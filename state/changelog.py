@@ -17,7 +17,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from state.store import StateStore
+from wirestream.state.store import StateStore
 
 INPUT_OFFSET_HEADER = "ws.input_offset"
 _CHECKPOINT = struct.Struct(">Bqq")

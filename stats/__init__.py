@@ -1,5 +1,5 @@
 """Statistics computed inside the task runtime (TaskExtensions): event-time windows."""
 
-from stats.windows import WindowAggregator, WindowStats, configure
+from wirestream.stats.windows import WindowAggregator, WindowStats, configure
 
 __all__ = ["WindowAggregator", "WindowStats", "configure"]

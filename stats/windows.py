@@ -34,8 +34,8 @@ from typing import Any
 
 import structlog
 
-from decoders.api import ts_seconds
-from probe.packet import PROTO_TCP, PROTO_UDP, Packet
+from wirestream.decoders.api import ts_seconds
+from wirestream.probe.packet import PROTO_TCP, PROTO_UDP, Packet
 
 RECORD_TYPE = "window_stats"
 STATE_FORMAT = 1
@@ -574,7 +574,7 @@ class WindowStats:
 
 
 def flow_label(flow: Any) -> list[Any]:
-    from streams.session import flow_info
+    from wirestream.streams.session import flow_info
 
     info = flow_info(flow)
     services = getattr(flow.sink, "services", None)

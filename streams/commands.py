@@ -9,8 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from streams.options import Option, add_options, build, options_of
-from streams.settings_source import resolve
+from wirestream.streams.options import Option, add_options, build, options_of
+from wirestream.streams.settings_source import resolve
 
 T = TypeVar("T")
 

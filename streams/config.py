@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from probe.source import PacketSource
-from reassembly.limits import Limits
+from wirestream.probe.source import PacketSource
+from wirestream.reassembly.limits import Limits
 
 
 @dataclass(slots=True)

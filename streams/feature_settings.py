@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.argtypes import positive_int, positive_seconds
-from streams.flowstats import DEFAULT_MAX_CLOSED, DEFAULT_RETENTION_SECONDS
-from streams.kafka_settings import port_or_zero
-from streams.options import option
+from wirestream.streams.argtypes import positive_int, positive_seconds
+from wirestream.streams.flowstats import DEFAULT_MAX_CLOSED, DEFAULT_RETENTION_SECONDS
+from wirestream.streams.kafka_settings import port_or_zero
+from wirestream.streams.options import option
 
 DEFAULT_CLEANUP_DELAY = 600.0  # Kafka Streams' state.cleanup.delay.ms default
 

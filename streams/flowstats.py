@@ -28,8 +28,8 @@ from typing import Any
 
 import msgpack
 
-from reassembly.tracker import Flow
-from streams.session import flow_info
+from wirestream.reassembly.tracker import Flow
+from wirestream.streams.session import flow_info
 
 FORMAT = 1
 # Entry fields, in tuple order (the stored value is [FORMAT, *entry]).

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from streams.commands import Commands, Invocation
-from streams.exitcodes import UsageError
-from streams.feature_settings import FeatureSettings
-from streams.kafka_settings import ProbeSettings, RunSettings
-from streams.logs import LogSettings
-from streams.runtime_settings import RuntimeSettings
+from wirestream.streams.commands import Commands, Invocation
+from wirestream.streams.exitcodes import UsageError
+from wirestream.streams.feature_settings import FeatureSettings
+from wirestream.streams.kafka_settings import ProbeSettings, RunSettings
+from wirestream.streams.logs import LogSettings
+from wirestream.streams.runtime_settings import RuntimeSettings
 
 
 def _captures(p: argparse.ArgumentParser) -> None:
@@ -52,8 +52,8 @@ def cmd_probe(inv: Invocation) -> int:
         raise UsageError("give capture files or --interface IFACE (one of them)")
     if settings.bpf and not settings.interface:
         raise UsageError("--bpf applies to --interface only")
-    from streams.config import tune_gc
-    from streams.kafka_probe import Probe
+    from wirestream.streams.config import tune_gc
+    from wirestream.streams.kafka_probe import Probe
 
     tune_gc()  # as replay: the collector would rescan every packet's objects
     probe = Probe(settings)
@@ -64,8 +64,8 @@ def cmd_probe(inv: Invocation) -> int:
 
 def cmd_run(inv: Invocation) -> int:
     config = inv.get(RuntimeSettings).to_config()
-    from streams.config import tune_gc
-    from streams.kafka.runtime import KafkaRuntime
+    from wirestream.streams.config import tune_gc
+    from wirestream.streams.kafka.runtime import KafkaRuntime
 
     tune_gc()  # as replay: flow tables hold many small objects the collector would rescan
     return KafkaRuntime(inv.get(RunSettings), config, features=inv.get(FeatureSettings)).run()

@@ -12,9 +12,9 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.kafka_reads import read_in
-from streams.kafka_retry import RECONNECT_BACKOFF_MAX_MS
-from streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
+from wirestream.streams.kafka_reads import read_in
+from wirestream.streams.kafka_retry import RECONNECT_BACKOFF_MAX_MS
+from wirestream.streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
 
 # Bounds on calls that wait for the brokers (kafka-python waits forever for some).
 BROKER_WAIT_SECONDS = 30.0

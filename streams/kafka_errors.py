@@ -15,8 +15,8 @@ from kafka.errors import (
     UnknownMemberIdError,
 )
 
-from streams.kafka.restore import RestoreError
-from streams.kafka_topics import TopicError
+from wirestream.streams.kafka.restore import RestoreError
+from wirestream.streams.kafka_topics import TopicError
 
 
 class FatalError(Exception):

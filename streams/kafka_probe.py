@@ -26,24 +26,24 @@ import structlog
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from probe.bundle import ENTRY_HEADER
-from probe.bundler import Bundler, Ready
-from probe.capture import open_capture
-from probe.errors import CaptureError
-from probe.flowkey import kafka_partition
-from probe.record import RECORD_VERSION
-from probe.source import PacketSource
-from streams.exitcodes import ExitCode
-from streams.kafka_live import LiveCapture, LiveCaptureError
-from streams.kafka_retry import (
+from wirestream.probe.bundle import ENTRY_HEADER
+from wirestream.probe.bundler import Bundler, Ready
+from wirestream.probe.capture import open_capture
+from wirestream.probe.errors import CaptureError
+from wirestream.probe.flowkey import kafka_partition
+from wirestream.probe.record import RECORD_VERSION
+from wirestream.probe.source import PacketSource
+from wirestream.streams.exitcodes import ExitCode
+from wirestream.streams.kafka_live import LiveCapture, LiveCaptureError
+from wirestream.streams.kafka_retry import (
     RECONNECT_BACKOFF_MAX_MS,
     BrokerUnavailable,
     connect,
     discard_producer,
     peak_rss_mib,
 )
-from streams.kafka_settings import MAX_REQUEST_BYTES, ProbeSettings
-from streams.kafka_topics import TopicError, admin_client, ensure_topic
+from wirestream.streams.kafka_settings import MAX_REQUEST_BYTES, ProbeSettings
+from wirestream.streams.kafka_topics import TopicError, admin_client, ensure_topic
 
 log = structlog.get_logger("wirestream.probe")
 

@@ -42,10 +42,10 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import structlog
 
-from probe.flowkey import flow_key, kafka_partition
-from probe.packet import Packet
-from streams.flowstats import TOP_BY, ViewRegistry, canonical_ip, entry_json, tuple_key
-from streams.kafka_assignor import GroupMember
+from wirestream.probe.flowkey import flow_key, kafka_partition
+from wirestream.probe.packet import Packet
+from wirestream.streams.flowstats import TOP_BY, ViewRegistry, canonical_ip, entry_json, tuple_key
+from wirestream.streams.kafka_assignor import GroupMember
 
 log = structlog.get_logger("wirestream.kafka.queries")
 

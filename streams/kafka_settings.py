@@ -13,8 +13,8 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from streams.argtypes import positive_int, positive_seconds
-from streams.options import option
+from wirestream.streams.argtypes import positive_int, positive_seconds
+from wirestream.streams.options import option
 
 AT_LEAST_ONCE = "at_least_once"
 EXACTLY_ONCE = "exactly_once"

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from streams.options import option
+from wirestream.streams.options import option
 
 
 @dataclass(frozen=True, kw_only=True)

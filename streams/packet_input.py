@@ -21,16 +21,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from probe.bundle import MAGIC, BundleError, encode_bundle, split_bundle
-from probe.defrag import Defragmenter
-from probe.errors import FlowKeyError, ParseError
-from probe.flowkey import flow_key
-from probe.packet import Packet
-from probe.parse import Fragment, parse_frame
-from probe.record import HEADER, RECORD_VERSION
-from probe.reorder import RawBatch
-from probe.source import KeyedPacket, PacketSource
-from streams.task import Task
+from wirestream.probe.bundle import MAGIC, BundleError, encode_bundle, split_bundle
+from wirestream.probe.defrag import Defragmenter
+from wirestream.probe.errors import FlowKeyError, ParseError
+from wirestream.probe.flowkey import flow_key
+from wirestream.probe.packet import Packet
+from wirestream.probe.parse import Fragment, parse_frame
+from wirestream.probe.record import HEADER, RECORD_VERSION
+from wirestream.probe.reorder import RawBatch
+from wirestream.probe.source import KeyedPacket, PacketSource
+from wirestream.streams.task import Task
 
 # (reason, bytes, entry number; -1 = the whole input record)
 BadPart = Callable[[str, bytes, int], None]

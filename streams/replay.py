@@ -18,17 +18,17 @@ from typing import Any
 
 import structlog
 
-from decoders.registry import select
-from probe.capture import open_capture
-from probe.errors import CaptureError
-from probe.flowkey import kafka_partition
-from probe.parse import SUPPORTED_LINKTYPES
-from probe.record import decode_record
-from state.store import StateStore
-from streams.config import RuntimeConfig, tune_gc
-from streams.serde import dumps_record, loads_record
-from streams.task import Task
-from streams.workers import run_workers
+from wirestream.decoders.registry import select
+from wirestream.probe.capture import open_capture
+from wirestream.probe.errors import CaptureError
+from wirestream.probe.flowkey import kafka_partition
+from wirestream.probe.parse import SUPPORTED_LINKTYPES
+from wirestream.probe.record import decode_record
+from wirestream.state.store import StateStore
+from wirestream.streams.config import RuntimeConfig, tune_gc
+from wirestream.streams.serde import dumps_record, loads_record
+from wirestream.streams.task import Task
+from wirestream.streams.workers import run_workers
 
 log = structlog.get_logger("wirestream.replay")
 

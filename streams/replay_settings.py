@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from streams.argtypes import positive_int
-from streams.config import RuntimeConfig
-from streams.options import option
+from wirestream.streams.argtypes import positive_int
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.options import option
 
 # RuntimeConfig's own default (the Kafka mode commits on its own interval instead).
 _COMMIT_EVERY = next(f.default for f in fields(RuntimeConfig) if f.name == "commit_every_packets")

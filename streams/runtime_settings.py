@@ -8,10 +8,10 @@ import argparse
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reassembly.limits import SECOND, Limits
-from streams.argtypes import non_negative_int, positive_int, seconds
-from streams.exitcodes import UsageError
-from streams.options import option
+from wirestream.reassembly.limits import SECOND, Limits
+from wirestream.streams.argtypes import non_negative_int, positive_int, seconds
+from wirestream.streams.exitcodes import UsageError
+from wirestream.streams.options import option
 
 _LIMITS = Limits()
 OVERLAP_POLICIES = ("first", "last", "bsd", "windows", "linux", "solaris")
@@ -164,8 +164,8 @@ class RuntimeSettings:
 
     def to_config(self, partitions: int = 1) -> Any:
         """The RuntimeConfig these settings describe; UsageError for what cannot work."""
-        from decoders.registry import check_options, select
-        from streams.config import RuntimeConfig
+        from wirestream.decoders.registry import check_options, select
+        from wirestream.streams.config import RuntimeConfig
 
         limits = replace(
             Limits(),
@@ -198,11 +198,11 @@ class RuntimeSettings:
             community_id_seed=self.community_id_seed,
         )
         if self.zeek_topics:
-            from streams.zeektopics import configure as zeek_topics
+            from wirestream.streams.zeektopics import configure as zeek_topics
 
             zeek_topics(config)
         if self.window_stats is not None:
-            from stats.windows import configure
+            from wirestream.stats.windows import configure
 
             try:
                 configure(config, self.window_stats, self.window_hop, self.window_grace)

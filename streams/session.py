@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from decoders.api import CLIENT, Decoder, Endpoint, FlowInfo, ts_seconds
-from decoders.detect import Detector, role_hint
-from decoders.options import merged, ports
-from probe.communityid import flow_community_id
-from probe.flowkey import decode_flow_key
-from probe.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP
+from wirestream.decoders.api import CLIENT, Decoder, Endpoint, FlowInfo, ts_seconds
+from wirestream.decoders.detect import Detector, role_hint
+from wirestream.decoders.options import merged, ports
+from wirestream.probe.communityid import flow_community_id
+from wirestream.probe.flowkey import decode_flow_key
+from wirestream.probe.packet import PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP
 
 if TYPE_CHECKING:
-    from reassembly.tracker import Flow
-    from streams.files import FileStore
+    from wirestream.reassembly.tracker import Flow
+    from wirestream.streams.files import FileStore
 
 Emit = Callable[[str, str, dict[str, Any]], None]  # (record type, key = uid, record)
 

@@ -18,8 +18,8 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from streams.exitcodes import UsageError
-from streams.options import Option, convert
+from wirestream.streams.exitcodes import UsageError
+from wirestream.streams.options import Option, convert
 
 CONFIG_ENV = "WIRESTREAM_CONFIG"
 

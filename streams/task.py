@@ -14,20 +14,20 @@ from typing import Any, Protocol
 
 import msgpack
 
-from decoders.api import Decoder
-from probe.flowkey import flow_key
-from probe.packet import PROTO_TCP, Packet
-from probe.parse import ParseError, parse_frame
-from probe.record import FLAG_FRAGMENT_CONFLICT, RecordError, decode_record
-from probe.source import KeyedPacket
-from reassembly.ipflow import IpFlow
-from reassembly.tcpflow import TcpFlow
-from reassembly.tracker import Flow, FlowTracker
-from reassembly.udpflow import UdpFlow
-from state.store import StateStore
-from streams.config import RuntimeConfig
-from streams.files import FileStore
-from streams.session import Emit, FlowSession, SessionConfig, flow_record
+from wirestream.decoders.api import Decoder
+from wirestream.probe.flowkey import flow_key
+from wirestream.probe.packet import PROTO_TCP, Packet
+from wirestream.probe.parse import ParseError, parse_frame
+from wirestream.probe.record import FLAG_FRAGMENT_CONFLICT, RecordError, decode_record
+from wirestream.probe.source import KeyedPacket
+from wirestream.reassembly.ipflow import IpFlow
+from wirestream.reassembly.tcpflow import TcpFlow
+from wirestream.reassembly.tracker import Flow, FlowTracker
+from wirestream.reassembly.udpflow import UdpFlow
+from wirestream.state.store import StateStore
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.files import FileStore
+from wirestream.streams.session import Emit, FlowSession, SessionConfig, flow_record
 
 META_KEY = b"\x00meta"  # task metadata; flow keys start with their format version (1)
 EXTENSION_PREFIX = b"\x00ext:"  # + extension name: an extension's state

@@ -33,13 +33,13 @@ def _worker_main(
     state_dir: str,
     out_dir: str,
 ) -> None:
-    from decoders.registry import select
-    from probe.capture import open_capture
-    from probe.errors import CaptureError
-    from state.store import StateStore
-    from streams.config import tune_gc
-    from streams.serde import dumps_record
-    from streams.task import Task
+    from wirestream.decoders.registry import select
+    from wirestream.probe.capture import open_capture
+    from wirestream.probe.errors import CaptureError
+    from wirestream.state.store import StateStore
+    from wirestream.streams.config import tune_gc
+    from wirestream.streams.serde import dumps_record
+    from wirestream.streams.task import Task
 
     tune_gc()
     decoders = select(config.decoders)
@@ -68,7 +68,7 @@ def _worker_main(
     commit_every = config.commit_every_packets
     mine = 0
     next_commit = commit_every
-    from streams.replay import PartitionCache, split_at_commits, unsupported_linktype
+    from wirestream.streams.replay import PartitionCache, split_at_commits, unsupported_linktype
 
     partition_of = PartitionCache(n)
 

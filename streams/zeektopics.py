@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from probe.packet import Packet
-from streams.session import Emit
-from streams.zeeklogs import zeek_json_lines
+from wirestream.probe.packet import Packet
+from wirestream.streams.session import Emit
+from wirestream.streams.zeeklogs import zeek_json_lines
 
 NAME = "zeek"
 TYPE_PREFIX = "zeek-"

@@ -14,8 +14,8 @@ import tempfile
 import time
 from typing import IO, Any
 
-from streams.serde import loads_record
-from streams.zeeklogs import LOGS, fields_of, zeek_json, zeek_rows, zeek_tsv
+from wirestream.streams.serde import loads_record
+from wirestream.streams.zeeklogs import LOGS, fields_of, zeek_json, zeek_rows, zeek_tsv
 
 FORMATS = ("zeek", "zeek-json")
 _SPOOL_BYTES = 4 << 20

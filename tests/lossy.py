@@ -31,8 +31,8 @@ from pathlib import Path
 
 import dpkt
 
-from probe.capture import open_capture
 from tests.pcapgen import write_pcap
+from wirestream.probe.capture import open_capture
 
 KINDS = (
     "body-length",

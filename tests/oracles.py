@@ -334,8 +334,8 @@ RUN_SETTINGS: dict[str, dict[str, object]] = {
 @functools.cache
 def replay(name: str) -> tuple[dict, ...]:
     """wirestream's records for one capture (cached: every check reads the same run)."""
-    from streams.config import RuntimeConfig
-    from streams.replay import replay_records
+    from wirestream.streams.config import RuntimeConfig
+    from wirestream.streams.replay import replay_records
 
     config = RuntimeConfig(**RUN_SETTINGS.get(name, {}))  # type: ignore[arg-type]
     return tuple(replay_records([str(capture_path(name))], config=config))

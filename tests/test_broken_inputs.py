@@ -286,7 +286,7 @@ def _variants(data: bytes, seed: str, count: int) -> list[tuple[str, bytes]]:
 def test_mutated_fixture_replays_cleanly(tmp_path, fixture):
     """In process (fast): nothing escapes Replay.run, errors are one line with file and
     offset, no decoder ever raises, time bounded."""
-    from streams.replay import Replay, RuntimeConfig
+    from wirestream.streams.replay import Replay, RuntimeConfig
 
     error_re = re.compile(r"^(?P<path>.+): offset (?P<offset>\d+): [^\n]+$")
     for label, data in _variants(fixture.read_bytes(), fixture.name, VARIANTS):

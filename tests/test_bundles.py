@@ -18,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from decoders.registry import select
-from probe.bundle import (
+from wirestream.decoders.registry import select
+from wirestream.probe.bundle import (
     BUNDLE_HEADER,
     MAGIC,
     BundleError,
@@ -28,16 +28,16 @@ from probe.bundle import (
     is_bundle,
     split_bundle,
 )
-from probe.bundler import Bundler
-from probe.capture import open_capture
-from probe.flowkey import kafka_partition
-from probe.record import decode_record, encode_record
-from probe.source import PacketSource
-from streams.config import RuntimeConfig
-from streams.packet_input import PacketInput
-from streams.replay import replay_records
-from streams.serde import dumps_record
-from streams.task import Task
+from wirestream.probe.bundler import Bundler
+from wirestream.probe.capture import open_capture
+from wirestream.probe.flowkey import kafka_partition
+from wirestream.probe.record import decode_record, encode_record
+from wirestream.probe.source import PacketSource
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.packet_input import PacketInput
+from wirestream.streams.replay import replay_records
+from wirestream.streams.serde import dumps_record
+from wirestream.streams.task import Task
 
 PCAPS = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
 CAPTURES = [
@@ -318,8 +318,8 @@ class _Producer:
 
 
 def test_probe_bundles_partitioned_by_flow_in_capture_order_and_linger_flush() -> None:
-    from streams.kafka_probe import Probe
-    from streams.kafka_settings import ProbeSettings
+    from wirestream.streams.kafka_probe import Probe
+    from wirestream.streams.kafka_settings import ProbeSettings
 
     paths = [str(PCAPS / name) for name in CAPTURES]
     probe = Probe(ProbeSettings(bootstrap_servers="unused:9092", partitions=3, bundle_bytes=5000))

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from decoders.options import OptionError, convert, defaults, merged
-from decoders.registry import UnknownDecoderError, available, check_options, select
-from streams.config import RuntimeConfig
-from streams.replay import replay_records
 from tests.flowgen import Conversation
 from tests.pcapgen import write_pcap
+from wirestream.decoders.options import OptionError, convert, defaults, merged
+from wirestream.decoders.registry import UnknownDecoderError, available, check_options, select
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.replay import replay_records
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = ROOT / "fixtures" / "pcaps" / "zeek__http__get.pcap"

@@ -14,10 +14,10 @@ import communityid
 import dpkt
 import pytest
 
-import streams.session
-from streams.config import RuntimeConfig
-from streams.replay import replay_records
+import wirestream.streams.session as session_module
 from tests import pcapgen
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.replay import replay_records
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 CAPTURES = sorted(p for p in FIXTURES.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap"))
@@ -168,13 +168,13 @@ def test_seed_is_an_option_and_matches_the_reference(tmp_path: Path) -> None:
 
 def test_computed_once_per_flow_not_per_packet_or_record(monkeypatch) -> None:
     calls = []
-    real = streams.session.flow_community_id
+    real = session_module.flow_community_id
 
     def counting(*args: Any) -> str:
         calls.append(args[0])
         return real(*args)
 
-    monkeypatch.setattr(streams.session, "flow_community_id", counting)
+    monkeypatch.setattr(session_module, "flow_community_id", counting)
     records = replay_records([str(FIXTURES / "zeek__http__pipelined-requests.pcap")])
     flows = [r for r in records if r["type"] == "flow"]
     assert len(records) > len(flows) and len(calls) == len(flows) == len(set(calls))
@@ -195,7 +195,7 @@ def check_anomalies(records: list[dict[str, Any]], flows: dict[str, dict[str, An
         assert (a["proto"], a["client"], a["server"]) == (
             flow["proto"], flow["client"], flow["server"],
         ), a["id"]  # fmt: skip
-        if a["name"] in streams.session.RUNTIME_ANOMALIES:
+        if a["name"] in session_module.RUNTIME_ANOMALIES:
             assert a["decoder"] is None, a["id"]
         elif a["decoder"] is not None:
             assert a["decoder"] in (flow["service"] or "").split(","), a["id"]

@@ -13,15 +13,15 @@ from typing import Any, ClassVar
 import dpkt
 import pytest
 
-import runner
-from decoders import registry
-from decoders.api import Decoder, DecoderContext, ts_seconds
-from streams.config import RuntimeConfig
-from streams.replay import Replay
-from streams.serde import loads_record
 from tests.flowgen import Conversation
 from tests.pcapgen import write_pcap
 from tests.test_task_restore import keyed_packets, run
+from wirestream import runner
+from wirestream.decoders import registry
+from wirestream.decoders.api import Decoder, DecoderContext, ts_seconds
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.replay import Replay
+from wirestream.streams.serde import loads_record
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 HTTP_CAPTURE = FIXTURES / "zeek__http__get.pcap"
@@ -217,7 +217,7 @@ def test_records_do_not_depend_on_other_decoders_probes(tmp_path: Path) -> None:
     packets = keyed_packets(str(write_pcap(tmp_path / "redis.pcap", conv.frames)))
 
     def portonly_records(decoders: list[type[Decoder]]) -> list[dict]:
-        from streams.task import Task
+        from wirestream.streams.task import Task
 
         out: list[dict] = []
         task = Task(0, RuntimeConfig(), decoders, lambda _t, _k, r: out.append(r))

@@ -15,17 +15,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decoders import testing as harness
-from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
-from decoders.dns import DnsDecoder
-from decoders.dns_msg import MAX_POINTERS, parse_message, read_name
-from decoders.registry import select
-from decoders.testing import Event
-from probe.capture import open_capture
-from probe.source import PacketSource
-from streams.replay import replay_records
 from tests.test_task_restore import keyed_packets
 from tests.test_task_restore import run as run_task
+from wirestream import testing as harness
+from wirestream.decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
+from wirestream.decoders.dns import DnsDecoder
+from wirestream.decoders.dns_msg import MAX_POINTERS, parse_message, read_name
+from wirestream.decoders.registry import select
+from wirestream.probe.capture import open_capture
+from wirestream.probe.source import PacketSource
+from wirestream.streams.replay import replay_records
+from wirestream.testing import Event
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = PCAPS / "oracles"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from decoders.dns_msg import parse_message
-from streams.config import RuntimeConfig
-from streams.replay import replay_records
+from wirestream.decoders.dns_msg import parse_message
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.replay import replay_records
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = PCAPS / "oracles"

@@ -23,12 +23,12 @@ import pytest
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp import web  # noqa: E402
 
-from enrich.cache import TtlCache  # noqa: E402
-from enrich.lookup import Lookup, LookupSettings  # noqa: E402
-from enrich.ordering import KeyedOrder, OffsetTracker, Slot  # noqa: E402
-from enrich.stage import EnrichStage  # noqa: E402
-from enrich.template import TemplateError, UrlTemplate  # noqa: E402
 from tests import brokers  # noqa: E402
+from wirestream.enrich.cache import TtlCache  # noqa: E402
+from wirestream.enrich.lookup import Lookup, LookupSettings  # noqa: E402
+from wirestream.enrich.ordering import KeyedOrder, OffsetTracker, Slot  # noqa: E402
+from wirestream.enrich.stage import EnrichStage  # noqa: E402
+from wirestream.enrich.template import TemplateError, UrlTemplate  # noqa: E402
 
 # ----------------------------------------------------------------------------- the service
 

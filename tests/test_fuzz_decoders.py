@@ -24,17 +24,17 @@ import msgpack
 from hypothesis import given
 from hypothesis import strategies as st
 
-from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
-from decoders.dns import DnsDecoder
-from decoders.http import HttpDecoder
-from decoders.http.body import BodyDigest
-from decoders.tls import TlsDecoder
-from probe.capture import open_capture
-from probe.errors import CaptureError
-from probe.source import PacketSource
-from reassembly.limits import Limits
-from reassembly.tracker import FlowTracker
 from tests.fuzzing import fuzz
+from wirestream.decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
+from wirestream.decoders.dns import DnsDecoder
+from wirestream.decoders.http import HttpDecoder
+from wirestream.decoders.http.body import BodyDigest
+from wirestream.decoders.tls import TlsDecoder
+from wirestream.probe.capture import open_capture
+from wirestream.probe.errors import CaptureError
+from wirestream.probe.source import PacketSource
+from wirestream.reassembly.limits import Limits
+from wirestream.reassembly.tracker import FlowTracker
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted((ROOT / "fixtures" / "pcaps").glob("*.pcap*"))

@@ -17,17 +17,17 @@ from pathlib import Path
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from probe.capture import MAX_CAPLEN, open_capture
-from probe.defrag import Defragmenter
-from probe.errors import CaptureError, FlowKeyError, ParseError, RecordError
-from probe.flowkey import decode_flow_key, flow_key, kafka_partition
-from probe.packet import Packet
-from probe.parse import Fragment, parse_frame
-from probe.record import decode_record, encode_record
-from probe.reorder import reorder
-from probe.source import PacketSource
 from tests import pcapgen as g
 from tests.fuzzing import fuzz
+from wirestream.probe.capture import MAX_CAPLEN, open_capture
+from wirestream.probe.defrag import Defragmenter
+from wirestream.probe.errors import CaptureError, FlowKeyError, ParseError, RecordError
+from wirestream.probe.flowkey import decode_flow_key, flow_key, kafka_partition
+from wirestream.probe.packet import Packet
+from wirestream.probe.parse import Fragment, parse_frame
+from wirestream.probe.record import decode_record, encode_record
+from wirestream.probe.reorder import reorder
+from wirestream.probe.source import PacketSource
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = sorted((ROOT / "fixtures" / "pcaps").glob("*.pcap*"))

@@ -17,14 +17,14 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probe.flowkey import flow_key
-from probe.packet import ACK, FIN, PROTO_TCP, PROTO_UDP, PSH, RST, SYN, Packet
-from reassembly.halfstream import OVERLAP_POLICIES, HalfStream
-from reassembly.limits import Limits
-from reassembly.tcpflow import PHASE_CLOSED, TcpFlow
-from reassembly.tracker import FlowTracker
-from reassembly.udpflow import UdpFlow
 from tests.fuzzing import fuzz
+from wirestream.probe.flowkey import flow_key
+from wirestream.probe.packet import ACK, FIN, PROTO_TCP, PROTO_UDP, PSH, RST, SYN, Packet
+from wirestream.reassembly.halfstream import OVERLAP_POLICIES, HalfStream
+from wirestream.reassembly.limits import Limits
+from wirestream.reassembly.tcpflow import PHASE_CLOSED, TcpFlow
+from wirestream.reassembly.tracker import FlowTracker
+from wirestream.reassembly.udpflow import UdpFlow
 
 M32 = 0xFFFFFFFF
 IPS = (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))

@@ -296,7 +296,7 @@ def test_fragment_flood_and_overlapping_fragments(replayed):
 
 def test_fragment_flood_counters(tmp_path):
     """In process, for the defragmenter's counters (not in the CLI summary)."""
-    from streams.replay import Replay, RuntimeConfig
+    from wirestream.streams.replay import Replay, RuntimeConfig
 
     path = tmp_path / "frag.pcap"
     adv.write_capture(adv.BY_NAME["fragment_flood"], path)

@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 
-from decoders.http.body import BATCH, BodyDigest
+from wirestream.decoders.http.body import BATCH, BodyDigest
 
 
 def _members(rng: random.Random) -> bytes:

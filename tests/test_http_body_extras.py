@@ -10,10 +10,6 @@ import hashlib
 import json
 import random
 
-from decoders.api import CLIENT, SERVER
-from decoders.testing import rechunk
-from streams.config import RuntimeConfig
-from streams.replay import replay_records
 from tests.test_http_support import (
     PCAPS,
     canon,
@@ -25,6 +21,10 @@ from tests.test_http_support import (
     run_with_restart,
     tcp_flows,
 )
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.replay import replay_records
+from wirestream.testing import rechunk
 
 ALL = {"md5": True, "sha1": True, "sniff_mime": True}
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452") + bytes(200)

@@ -15,9 +15,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from decoders.api import CLIENT, SERVER
-from decoders.http import HttpDecoder
-from decoders.http.body import PIECE, BodyDigest
 from tests.fuzzing import fuzz
 from tests.test_http_support import (
     ORACLES,
@@ -30,6 +27,9 @@ from tests.test_http_support import (
     run,
     tcp_flows,
 )
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.decoders.http import HttpDecoder
+from wirestream.decoders.http.body import PIECE, BodyDigest
 
 
 def sha(b: bytes) -> str:

@@ -13,11 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from decoders.api import CLIENT, SERVER
-from decoders.http import HttpDecoder
-from decoders.testing import apply, rechunk
-from runner import main
-from streams.files import FileStore
 from tests.test_http_support import (
     PCAPS,
     FakeCtx,
@@ -27,6 +22,11 @@ from tests.test_http_support import (
     resp,
     tcp_flows,
 )
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.decoders.http import HttpDecoder
+from wirestream.runner import main
+from wirestream.streams.files import FileStore
+from wirestream.testing import apply, rechunk
 
 JPEGS = PCAPS / "tcpflow__samplePcaps__jpegs.cap"
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decoders.api import CLIENT, SERVER
-from decoders.http.fast import request_head, response_head
-from decoders.http.h11_access import content_length_left
-from decoders.http.lines import line_state
 from tests.test_http_support import canon, chunked, req, resp, run
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.decoders.http.fast import request_head, response_head
+from wirestream.decoders.http.h11_access import content_length_left
+from wirestream.decoders.http.lines import line_state
 
 
 class _Pool:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from decoders.http import bypass, side
-from streams.replay import replay_records
 from tests import lossy
+from wirestream.decoders.http import bypass, side
+from wirestream.streams.replay import replay_records
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 CAPTURES = sorted(p.name for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap"))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from decoders.http.fields import disposition_filename, mime_type
-from streams.replay import replay_records
+from wirestream.decoders.http.fields import disposition_filename, mime_type
+from wirestream.streams.replay import replay_records
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = PCAPS / "oracles"

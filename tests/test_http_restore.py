@@ -10,10 +10,6 @@ import random
 import msgpack
 import pytest
 
-from decoders.api import CLIENT, SERVER
-from decoders.http import HttpDecoder
-from decoders.http import body as http_body
-from decoders.testing import rechunk
 from tests.test_http_support import (
     PCAPS,
     FakeCtx,
@@ -26,6 +22,10 @@ from tests.test_http_support import (
     run_with_restart,
     tcp_flows,
 )
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.decoders.http import HttpDecoder
+from wirestream.decoders.http import body as http_body
+from wirestream.testing import rechunk
 
 REAL = [
     "own_nginx_keepalive_multi.pcap",
@@ -275,7 +275,7 @@ def _chunk_stream(rng: random.Random) -> list:
 def test_chunks_bypassing_h11_change_no_record(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The rest of a chunk is consumed without h11 (CHUNK mode): the records are the ones h11
     alone gives, however the stream is cut, and a restore anywhere changes nothing."""
-    from decoders.http import side as http_side
+    from wirestream.decoders.http import side as http_side
 
     rng = random.Random(seed)
     events = rechunk(_chunk_stream(rng), rng, max_chunk=(1, 1500, 30_000)[seed])

@@ -18,7 +18,7 @@ import h11
 from h11._readers import ChunkedReader, ContentLengthReader, Http10Reader
 from h11._receivebuffer import ReceiveBuffer
 
-from decoders.http import h11_access
+from wirestream.decoders.http import h11_access
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCESS = ROOT / "decoders" / "http" / "h11_access.py"

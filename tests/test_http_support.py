@@ -12,10 +12,10 @@ from typing import Any
 
 import dpkt
 
-from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
-from decoders.http import HttpDecoder
-from decoders.testing import Event, run_events
-from decoders.testing import FakeContext as FakeCtx
+from wirestream.decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
+from wirestream.decoders.http import HttpDecoder
+from wirestream.testing import Event, run_events
+from wirestream.testing import FakeContext as FakeCtx
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = PCAPS / "oracles"

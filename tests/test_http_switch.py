@@ -34,15 +34,15 @@ from wsproto.events import (
 )
 from wsproto.extensions import PerMessageDeflate
 
-from decoders.api import CLIENT, SERVER
-from decoders.testing import FakeContext
-from decoders.websocket import WebSocketDecoder
-from probe.capture import open_capture
-from probe.source import PacketSource
 from tests.flowgen import Conversation
 from tests.fuzzing import fuzz
 from tests.pcapgen import write_pcap
 from tests.test_task_restore import run as run_task
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.decoders.websocket import WebSocketDecoder
+from wirestream.probe.capture import open_capture
+from wirestream.probe.source import PacketSource
+from wirestream.testing import FakeContext
 
 TIMELESS = {"ts", "ts_start", "ts_end", "duration", "latency", "response_time"}
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.replay import replay_records
-from streams.serde import dumps_record
+from wirestream.streams.replay import replay_records
+from wirestream.streams.serde import dumps_record
 
 try:
     from tests import brokers

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from probe.bundle import BUNDLE_HEADER, MAGIC, encode_bundle
-from probe.errors import ParseError
-from probe.parse import parse_frame
-from probe.record import encode_record
-from streams.replay import replay_records
-from streams.serde import dumps_record
+from wirestream.probe.bundle import BUNDLE_HEADER, MAGIC, encode_bundle
+from wirestream.probe.errors import ParseError
+from wirestream.probe.parse import parse_frame
+from wirestream.probe.record import encode_record
+from wirestream.streams.replay import replay_records
+from wirestream.streams.serde import dumps_record
 
 try:
     from tests import brokers

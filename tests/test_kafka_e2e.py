@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from probe.bundle import is_bundle, split_bundle
-from probe.capture import open_capture
-from probe.flowkey import kafka_partition
-from probe.source import PacketSource
-from streams.replay import replay_records
-from streams.serde import dumps_record
+from wirestream.probe.bundle import is_bundle, split_bundle
+from wirestream.probe.capture import open_capture
+from wirestream.probe.flowkey import kafka_partition
+from wirestream.probe.source import PacketSource
+from wirestream.streams.replay import replay_records
+from wirestream.streams.serde import dumps_record
 
 try:
     from tests import brokers

@@ -29,11 +29,11 @@ from typing import Any
 
 import pytest
 
-from probe.capture import open_capture
-from probe.source import PacketSource
-from state.store import StateStore
-from streams.replay import replay_records
-from streams.serde import dumps_record
+from wirestream.probe.capture import open_capture
+from wirestream.probe.source import PacketSource
+from wirestream.state.store import StateStore
+from wirestream.streams.replay import replay_records
+from wirestream.streams.serde import dumps_record
 
 try:
     from tests import brokers

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from probe.bundle import split_bundle
-from probe.parse import parse_frame
-from probe.record import decode_record
-from streams.replay import replay_records
-from streams.serde import dumps_record
+from wirestream.probe.bundle import split_bundle
+from wirestream.probe.parse import parse_frame
+from wirestream.probe.record import decode_record
+from wirestream.streams.replay import replay_records
+from wirestream.streams.serde import dumps_record
 
 try:
     from tests import brokers

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from streams.kafka_topics import changelog_topic
-from streams.replay import replay_records
-from streams.serde import dumps_record
+from wirestream.streams.kafka_topics import changelog_topic
+from wirestream.streams.replay import replay_records
+from wirestream.streams.serde import dumps_record
 
 try:
     from tests import brokers

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.kafka.joins import JoinWatchdog
+from wirestream.streams.kafka.joins import JoinWatchdog
 
 
 class Log:

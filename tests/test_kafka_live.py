@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from decoders.registry import select
-from streams.config import RuntimeConfig
-from streams.kafka_live import LiveCaptureError, compile_bpf
-from streams.packet_input import PacketInput
-from streams.task import Task
+from wirestream.decoders.registry import select
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.kafka_live import LiveCaptureError, compile_bpf
+from wirestream.streams.packet_input import PacketInput
+from wirestream.streams.task import Task
 
 try:
     from tests import brokers

@@ -20,17 +20,17 @@ from kafka.errors import (
     ProducerFencedError,
 )
 
-from state.changelog import Checkpoint
-from state.store import StateStore
-from streams.kafka.guarantee import AtLeastOnce, ExactlyOnce
-from streams.kafka.partitions import PartitionLifecycle
-from streams.kafka.producer import SharedProducer
-from streams.kafka.rebalance import RebalanceListener, Rebalancing
-from streams.kafka.rewind import BrokerFaults
-from streams.kafka.stores import StoreManager, store_path
-from streams.kafka.table import Activity, SlotTable
-from streams.kafka_errors import FatalError
-from streams.kafka_metrics import Metrics
+from wirestream.state.changelog import Checkpoint
+from wirestream.state.store import StateStore
+from wirestream.streams.kafka.guarantee import AtLeastOnce, ExactlyOnce
+from wirestream.streams.kafka.partitions import PartitionLifecycle
+from wirestream.streams.kafka.producer import SharedProducer
+from wirestream.streams.kafka.rebalance import RebalanceListener, Rebalancing
+from wirestream.streams.kafka.rewind import BrokerFaults
+from wirestream.streams.kafka.stores import StoreManager, store_path
+from wirestream.streams.kafka.table import Activity, SlotTable
+from wirestream.streams.kafka_errors import FatalError
+from wirestream.streams.kafka_metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "in"
@@ -716,7 +716,7 @@ def test_store_manager_checkpoints_open_checked_and_sweep(tmp_path: Path) -> Non
 
 
 def test_store_manager_refuses_a_state_dir_in_use(tmp_path: Path) -> None:
-    from streams.kafka.statedir import StateDirError
+    from wirestream.streams.kafka.statedir import StateDirError
 
     first = StoreManager(str(tmp_path), "app", FakeLog(), cleanup_delay=600)
     first.claim()
@@ -752,8 +752,12 @@ def test_no_part_reads_another_objects_private_attributes() -> None:
 
 def test_no_import_cycle_among_the_member_modules() -> None:
     """Every import counts, TYPE_CHECKING ones included."""
-    modules = {f"streams.kafka.{p.stem}": p for p in _package_files() if p.stem != "__init__"}
-    modules.update({f"streams.{p.stem}": p for p in (ROOT / "streams").glob("kafka_*.py")})
+    modules = {
+        f"wirestream.streams.kafka.{p.stem}": p for p in _package_files() if p.stem != "__init__"
+    }
+    modules.update(
+        {f"wirestream.streams.{p.stem}": p for p in (ROOT / "streams").glob("kafka_*.py")}
+    )
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         deps = set()
@@ -811,7 +815,7 @@ class FakeAdmin:
 
 
 def _run_settings(**over: Any) -> Any:
-    from streams.kafka_settings import RunSettings
+    from wirestream.streams.kafka_settings import RunSettings
 
     fields = dict(
         bootstrap_servers="127.0.0.1:1",
@@ -825,7 +829,7 @@ def _run_settings(**over: Any) -> Any:
 
 
 def test_member_topics_create_each_output_topic_once() -> None:
-    from streams.kafka.topics import MemberTopics
+    from wirestream.streams.kafka.topics import MemberTopics
 
     log = FakeLog()
     topics = MemberTopics(_run_settings(), log)
@@ -840,8 +844,8 @@ def test_member_topics_create_each_output_topic_once() -> None:
 
 
 def test_features_create_their_topics_only_when_enabled(tmp_path: Path) -> None:
-    from streams.feature_settings import FeatureSettings
-    from streams.kafka.features import Features
+    from wirestream.streams.feature_settings import FeatureSettings
+    from wirestream.streams.kafka.features import Features
 
     stores = StoreManager(str(tmp_path), "app", FakeLog(), cleanup_delay=600)
     off = Features(_run_settings(), FeatureSettings(), stores, Metrics(), FakeLog())
@@ -908,10 +912,10 @@ class ChangelogConsumer:
 
 
 def test_features_restore_the_flow_stats_table_and_its_view(tmp_path: Path) -> None:
-    from state.changelog import offset_headers
-    from streams.feature_settings import FeatureSettings
-    from streams.flowstats import encode_entry
-    from streams.kafka.features import Features
+    from wirestream.state.changelog import offset_headers
+    from wirestream.streams.feature_settings import FeatureSettings
+    from wirestream.streams.flowstats import encode_entry
+    from wirestream.streams.kafka.features import Features
 
     entry = ("tcp", "10.0.0.1", 40000, "10.0.0.2", 80, 1, 2, 3, 300, 0, 2, 200, 0, "SF")
     entry += (False, "fin", "http")
@@ -955,7 +959,7 @@ class SendingProducer:
 
 
 def test_slot_sends_outputs_dead_letters_and_substream_copies(tmp_path: Path) -> None:
-    from streams.kafka.slot import PartitionSlot, SlotContext
+    from wirestream.streams.kafka.slot import PartitionSlot, SlotContext
 
     dead: list[tuple[int, str]] = []
     released: list[int] = []
@@ -1088,8 +1092,8 @@ def test_runtime_loop_with_fake_clients_dead_letters_commits_and_exits(
     """The wiring and the loop end to end, without a broker: assignment through the
     listener, init from the (empty) changelog, a null and an undecodable record to the
     dead-letter topic, --exit-when-idle's final commit of offset 2, the clients closed."""
-    from streams.config import RuntimeConfig
-    from streams.kafka.runtime import Clients, KafkaRuntime
+    from wirestream.streams.config import RuntimeConfig
+    from wirestream.streams.kafka.runtime import Clients, KafkaRuntime
 
     def record(offset: int, value: bytes | None) -> Any:
         return SimpleNamespace(

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 import pytest
 from kafka.partitioner.default import murmur2
 
-from probe.flowkey import flow_key
-from probe.packet import Packet
-from streams.replay import replay_records
+from wirestream.probe.flowkey import flow_key
+from wirestream.probe.packet import Packet
+from wirestream.streams.replay import replay_records
 
 try:
     from tests import brokers

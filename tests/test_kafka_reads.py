@@ -14,7 +14,7 @@ import kafka
 import pytest
 from kafka.net import transport
 
-from streams import kafka_reads
+from wirestream.streams import kafka_reads
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer, TopicPartition
 
-from streams.kafka_clients import new_restore_consumer
-from streams.kafka_settings import RunSettings
+from wirestream.streams.kafka_clients import new_restore_consumer
+from wirestream.streams.kafka_settings import RunSettings
 
 try:
     from tests import brokers

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-import runner
-from probe.flowkey import kafka_partition
-from state.changelog import (
+from wirestream import runner
+from wirestream.probe.flowkey import kafka_partition
+from wirestream.state.changelog import (
     EMPTY,
     INPUT_OFFSET_HEADER,
     ChangelogRestorer,
@@ -25,10 +25,10 @@ from state.changelog import (
     header_input_offset,
     offset_headers,
 )
-from state.store import StateStore
-from streams.kafka_assignor import decode_userdata, encode_userdata, plan
-from streams.kafka_metrics import Metrics, serve
-from streams.settings_source import ConfigError
+from wirestream.state.store import StateStore
+from wirestream.streams.kafka_assignor import decode_userdata, encode_userdata, plan
+from wirestream.streams.kafka_metrics import Metrics, serve
+from wirestream.streams.settings_source import ConfigError
 
 PCAPS = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps"
 
@@ -206,12 +206,12 @@ def test_flow_partitioner_equals_kafka_python_default_partitioner() -> None:
 def _run_with_stats(name: str, commit_every: int) -> tuple[Any, list[dict], list[dict]]:
     """Run a capture through a task, collecting the statistics table at every commit the
     way the Kafka slot does; returns (view, flow records, mid-run checks)."""
-    from decoders.registry import select
-    from probe.capture import open_capture
-    from probe.source import PacketSource
-    from streams.config import RuntimeConfig
-    from streams.flowstats import FlowStatsTable, FlowStatsView
-    from streams.task import Task
+    from wirestream.decoders.registry import select
+    from wirestream.probe.capture import open_capture
+    from wirestream.probe.source import PacketSource
+    from wirestream.streams.config import RuntimeConfig
+    from wirestream.streams.flowstats import FlowStatsTable, FlowStatsView
+    from wirestream.streams.task import Task
 
     table, view = FlowStatsTable(retention_seconds=1e10), FlowStatsView(0)
     flows: list[dict] = []
@@ -247,7 +247,7 @@ def _run_with_stats(name: str, commit_every: int) -> tuple[Any, list[dict], list
 
 
 def test_flow_stats_table_follows_the_flows_at_each_commit() -> None:
-    from streams.flowstats import C_PKTS, OPEN, S_PKTS, entry_json
+    from wirestream.streams.flowstats import C_PKTS, OPEN, S_PKTS, entry_json
 
     view, flows, checks = _run_with_stats("own_wrk_small.pcap", commit_every=37)
     # Mid-run: an open flow's entry counts every packet of its 5-tuple seen so far
@@ -281,7 +281,7 @@ def _flow_record(uid: str, ts_end: float, client: tuple[str, int], server: tuple
 
 
 def test_flow_stats_retention_and_cap_delete_closed_entries() -> None:
-    from streams.flowstats import (
+    from wirestream.streams.flowstats import (
         FlowStatsTable,
         FlowStatsView,
         decode_items,
@@ -320,10 +320,10 @@ def test_flow_stats_retention_and_cap_delete_closed_entries() -> None:
 
 
 def test_query_routing_answers_locally_or_points_to_the_owner() -> None:
-    from probe.flowkey import flow_key
-    from probe.packet import Packet
-    from streams.flowstats import FlowStatsTable, FlowStatsView, ViewRegistry
-    from streams.kafka_queries import GroupMap, QueryService
+    from wirestream.probe.flowkey import flow_key
+    from wirestream.probe.packet import Packet
+    from wirestream.streams.flowstats import FlowStatsTable, FlowStatsView, ViewRegistry
+    from wirestream.streams.kafka_queries import GroupMap, QueryService
 
     def partition(client: tuple[str, int], server: tuple[str, int]) -> int:
         import ipaddress
@@ -377,7 +377,7 @@ def test_query_routing_answers_locally_or_points_to_the_owner() -> None:
 def test_assignor_distributes_the_group_map_with_endpoints() -> None:
     from types import SimpleNamespace
 
-    from streams.kafka_assignor import StateAwareAssignor, decode_member
+    from wirestream.streams.kafka_assignor import StateAwareAssignor, decode_member
 
     maps: list = []
     a = StateAwareAssignor(lambda: {0: 9}, "host-a:1", lambda g, m: maps.append((g, m)))
@@ -406,7 +406,7 @@ def test_assignor_distributes_the_group_map_with_endpoints() -> None:
 def test_state_cleaner_removes_idle_unowned_stores_only(tmp_path: Path) -> None:
     import time
 
-    from streams.kafka.cleanup import StateCleaner
+    from wirestream.streams.kafka.cleanup import StateCleaner
 
     now = [time.time() + 1.0]  # a clock we move; files written now count as recent
     root = tmp_path / "app"

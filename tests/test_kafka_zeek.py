@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import main
+from wirestream.runner import main
 
 try:
     from tests import brokers

@@ -40,10 +40,10 @@ from urllib.parse import urlsplit
 import dpkt
 import pytest
 
-from streams.replay import replay_records
 from tests import lossy
 from tests.flowgen import Conversation
 from tests.pcapgen import write_pcap
+from wirestream.streams.replay import replay_records
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 MARKS = {"gap", "truncated", "no_request", "no_response"}

@@ -33,12 +33,6 @@ def _cases() -> list:
 
 
 def _records(name: str) -> tuple[dict, ...]:
-    try:
-        import streams.replay  # noqa: F401
-    except ModuleNotFoundError as e:
-        if e.name in ("streams", "streams.replay"):
-            pytest.skip("streams.replay is not there yet")
-        raise
     return oracles.replay(name)
 
 
@@ -101,7 +95,7 @@ def _multiflow() -> list[str]:
 def test_partitions_do_not_change_records(capture: str):
     """Flows spread over 4 virtual partitions must give the same records as one partition."""
     _records(capture)
-    from streams.replay import replay_records
+    from wirestream.streams.replay import replay_records
 
     path = [str(oracles.capture_path(capture))]
     one = sorted(json.dumps(r, sort_keys=True) for r in replay_records(path))

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from decoders.registry import available, select
-from streams.replay import replay_records
 from tests.flowgen import Conversation
 from tests.pcapgen import write_pcap
+from wirestream.decoders.registry import available, select
+from wirestream.streams.replay import replay_records
 
 
 def test_the_test_plugin_is_registered_through_its_entry_point() -> None:

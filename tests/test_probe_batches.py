@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import probe.capture as capture_mod
-from probe.capture import CaptureError, open_capture
-from probe.flowkey import kafka_partition
-from probe.reorder import ReorderStats, reorder, reorder_batches
-from probe.source import PacketSource
-from streams.replay import PartitionCache
+import wirestream.probe.capture as capture_mod
+from wirestream.probe.capture import CaptureError, open_capture
+from wirestream.probe.flowkey import kafka_partition
+from wirestream.probe.reorder import ReorderStats, reorder, reorder_batches
+from wirestream.probe.source import PacketSource
+from wirestream.streams.replay import PartitionCache
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 CAPTURES = sorted(p for p in PCAPS.iterdir() if p.suffix in (".pcap", ".pcapng", ".cap"))

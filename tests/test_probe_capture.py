@@ -9,8 +9,8 @@ from pathlib import Path
 import dpkt
 import pytest
 
-from probe.capture import MAX_CAPLEN, CaptureError, open_capture
 from tests import pcapgen as g
+from wirestream.probe.capture import MAX_CAPLEN, CaptureError, open_capture
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 REAL = sorted(FIXTURES.glob("*.pcap*"))

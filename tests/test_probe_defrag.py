@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probe.capture import open_capture
-from probe.defrag import Defragmenter
-from probe.packet import Packet
-from probe.parse import Fragment, parse_frame
 from tests import pcapgen as g
+from wirestream.probe.capture import open_capture
+from wirestream.probe.defrag import Defragmenter
+from wirestream.probe.packet import Packet
+from wirestream.probe.parse import Fragment, parse_frame
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 SEC = 1_000_000_000

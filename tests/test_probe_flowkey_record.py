@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 from kafka.partitioner.default import murmur2 as kafka_murmur2
 
-from probe.capture import open_capture
-from probe.errors import FlowKeyError, RecordError
-from probe.flowkey import decode_flow_key, flow_key, kafka_partition, murmur2
-from probe.packet import Packet
-from probe.parse import parse_frame
-from probe.record import FLAG_REASSEMBLED, HEADER, decode_record, encode_record
 from tests import pcapgen as g
+from wirestream.probe.capture import open_capture
+from wirestream.probe.errors import FlowKeyError, RecordError
+from wirestream.probe.flowkey import decode_flow_key, flow_key, kafka_partition, murmur2
+from wirestream.probe.packet import Packet
+from wirestream.probe.parse import parse_frame
+from wirestream.probe.record import FLAG_REASSEMBLED, HEADER, decode_record, encode_record
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probe.capture import open_capture
-from probe.errors import ParseError
-from probe.packet import ACK, PSH, SYN, Packet
-from probe.parse import Fragment, common_tcp4, parse_frame, parse_general, parse_ip
 from tests import pcapgen as g
+from wirestream.probe.capture import open_capture
+from wirestream.probe.errors import ParseError
+from wirestream.probe.packet import ACK, PSH, SYN, Packet
+from wirestream.probe.parse import Fragment, common_tcp4, parse_frame, parse_general, parse_ip
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 REAL = sorted(FIXTURES.glob("*.pcap*"))

@@ -7,9 +7,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probe.reorder import ReorderStats, reorder
-from probe.source import PacketSource
 from tests.pcapgen import ether, ipv4, tcp
+from wirestream.probe.reorder import ReorderStats, reorder
+from wirestream.probe.source import PacketSource
 
 
 def frames(timestamps: list[int]) -> list[tuple[int, int, int, bytes]]:

@@ -8,10 +8,10 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probe.packet import ACK, FIN, PROTO_TCP, RST, SYN, Packet
-from reassembly.halfstream import HalfStream
-from reassembly.limits import Limits
-from reassembly.tcpflow import CLIENT, SERVER, TcpFlow
+from wirestream.probe.packet import ACK, FIN, PROTO_TCP, RST, SYN, Packet
+from wirestream.reassembly.halfstream import HalfStream
+from wirestream.reassembly.limits import Limits
+from wirestream.reassembly.tcpflow import CLIENT, SERVER, TcpFlow
 
 C_IP, S_IP = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
 

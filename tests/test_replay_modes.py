@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from streams.replay import replay_records
-from streams.serde import dumps_record
+from wirestream.streams.replay import replay_records
+from wirestream.streams.serde import dumps_record
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 CAPTURES = [

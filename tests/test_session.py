@@ -9,11 +9,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from decoders.api import Decoder, DecoderContext
-from reassembly.tcpflow import TcpFlow
-from streams.config import RuntimeConfig
-from streams.replay import replay_records
-from streams.session import MAX_VIOLATIONS, FlowSession, SessionConfig
+from wirestream.decoders.api import Decoder, DecoderContext
+from wirestream.reassembly.tcpflow import TcpFlow
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.replay import replay_records
+from wirestream.streams.session import MAX_VIOLATIONS, FlowSession, SessionConfig
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-import runner
-from enrich.settings import EnrichSettings, LookupSettings
-from streams.commands import Invocation
-from streams.exitcodes import ExitCode
-from streams.kafka_settings import RunSettings
-from streams.options import help_text, options_of
-from streams.replay_settings import ReplaySettings
-from streams.runtime_settings import RuntimeSettings
-from streams.settings_source import ConfigError
+from wirestream import runner
+from wirestream.enrich.settings import EnrichSettings, LookupSettings
+from wirestream.streams.commands import Invocation
+from wirestream.streams.exitcodes import ExitCode
+from wirestream.streams.kafka_settings import RunSettings
+from wirestream.streams.options import help_text, options_of
+from wirestream.streams.replay_settings import ReplaySettings
+from wirestream.streams.runtime_settings import RuntimeSettings
+from wirestream.streams.settings_source import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = ROOT / "fixtures" / "pcaps" / "zeek__http__get.pcap"

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from reassembly import sha256 as mod
-from reassembly.sha256 import ResumableSha256
+from wirestream.reassembly import sha256 as mod
+from wirestream.reassembly.sha256 import ResumableSha256
 
 pytestmark = pytest.mark.skipif(mod._LIB is None, reason="libcrypto missing: nothing is collected")
 

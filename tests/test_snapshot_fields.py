@@ -8,13 +8,13 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from reassembly.ipflow import IpFlow
-from reassembly.limits import Limits
-from reassembly.tcpflow import TcpFlow
-from reassembly.tracker import FlowTracker
-from reassembly.udpflow import UdpFlow
-from streams.session import FlowSession
 from tests.test_task_restore import keyed_packets, run
+from wirestream.reassembly.ipflow import IpFlow
+from wirestream.reassembly.limits import Limits
+from wirestream.reassembly.tcpflow import TcpFlow
+from wirestream.reassembly.tracker import FlowTracker
+from wirestream.reassembly.udpflow import UdpFlow
+from wirestream.streams.session import FlowSession
 
 # Slots that are not state: wiring given again on restore, or derived from other fields.
 NOT_STATE = {

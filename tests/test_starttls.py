@@ -19,12 +19,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from decoders import testing as harness
-from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo, ts_seconds
-from decoders.tls_starttls import HEAD, MAX_PENDING, MAX_SCAN, StartTls
-from decoders.tls_starttls_rules import BY_NAME, LDAP_STARTTLS_OID, RULES
 from tests.fuzzing import fuzz
 from tests.test_tls import CH, SH, records, run, tls_records
+from wirestream import testing as harness
+from wirestream.decoders.api import CLIENT, SERVER, Endpoint, FlowInfo, ts_seconds
+from wirestream.decoders.tls_starttls import HEAD, MAX_PENDING, MAX_SCAN, StartTls
+from wirestream.decoders.tls_starttls_rules import BY_NAME, LDAP_STARTTLS_OID, RULES
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 PROTOCOLS = [rule.name for rule in RULES]
@@ -86,7 +86,7 @@ CAPTURES["own_starttls_slapd.pcap"] = ("ldap",)  # OpenLDAP 2.5 (GnuTLS), ldapwh
 
 @pytest.mark.parametrize(("name", "protos"), CAPTURES.items())
 def test_hellos_after_starttls_match_tshark(name: str, protos: tuple[str, ...]) -> None:
-    from streams.replay import replay_records
+    from wirestream.streams.replay import replay_records
 
     out = replay_records([str(PCAPS / name)], decoders=["tls"])
     recs = [r for r in out if r["type"] == "tls"]
@@ -102,7 +102,7 @@ def test_hellos_after_starttls_match_tshark(name: str, protos: tuple[str, ...]) 
 
 @pytest.mark.parametrize("name", CAPTURES)
 def test_real_dialogues_restored_at_every_event_and_cut_into_bytes(name: str) -> None:
-    from decoders.tls import TlsDecoder
+    from wirestream.decoders.tls import TlsDecoder
 
     flows = harness.recorded_flows(PCAPS / name, TlsDecoder)
     assert flows
@@ -302,7 +302,7 @@ def test_a_gap_ends_the_dialogue() -> None:
 
 def test_a_version_1_snapshot_of_an_smtp_dialogue_goes_on() -> None:
     """Flows saved by the SMTP-only version (TLS snapshot "v": 1) keep their dialogue."""
-    from decoders.tls import PLAIN, TlsDecoder
+    from wirestream.decoders.tls import PLAIN, TlsDecoder
 
     flow = _flow("smtp")
     ctx = harness.FakeContext(flow)

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from decoders.registry import select
-from probe.capture import open_capture
-from probe.source import PacketSource
-from state.store import StateStore
-from streams.config import RuntimeConfig
-from streams.serde import dumps_record
-from streams.task import Task
+from wirestream.decoders.registry import select
+from wirestream.probe.capture import open_capture
+from wirestream.probe.source import PacketSource
+from wirestream.state.store import StateStore
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.serde import dumps_record
+from wirestream.streams.task import Task
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 DECODERS: list[str] | None = None  # all registered decoders

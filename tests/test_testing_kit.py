@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
-from decoders.api import CLIENT, SERVER, Decoder, DecoderContext
-from decoders.registry import select
-from decoders.testing import (
+from tests.flowgen import Conversation
+from tests.pcapgen import write_pcap
+from wirestream.decoders.api import CLIENT, SERVER, Decoder, DecoderContext
+from wirestream.decoders.registry import select
+from wirestream.decoders.tls import TlsDecoder
+from wirestream.testing import (
     FakeContext,
     assert_restore_safe,
     events_from_chunks,
@@ -21,9 +24,6 @@ from decoders.testing import (
     run_capture,
     run_events,
 )
-from decoders.tls import TlsDecoder
-from tests.flowgen import Conversation
-from tests.pcapgen import write_pcap
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 LINES = events_from_chunks(

@@ -15,16 +15,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from decoders import testing as harness
-from decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
-from decoders.registry import select
-from decoders.testing import Event
-from decoders.tls import TlsDecoder
-from decoders.tls_hello import HRR_RANDOM, ja4_alpn, parse_client_hello, parse_server_hello
-from decoders.tls_stream import MAX_HANDSHAKE
-from streams.replay import replay_records
 from tests.test_task_restore import keyed_packets
 from tests.test_task_restore import run as run_task
+from wirestream import testing as harness
+from wirestream.decoders.api import CLIENT, SERVER, Endpoint, FlowInfo
+from wirestream.decoders.registry import select
+from wirestream.decoders.tls import TlsDecoder
+from wirestream.decoders.tls_hello import (
+    HRR_RANDOM,
+    ja4_alpn,
+    parse_client_hello,
+    parse_server_hello,
+)
+from wirestream.decoders.tls_stream import MAX_HANDSHAKE
+from wirestream.streams.replay import replay_records
+from wirestream.testing import Event
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = PCAPS / "oracles"

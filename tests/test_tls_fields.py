@@ -19,13 +19,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from decoders.api import CLIENT, SERVER
-from decoders.tls_cert import parse_certificate_message
-from decoders.tls_hello import ja4s
-from decoders.tls_names import CIPHER_NAMES, cipher_name, version_name
-from decoders.tls_session import Session
-from decoders.tls_stream import EV_ALERT, EV_APPDATA, EV_CCS, EV_ENCRYPTED
-from streams.replay import replay_records
 from tests.test_tls import (
     CH,
     SH,
@@ -35,6 +28,13 @@ from tests.test_tls import (
     run,
     server_hello_body,
 )
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.decoders.tls_cert import parse_certificate_message
+from wirestream.decoders.tls_hello import ja4s
+from wirestream.decoders.tls_names import CIPHER_NAMES, cipher_name, version_name
+from wirestream.decoders.tls_session import Session
+from wirestream.decoders.tls_stream import EV_ALERT, EV_APPDATA, EV_CCS, EV_ENCRYPTED
+from wirestream.streams.replay import replay_records
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = PCAPS / "oracles"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from probe.flowkey import flow_key
-from probe.packet import ACK, FIN, PROTO_UDP, SYN, Packet
-from reassembly.limits import SECOND, Limits
-from reassembly.tracker import FlowTracker
 from tests.test_reassembly import Recorder, seg
+from wirestream.probe.flowkey import flow_key
+from wirestream.probe.packet import ACK, FIN, PROTO_UDP, SYN, Packet
+from wirestream.reassembly.limits import SECOND, Limits
+from wirestream.reassembly.tracker import FlowTracker
 
 
 class Table:

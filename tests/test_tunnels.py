@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from decoders.api import CLIENT, SERVER
-from decoders.tls import TlsDecoder
-from streams.replay import replay_records
 from tests.test_http_switch import ESTABLISHED, flights, of, replay  # noqa: F401 - fixture
 from tests.test_starttls import _expected, _ours
+from wirestream.decoders.api import CLIENT, SERVER
+from wirestream.decoders.tls import TlsDecoder
+from wirestream.streams.replay import replay_records
 
 PCAPS = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 NAME = "own_connect_tunnels.pcap"

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 
-from probe.capture import open_capture
-from probe.source import PacketSource
-from stats.windows import WindowAggregator, configure
-from streams.config import RuntimeConfig
-from streams.replay import replay_records
-from streams.serde import dumps_record
 from tests import pcapgen
 from tests.flowgen import Conversation
 from tests.test_task_restore import run as run_task
+from wirestream.probe.capture import open_capture
+from wirestream.probe.source import PacketSource
+from wirestream.stats.windows import WindowAggregator, configure
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.replay import replay_records
+from wirestream.streams.serde import dumps_record
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 BASE = 1_700_000_000_000_000_000

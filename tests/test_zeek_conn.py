@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.replay import replay_records
+from wirestream.streams.replay import replay_records
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 BASELINES = sorted(FIXTURES.glob("oracles/*/zeek_baseline/conn.log"))

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from zat.log_to_dataframe import LogToDataFrame
 
-from runner import main
-from streams.replay import replay_records
-from streams.serde import dumps_record
-from streams.zeeklogs import fields_of, zeek_json_lines, zeek_rows, zeek_tsv
 from tests.oracles import parse_zeek_log
+from wirestream.runner import main
+from wirestream.streams.replay import replay_records
+from wirestream.streams.serde import dumps_record
+from wirestream.streams.zeeklogs import fields_of, zeek_json_lines, zeek_rows, zeek_tsv
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "pcaps"
 ORACLES = FIXTURES / "oracles"
@@ -212,10 +212,10 @@ def test_zeek_topics_option_emits_the_json_log_lines_as_records(tmp_path: Path) 
     """--zeek-topics: one `zeek-<log>` record per Zeek log line (Kafka: one topic per log),
     byte for byte the lines of --format zeek-json; the other records are unchanged and the
     task keeps its batch path (the extension watches records, not packets)."""
-    from streams.config import RuntimeConfig
-    from streams.replay import Replay
-    from streams.task import Task
-    from streams.zeektopics import configure
+    from wirestream.streams.config import RuntimeConfig
+    from wirestream.streams.replay import Replay
+    from wirestream.streams.task import Task
+    from wirestream.streams.zeektopics import configure
 
     config = RuntimeConfig()
     configure(config)

@@ -3,6 +3,6 @@ private module per job). `decoders.http:HttpDecoder` is the plugin entry point
 (pyproject.toml), so the package exports it; the map of the modules is in docs/architecture.md.
 """
 
-from decoders.http.decoder import HttpDecoder
+from wirestream.decoders.http.decoder import HttpDecoder
 
 __all__ = ["HttpDecoder"]

@@ -44,8 +44,8 @@ from typing import Any
 import brotli
 import puremagic
 
-from reassembly import sha256 as _sha256
-from reassembly.sha256 import EMPTY_SHA256, ResumableSha256
+from wirestream.reassembly import sha256 as _sha256
+from wirestream.reassembly.sha256 import EMPTY_SHA256, ResumableSha256
 
 PIECE = 64 * 1024
 FLUSH = 64 * 1024  # identity body bytes collected before they are hashed in one call

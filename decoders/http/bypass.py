@@ -20,8 +20,8 @@ records on and off).
 
 from __future__ import annotations
 
-from decoders.http.body import BodyDigest
-from decoders.http.buffer import ByteBuffer
+from wirestream.decoders.http.body import BodyDigest
+from wirestream.decoders.http.buffer import ByteBuffer
 
 
 class Countdown:

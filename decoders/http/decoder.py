@@ -92,16 +92,16 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
-from decoders.http.body import BodyExtras
-from decoders.http.fields import txn_fields
-from decoders.http.lines import line_state
-from decoders.http.modes import BODY, CHUNK, GUESSED, TUNNEL, WAIT
-from decoders.http.msg import Msg, Txn
-from decoders.http.pairing import FLOAT, NONE, PAIR, WINDOW, Loss, consistent, decide
-from decoders.http.request import RequestSide
-from decoders.http.response import ResponseSide
-from decoders.websocket import handshake_fields, is_websocket
+from wirestream.decoders.api import CLIENT, SERVER, Decoder, DecoderContext, ts_seconds
+from wirestream.decoders.http.body import BodyExtras
+from wirestream.decoders.http.fields import txn_fields
+from wirestream.decoders.http.lines import line_state
+from wirestream.decoders.http.modes import BODY, CHUNK, GUESSED, TUNNEL, WAIT
+from wirestream.decoders.http.msg import Msg, Txn
+from wirestream.decoders.http.pairing import FLOAT, NONE, PAIR, WINDOW, Loss, consistent, decide
+from wirestream.decoders.http.request import RequestSide
+from wirestream.decoders.http.response import ResponseSide
+from wirestream.decoders.websocket import handshake_fields, is_websocket
 
 ANOMALY_CAP = 16  # per anomaly name and flow: bad input is counted, not logged without end
 PROBE_LIMIT = 8192

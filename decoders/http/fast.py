@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from decoders.http.body import content_codings
+from wirestream.decoders.http.body import content_codings
 
 # The head is decoded once (latin-1: one character per byte) and parsed as text: the records
 # want text, and one decode is cheaper than two per header.

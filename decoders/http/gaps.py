@@ -8,7 +8,7 @@ split decided here; how much of a body h11 frames comes from h11_access.skippabl
 
 from __future__ import annotations
 
-from decoders.http.body import PIECE
+from wirestream.decoders.http.body import PIECE
 
 FILLER = bytes(PIECE)  # fed to h11 in pieces for absorbed bytes
 

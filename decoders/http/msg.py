@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from decoders.http.body import BodyDigest, BodyExtras
+from wirestream.decoders.http.body import BodyDigest, BodyExtras
 
 UNKNOWN_BODY: dict[str, Any] = {"body_len": None, "body_sha256": None}
 

@@ -13,7 +13,7 @@ from collections import deque
 from itertools import islice
 from typing import Any
 
-from decoders.http.msg import UPGRADE, Msg, Txn
+from wirestream.decoders.http.msg import UPGRADE, Msg, Txn
 
 # The shortest request a conforming client can send: "X / HTTP/1.0" CRLF CRLF. A hole of
 # n bytes holds at most n // MIN_REQUEST whole requests.

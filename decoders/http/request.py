@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from decoders.http.body import content_codings
-from decoders.http.fast import request_head
-from decoders.http.h11_access import buffered as h11_buffered
-from decoders.http.modes import WAIT
-from decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
-from decoders.http.side import Side
+from wirestream.decoders.http.body import content_codings
+from wirestream.decoders.http.fast import request_head
+from wirestream.decoders.http.h11_access import buffered as h11_buffered
+from wirestream.decoders.http.modes import WAIT
+from wirestream.decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
+from wirestream.decoders.http.side import Side
 
 if TYPE_CHECKING:
-    from decoders.http.decoder import HttpDecoder
+    from wirestream.decoders.http.decoder import HttpDecoder
 
 _HOST_LINE = b"Host: \r\n"
 

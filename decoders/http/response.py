@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from decoders.http.body import content_codings
-from decoders.http.fast import response_head
-from decoders.http.h11_access import buffered as h11_buffered
-from decoders.http.lines import status_line_state
-from decoders.http.modes import BLANK, CL_LINE, CRLF, GUESSED, MSG, RESYNC
-from decoders.http.msg import UPGRADE, Msg, Txn, header_pairs, new_head_msg
-from decoders.http.side import Side
+from wirestream.decoders.http.body import content_codings
+from wirestream.decoders.http.fast import response_head
+from wirestream.decoders.http.h11_access import buffered as h11_buffered
+from wirestream.decoders.http.lines import status_line_state
+from wirestream.decoders.http.modes import BLANK, CL_LINE, CRLF, GUESSED, MSG, RESYNC
+from wirestream.decoders.http.msg import UPGRADE, Msg, Txn, header_pairs, new_head_msg
+from wirestream.decoders.http.side import Side
 
 if TYPE_CHECKING:
-    from decoders.http.decoder import HttpDecoder
+    from wirestream.decoders.http.decoder import HttpDecoder
 
 
 class ResponseSide(Side):

@@ -9,8 +9,8 @@ moves their boundary; the side enters RESYNC and resumes parsing where `scan` sa
 
 from __future__ import annotations
 
-from decoders.http.buffer import ByteBuffer
-from decoders.http.lines import (
+from wirestream.decoders.http.buffer import ByteBuffer
+from wirestream.decoders.http.lines import (
     KNOWN_METHODS,
     MIDLINE_MAX,
     is_message_line,

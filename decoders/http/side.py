@@ -37,20 +37,20 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 
-from decoders.http.body import PIECE, BodyDigest, content_codings
-from decoders.http.buffer import ByteBuffer
-from decoders.http.bypass import Countdown
-from decoders.http.gaps import FILLER, split_gap
-from decoders.http.h11_access import buffered as h11_buffered
-from decoders.http.h11_access import (
+from wirestream.decoders.http.body import PIECE, BodyDigest, content_codings
+from wirestream.decoders.http.buffer import ByteBuffer
+from wirestream.decoders.http.bypass import Countdown
+from wirestream.decoders.http.gaps import FILLER, split_gap
+from wirestream.decoders.http.h11_access import buffered as h11_buffered
+from wirestream.decoders.http.h11_access import (
     chunk_left,
     content_length_left,
     reads_content_length,
     set_chunk_left,
     skippable_body_bytes,
 )
-from decoders.http.lines import line_state, parse_head_leniently
-from decoders.http.modes import (
+from wirestream.decoders.http.lines import line_state, parse_head_leniently
+from wirestream.decoders.http.modes import (
     BLANK,
     BODY,
     CHUNK,
@@ -63,9 +63,9 @@ from decoders.http.modes import (
     TUNNEL,
     WAIT,
 )
-from decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
-from decoders.http.resync import Resync
-from decoders.http.snapshot import SideState
+from wirestream.decoders.http.msg import Msg, framing_class, header_pairs, new_head_msg
+from wirestream.decoders.http.resync import Resync
+from wirestream.decoders.http.snapshot import SideState
 
 # Fast paths, each a flag (tests/test_http_fast_paths.py compares the records on and off):
 FAST_HEADS = True  # clean heads parsed by fast.py, not h11
@@ -73,7 +73,7 @@ BODY_BYPASS = True  # BODY mode: Content-Length bodies consumed without h11
 CHUNK_BYPASS = True  # CHUNK mode: the data of each chunk consumed without h11
 
 if TYPE_CHECKING:
-    from decoders.http.decoder import HttpDecoder
+    from wirestream.decoders.http.decoder import HttpDecoder
 
 
 class Side:

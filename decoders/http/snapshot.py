@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from decoders.http.buffer import ByteBuffer
+from wirestream.decoders.http.buffer import ByteBuffer
 
 
 class SideState(NamedTuple):

@@ -18,7 +18,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterable
 
-from state.store import StateStore, StoreError
+from wirestream.state.store import StateStore, StoreError
 
 _DIR = re.compile(r"^(?P<store>[a-z][a-z0-9_]*)-(?P<partition>\d+)$")
 

@@ -23,26 +23,26 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from state.changelog import ChangelogRestorer
-from streams.feature_settings import FeatureSettings
-from streams.flowstats import (
+from wirestream.state.changelog import ChangelogRestorer
+from wirestream.streams.feature_settings import FeatureSettings
+from wirestream.streams.flowstats import (
     FlowStatsTable,
     FlowStatsView,
     ViewRegistry,
     decode_items,
 )
-from streams.kafka.restore import RestoreJob, restore
-from streams.kafka.stores import StoreManager
-from streams.kafka_assignor import GroupMember, StateAwareAssignor
-from streams.kafka_errors import FatalError
-from streams.kafka_queries import GroupMap, QueryService
-from streams.kafka_queries import serve as serve_queries
-from streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
-from streams.kafka_topics import changelog_topic, ensure_topic, output_topic
+from wirestream.streams.kafka.restore import RestoreJob, restore
+from wirestream.streams.kafka.stores import StoreManager
+from wirestream.streams.kafka_assignor import GroupMember, StateAwareAssignor
+from wirestream.streams.kafka_errors import FatalError
+from wirestream.streams.kafka_queries import GroupMap, QueryService
+from wirestream.streams.kafka_queries import serve as serve_queries
+from wirestream.streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
+from wirestream.streams.kafka_topics import changelog_topic, ensure_topic, output_topic
 
 if TYPE_CHECKING:
-    from streams.kafka.slot import PartitionSlot
-    from streams.kafka_metrics import Metrics
+    from wirestream.streams.kafka.slot import PartitionSlot
+    from wirestream.streams.kafka_metrics import Metrics
 
 STATS_STORE = "flowstats"
 SUBSTREAMS = {6: "tcp", 17: "udp"}  # IP protocol (flow key byte 2) -> topic suffix

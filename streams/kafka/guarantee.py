@@ -28,14 +28,14 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import OffsetAndMetadata
 
-from streams.kafka.producer import SharedProducer
-from streams.kafka.slot import PartitionSlot
-from streams.kafka.stores import StoreManager
-from streams.kafka.table import SlotTable
-from streams.kafka_clients import BROKER_WAIT_SECONDS
-from streams.kafka_errors import OWNERSHIP_ERRORS, REBALANCE_ERRORS, FatalError
-from streams.kafka_metrics import Metrics
-from streams.kafka_retry import Outage, discard_producer, finish_transaction
+from wirestream.streams.kafka.producer import SharedProducer
+from wirestream.streams.kafka.slot import PartitionSlot
+from wirestream.streams.kafka.stores import StoreManager
+from wirestream.streams.kafka.table import SlotTable
+from wirestream.streams.kafka_clients import BROKER_WAIT_SECONDS
+from wirestream.streams.kafka_errors import OWNERSHIP_ERRORS, REBALANCE_ERRORS, FatalError
+from wirestream.streams.kafka_metrics import Metrics
+from wirestream.streams.kafka_retry import Outage, discard_producer, finish_transaction
 
 # A transaction step normally takes milliseconds; kafka-python 3.0 never finishes one that
 # spans a broker restart, so after this long the partition's producer is replaced. Not

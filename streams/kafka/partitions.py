@@ -17,16 +17,16 @@ from typing import Any, Protocol
 
 from kafka import TopicPartition
 
-from state.changelog import ChangelogRestorer
-from streams.kafka.guarantee import ProcessingGuarantee
-from streams.kafka.restore import RestoreJob, restore
-from streams.kafka.slot import PartitionSlot, SlotContext
-from streams.kafka.stores import StoreManager
-from streams.kafka.table import Activity, SlotTable
-from streams.kafka_clients import BROKER_WAIT_SECONDS
-from streams.kafka_metrics import Metrics
-from streams.kafka_retry import Outage
-from streams.task import Task
+from wirestream.state.changelog import ChangelogRestorer
+from wirestream.streams.kafka.guarantee import ProcessingGuarantee
+from wirestream.streams.kafka.restore import RestoreJob, restore
+from wirestream.streams.kafka.slot import PartitionSlot, SlotContext
+from wirestream.streams.kafka.stores import StoreManager
+from wirestream.streams.kafka.table import Activity, SlotTable
+from wirestream.streams.kafka_clients import BROKER_WAIT_SECONDS
+from wirestream.streams.kafka_metrics import Metrics
+from wirestream.streams.kafka_retry import Outage
+from wirestream.streams.task import Task
 
 # (partition, emit, store, bad_packet) -> the partition's task
 TaskFactory = Callable[[int, Any, Any, Any], Task]

@@ -13,8 +13,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from streams.kafka_errors import FatalError
-from streams.kafka_retry import discard_producer
+from wirestream.streams.kafka_errors import FatalError
+from wirestream.streams.kafka_retry import discard_producer
 
 
 class SharedProducer:

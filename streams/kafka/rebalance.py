@@ -14,11 +14,11 @@ from typing import Any, Protocol
 
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
-from streams.kafka.guarantee import Offsets, ProcessingGuarantee
-from streams.kafka.joins import JoinWatchdog
-from streams.kafka.stores import StoreManager
-from streams.kafka.table import Activity, SlotTable
-from streams.kafka_metrics import Metrics
+from wirestream.streams.kafka.guarantee import Offsets, ProcessingGuarantee
+from wirestream.streams.kafka.joins import JoinWatchdog
+from wirestream.streams.kafka.stores import StoreManager
+from wirestream.streams.kafka.table import Activity, SlotTable
+from wirestream.streams.kafka_metrics import Metrics
 
 
 class Dropper(Protocol):

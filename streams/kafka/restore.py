@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import structlog
 from kafka import KafkaConsumer, TopicPartition
 
-from state.changelog import ChangelogRestorer, Checkpoint
+from wirestream.state.changelog import ChangelogRestorer, Checkpoint
 
 log = structlog.get_logger("wirestream.kafka.restore")
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from streams.kafka.table import Activity
-from streams.kafka_metrics import Metrics
-from streams.kafka_retry import Outage
+from wirestream.streams.kafka.table import Activity
+from wirestream.streams.kafka_metrics import Metrics
+from wirestream.streams.kafka_retry import Outage
 
 
 class BrokerFaults:

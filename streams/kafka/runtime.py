@@ -41,37 +41,37 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import MemberState
 
-from decoders.registry import select
-from state.store import StoreError
-from streams.config import RuntimeConfig
-from streams.exitcodes import ExitCode
-from streams.feature_settings import FeatureSettings
-from streams.kafka.features import Features
-from streams.kafka.guarantee import AtLeastOnce, ExactlyOnce, ProcessingGuarantee
-from streams.kafka.joins import JoinWatchdog
-from streams.kafka.partitions import PartitionLifecycle
-from streams.kafka.producer import SharedProducer
-from streams.kafka.rebalance import RebalanceListener, Rebalancing
-from streams.kafka.restore import RestoreError
-from streams.kafka.rewind import BrokerFaults
-from streams.kafka.slot import PartitionSlot, SlotContext
-from streams.kafka.statedir import StateDirError
-from streams.kafka.stores import StoreManager
-from streams.kafka.table import Activity, SlotTable
-from streams.kafka.topics import MemberTopics
-from streams.kafka_clients import (
+from wirestream.decoders.registry import select
+from wirestream.state.store import StoreError
+from wirestream.streams.config import RuntimeConfig
+from wirestream.streams.exitcodes import ExitCode
+from wirestream.streams.feature_settings import FeatureSettings
+from wirestream.streams.kafka.features import Features
+from wirestream.streams.kafka.guarantee import AtLeastOnce, ExactlyOnce, ProcessingGuarantee
+from wirestream.streams.kafka.joins import JoinWatchdog
+from wirestream.streams.kafka.partitions import PartitionLifecycle
+from wirestream.streams.kafka.producer import SharedProducer
+from wirestream.streams.kafka.rebalance import RebalanceListener, Rebalancing
+from wirestream.streams.kafka.restore import RestoreError
+from wirestream.streams.kafka.rewind import BrokerFaults
+from wirestream.streams.kafka.slot import PartitionSlot, SlotContext
+from wirestream.streams.kafka.statedir import StateDirError
+from wirestream.streams.kafka.stores import StoreManager
+from wirestream.streams.kafka.table import Activity, SlotTable
+from wirestream.streams.kafka.topics import MemberTopics
+from wirestream.streams.kafka_clients import (
     CHECK_CRCS,
     new_group_consumer,
     new_producer,
     new_restore_consumer,
     rejoin_request,
 )
-from streams.kafka_errors import BROKER_ERRORS, FatalError
-from streams.kafka_metrics import Metrics, serve
-from streams.kafka_retry import BrokerUnavailable, Outage, connect, peak_rss_mib
-from streams.kafka_settings import RunSettings
-from streams.kafka_topics import TopicError, admin_client
-from streams.task import Task
+from wirestream.streams.kafka_errors import BROKER_ERRORS, FatalError
+from wirestream.streams.kafka_metrics import Metrics, serve
+from wirestream.streams.kafka_retry import BrokerUnavailable, Outage, connect, peak_rss_mib
+from wirestream.streams.kafka_settings import RunSettings
+from wirestream.streams.kafka_topics import TopicError, admin_client
+from wirestream.streams.task import Task
 
 log = structlog.get_logger("wirestream.kafka")
 

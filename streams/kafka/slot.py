@@ -25,20 +25,26 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from kafka import KafkaProducer, TopicPartition
 
-from probe.errors import RecordError
-from probe.flowkey import kafka_partition
-from probe.record import decode_record
-from state.changelog import Checkpoint, offset_headers
-from state.store import StateStore
-from streams.flowstats import Delta, FlowStatsTable, FlowStatsView, encode_entry, entry_json
-from streams.packet_input import PacketInput, split_by_protocol
-from streams.serde import dumps_record
+from wirestream.probe.errors import RecordError
+from wirestream.probe.flowkey import kafka_partition
+from wirestream.probe.record import decode_record
+from wirestream.state.changelog import Checkpoint, offset_headers
+from wirestream.state.store import StateStore
+from wirestream.streams.flowstats import (
+    Delta,
+    FlowStatsTable,
+    FlowStatsView,
+    encode_entry,
+    entry_json,
+)
+from wirestream.streams.packet_input import PacketInput, split_by_protocol
+from wirestream.streams.serde import dumps_record
 
 if TYPE_CHECKING:
     from kafka.producer.future import FutureRecordMetadata
 
-    from streams.kafka_metrics import Metrics
-    from streams.task import Task
+    from wirestream.streams.kafka_metrics import Metrics
+    from wirestream.streams.task import Task
 
 _FLOW_DIRECTIONS = ("client_to_server", "server_to_client")
 

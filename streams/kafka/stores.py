@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from state.changelog import EMPTY, Checkpoint
-from state.store import StateStore, StoreError
-from streams.kafka.cleanup import StateCleaner
-from streams.kafka.statedir import StateDirLock, claim
+from wirestream.state.changelog import EMPTY, Checkpoint
+from wirestream.state.store import StateStore, StoreError
+from wirestream.streams.kafka.cleanup import StateCleaner
+from wirestream.streams.kafka.statedir import StateDirLock, claim
 
 STORE_NAME = "flows"
 LOCK_WAIT_SECONDS = 30.0

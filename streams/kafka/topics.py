@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from streams.kafka.stores import STORE_NAME
-from streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
-from streams.kafka_topics import (
+from wirestream.streams.kafka.stores import STORE_NAME
+from wirestream.streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
+from wirestream.streams.kafka_topics import (
     TopicError,
     changelog_topic,
     deadletter_topic,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from decoders.api import CLIENT, Decoder, DecoderContext, ts_seconds
+from wirestream.api import CLIENT, Decoder, DecoderContext, ts_seconds
 
 MAGIC = b"LINECOUNT"
 

@@ -1,5 +1,4 @@
-"""The testing kit for decoder authors, installed with wirestream (`decoders.testing`; it
-moves with the rest of the code when the import namespace becomes `wirestream.*`).
+"""The testing kit for decoder authors, installed with wirestream as `wirestream.testing`.
 
 Drive a decoder without the runtime, or through it, and check the two properties every
 decoder must have:
@@ -14,7 +13,7 @@ Events are tuples, each with the capture time it is delivered at:
     ("data", direction, bytes, ts_ns) | ("gap", direction, length, ts_ns)
     | ("close", reason, ts_ns)
 
-    from decoders.testing import assert_restore_safe, events_from_chunks, run_events
+    from wirestream.testing import assert_restore_safe, events_from_chunks, run_events
     events = events_from_chunks([(CLIENT, b"LINECOUNT hi\\n"), (SERVER, b"ok\\n")])
     records = run_events(MyDecoder, events)
     assert_restore_safe(MyDecoder, events)
@@ -29,8 +28,8 @@ from typing import Any
 
 import msgpack
 
-from decoders.api import CLIENT, SERVER, Decoder, Endpoint, FlowInfo
-from decoders.options import merged
+from wirestream.decoders.api import CLIENT, SERVER, Decoder, Endpoint, FlowInfo
+from wirestream.decoders.options import merged
 
 __all__ = [
     "CLIENT",
@@ -205,10 +204,10 @@ def recorded_flows(
     """The events the runtime delivers to decoder `cls` for every flow of a capture, by
     uid (detection, reassembly and timestamps as in a replay): replayed through `apply` or
     `run_events` they drive the decoder as the runtime did."""
-    from probe.capture import open_capture
-    from probe.source import PacketSource
-    from streams.config import RuntimeConfig
-    from streams.task import Task
+    from wirestream.probe.capture import open_capture
+    from wirestream.probe.source import PacketSource
+    from wirestream.streams.config import RuntimeConfig
+    from wirestream.streams.task import Task
 
     flows: dict[str, tuple[FlowInfo, list[Event]]] = {}
 
@@ -251,9 +250,9 @@ def run_capture(
     several, with the decoders named (installed through their entry points; None: all).
     `commit_every=1` snapshots every decoder after every packet: a broken snapshot() then
     shows as a decoder_error anomaly."""
-    from decoders.registry import check_options
-    from streams.config import RuntimeConfig
-    from streams.replay import replay_records
+    from wirestream.decoders.registry import check_options
+    from wirestream.streams.config import RuntimeConfig
+    from wirestream.streams.replay import replay_records
 
     paths = [pcap] if isinstance(pcap, str | PathLike) else list(pcap)
     config = RuntimeConfig(
