@@ -212,13 +212,7 @@ class HttpDecoder(Decoder):
                 return
         if self.closed or not data:
             return
-        if self.deferred:
-            self._flush_deferred()
-        self.clock += 1
-        if direction == CLIENT:
-            self._client_event(True)
-        else:
-            self.srv_clock = self.clock
+        self._advance(direction, True)
         side.data(bytes(data), self.ctx.ts_ns, self.clock)
         if self.handoff is not None:
             self._hand_off()
@@ -226,16 +220,21 @@ class HttpDecoder(Decoder):
     def on_gap(self, direction: int, length: int) -> None:
         if self.closed:
             return
+        self._advance(direction, False)
+        (self.client if direction == CLIENT else self.server).gap(int(length))
+        if self.handoff is not None:
+            self._hand_off()
+
+    def _advance(self, direction: int, carries_data: bool) -> None:
+        """One more event on the flow's clock, and on the clocks of its direction (pairing
+        reads them): the client's, or the server's."""
         if self.deferred:
             self._flush_deferred()
         self.clock += 1
         if direction == CLIENT:
-            self._client_event(False)
+            self._client_event(carries_data)
         else:
             self.srv_clock = self.clock
-        (self.client if direction == CLIENT else self.server).gap(int(length))
-        if self.handoff is not None:
-            self._hand_off()
 
     def on_close(self, reason: str) -> None:
         if self.closed:
