@@ -39,6 +39,7 @@ from wirestream.enrich.ordering import OffsetTracker, Slot
 from wirestream.enrich.settings import EnrichSettings
 from wirestream.enrich.stage import EnrichStage
 from wirestream.enrich.template import UrlTemplate
+from wirestream.streams import kafka_python_fixes
 from wirestream.streams.exitcodes import ExitCode
 from wirestream.streams.kafka.joins import JoinWatchdog
 from wirestream.streams.kafka_clients import rejoin_request
@@ -221,6 +222,7 @@ class KafkaEnricher:
     # ------------------------------------------------------------ consuming (own thread)
     def _consume(self) -> None:
         s = self.settings
+        kafka_python_fixes.install()  # it pauses for backpressure: parked records must return
         consumer = KafkaConsumer(
             bootstrap_servers=s.bootstrap_servers,
             group_id=s.group_id,
@@ -248,6 +250,11 @@ class KafkaEnricher:
                 elif paused:
                     consumer.resume(*consumer.paused())
                     paused = False
+                if paused and self._last_input is not None:
+                    # Paused for backpressure is not idle: --exit-when-idle counts from the
+                    # resume, or a member whose backlog took longer than the idle time to
+                    # drain would exit before reading what it had not fetched yet.
+                    self._last_input = time.monotonic()
                 try:
                     batch = consumer.poll(timeout_ms=100)
                     joins.check(time.monotonic())

@@ -12,6 +12,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
+from wirestream.streams import kafka_python_fixes
 from wirestream.streams.kafka_reads import read_in
 from wirestream.streams.kafka_retry import RECONNECT_BACKOFF_MAX_MS
 from wirestream.streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
@@ -66,6 +67,7 @@ def new_group_consumer(settings: RunSettings, member: str, assignor: Any) -> Kaf
     """The input consumer: offsets committed by the commit protocol only."""
     s = settings
     read_in(s.socket_read_bytes)
+    kafka_python_fixes.install()
     return KafkaConsumer(
         group_id=s.application_id,
         client_id=f"wirestream-{member}",
@@ -90,6 +92,7 @@ def new_restore_consumer(settings: RunSettings, member: str) -> KafkaConsumer:
     high watermark and a restore that is already complete waits forever. Seen on Apache
     Kafka 4.1 with kafka-python 3.0.12; full fetches of a few partitions cost nothing."""
     read_in(settings.socket_read_bytes)
+    kafka_python_fixes.install()
     return KafkaConsumer(
         group_id=None,
         client_id=f"wirestream-{member}-restore",

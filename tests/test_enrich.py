@@ -358,6 +358,31 @@ def test_enrich_between_topics(broker: brokers.Broker, service: AssetService) ->
 
 
 @pytest.mark.kafka
+def test_a_backlog_that_drains_slower_than_the_idle_time_is_read_to_its_end(
+    broker: brokers.Broker,
+) -> None:
+    """One poll admits 500 records, far past --max-pending 10: the member pauses until they
+    are done, which takes longer than --exit-when-idle. Paused is not idle: the member
+    resumes and reads the rest before it may exit."""
+    bootstrap = broker.bootstrap
+    src, dst, group = brokers.unique("http"), brokers.unique("http-enriched"), brokers.unique("g")
+    brokers.create_topic(bootstrap, src, 2)
+    inputs, ids = keyed_workload(1500, 300, seed=7)
+    produce(bootstrap, src, inputs)
+    with AssetService(delay=0.02) as svc:
+        done = subprocess.run(
+            enrich_cmd(bootstrap, src, dst, group, svc.url(), "--exit-when-idle", "1",
+                       "--max-pending", "10", "--max-in-flight", "4", "--timeout", "1",
+                       "--backoff", "0.01"),
+            capture_output=True, text=True, timeout=180, cwd=brokers.ROOT,
+        )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    values = [json.loads(m.value) for m in brokers.read_all(bootstrap, [dst])]
+    assert sorted({v["id"] for v in values}) == sorted(ids), done.stderr[-2000:]
+    assert sum(brokers.group_offsets(bootstrap, group).values()) == len(inputs)
+
+
+@pytest.mark.kafka
 def test_killed_member_loses_nothing(broker: brokers.Broker, tmp_path: Path) -> None:
     """SIGKILL with lookups in flight: committed offsets never pass a record that is not
     in the output; a second member finishes the rest."""

@@ -1,0 +1,54 @@
+"""Fixes for kafka-python 3.0.12 bugs found on Apache Kafka, installed process-wide.
+
+Parked records of a paused partition (KAFKA-7548, as ported to kafka-python): when a
+partition is paused, the fetcher parks the records it had parsed for it, and puts them
+back in line on a later poll once the partition is resumed, but only if its in-line slot
+`is None` (kafka/consumer/fetcher.py, `Fetcher.fetched_records`). Once any partition's
+records have been fully read, that slot holds the exhausted (falsy, not None) object, so
+parked records are never put back, and the partition, excluded from fetching while it has
+parked records, is never fetched again. A member that pauses for backpressure then sees
+no more input from it, goes idle and exits with its records unread. The fix empties an
+exhausted in-line slot before each call, which every other use of the slot already treats
+as empty (`if not ...`). tests/test_kafka_paused_records.py shows the stall without it.
+
+Only on the version the fix was written against: on another one nothing is changed and a
+warning says so.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import kafka
+import structlog
+from kafka.consumer.fetcher import Fetcher
+
+KAFKA_PYTHON = "3.0.12"
+log = structlog.get_logger("wirestream.kafka")
+_ORIGINAL: Callable[..., Any] = Fetcher.fetched_records
+
+
+@functools.wraps(_ORIGINAL)
+def _fetched_records(self: Any, *args: Any, **kwargs: Any) -> Any:
+    current = self._next_partition_records
+    if current is not None and not current:  # exhausted: let parked records back in line
+        self._next_partition_records = None
+    return _ORIGINAL(self, *args, **kwargs)
+
+
+def install() -> None:
+    """Idempotent; called by every client factory (streams/kafka_clients.py)."""
+    if Fetcher.fetched_records is _fetched_records:
+        return
+    if kafka.__version__ != KAFKA_PYTHON:
+        log.warning("kafka_python_fixes_skipped", kafka_python=kafka.__version__,
+                    written_for=KAFKA_PYTHON)  # fmt: skip
+        return
+    Fetcher.fetched_records = _fetched_records
+
+
+def uninstall() -> None:
+    """For tests: kafka-python's own method back."""
+    Fetcher.fetched_records = _ORIGINAL
