@@ -470,7 +470,9 @@ def test_rebalance_hands_partitions_over(broker: brokers.Broker, tmp_path: Path)
                 procs.append(subprocess.Popen(
                     enrich_cmd(bootstrap, src, dst, group, svc.url(), *args),
                     stdout=log, stderr=log, cwd=brokers.ROOT))  # fmt: skip
-            brokers.wait_committed(bootstrap, group, 100, timeout=30)
+            # A's first commits (joining takes long on a loaded machine; A cannot finish
+            # early: answers past the 700th are held until B has its partitions).
+            brokers.wait_committed(bootstrap, group, 100, timeout=180)
             with open(logs[1], "wb") as log:
                 procs.append(subprocess.Popen(
                     enrich_cmd(bootstrap, src, dst, group, svc.url(), *args),

@@ -221,7 +221,7 @@ def test_broker_restart_mid_run_loses_nothing(
     )  # fmt: skip
     second: subprocess.Popen[str] | None = None
     try:
-        brokers.wait_committed(bs, app, capture["n1"], timeout=60)  # mid-run: flows open
+        brokers.wait_committed(bs, app, capture["n1"], timeout=180)  # mid-run: flows open
         second = _popen("probe", part2, *probe_args, "--pace")  # and input arriving
         _wait_records(bs, topic, capture["n1"] + 400)
         # The outage comes while the member consumes (and, as a rule, while the paced probe

@@ -122,10 +122,10 @@ def test_member_killed_midstream_survivor_finishes(
         first = _probe(bs, topic, capture_halves["part1"])
         assert first.wait(60) == 0, first.stderr
         n1 = _produced(first)
-        brokers.wait_committed(bs, app, n1, timeout=60)
+        brokers.wait_committed(bs, app, n1, timeout=180)
 
         second = _probe(bs, topic, capture_halves["part2"], "--pace")
-        brokers.wait_committed(bs, app, n1 + 8, timeout=60)
+        brokers.wait_committed(bs, app, n1 + 8, timeout=180)
         victim.kill()  # SIGKILL, mid-stream: uncommitted work, open transactions
         survivor.wait_event(
             "partitions_assigned", 60, where=lambda e: victim_parts <= set(e["partitions"])
@@ -171,7 +171,7 @@ def test_stop_and_restart_resumes_from_checkpoints(
         first = _probe(bs, topic, capture_halves["part1"])
         assert first.wait(60) == 0, first.stderr
         n1 = _produced(first)
-        brokers.wait_committed(bs, app, n1, timeout=60)
+        brokers.wait_committed(bs, app, n1, timeout=180)
         for m in members:
             m.signal(signal.SIGTERM)
         for m in members:
@@ -214,12 +214,23 @@ def test_stop_and_restart_resumes_from_checkpoints(
     # changelog tail (nothing: every commit was checkpointed locally before the stop).
     # (Only the first assignment counts: the member that finishes first leaves the group,
     # and the other one may then take its partitions over for the end of input.)
+    # A partition the other member of the second run had first (its join ran ahead while
+    # this one's was slow) changed since this member's checkpoint: restoring its tail is
+    # right, so it is not counted as given back. (Timestamps of one host's clock; a
+    # partition is ready at one member only after the other gave it up.)
+    ready_at: dict[int, list[tuple[str, str]]] = {}
+    for name, m in zip("ab", again, strict=True):
+        for e in m.events("partition_ready"):
+            ready_at.setdefault(e["partition"], []).append((e["timestamp"], name))
     returned = 0
     for name, m in zip("ab", again, strict=True):
         events = m.events()
         first = next(i for i, e in enumerate(events) if e["event"] == "partitions_assigned")
         for event in events[:first]:
-            if event["event"] == "partition_ready" and event["partition"] in owned_before[name]:
+            if event["event"] != "partition_ready" or event["partition"] not in owned_before[name]:
+                continue
+            earlier = [n for t, n in ready_at[event["partition"]] if t < event["timestamp"]]
+            if all(n == name for n in earlier):
                 history = "\n".join(x.log()[-4000:] for x in (*members, *again))
                 assert event["changelog_from"] > 0, history
                 assert event["restored_records"] == 0, history

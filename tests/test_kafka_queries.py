@@ -188,7 +188,7 @@ def test_flow_stats_and_queries_across_members(
     members = [a]
     try:
         ea = a.wait_event("query_server_started", 30)["endpoint"]
-        brokers.wait_committed(bs, app, packets, timeout=60)
+        brokers.wait_committed(bs, app, packets, timeout=180)
         wait_for(lambda: len(owned(a)) == PARTITIONS, 30, "A owning every partition")
         time.sleep(1.2)  # a commit interval: the committed table is what is served
         assert check_all_flows(ea, oracle, {ea: owned(a)}) == 0
