@@ -42,13 +42,21 @@ def common_options(settings: RunSettings) -> dict[str, Any]:
     }
 
 
+def _library_setup(settings: RunSettings) -> None:
+    """What every client of the member needs from kafka-python, process-wide and
+    idempotent: the read size (streams/kafka_reads.py) and the fixes of its bugs
+    (streams/kafka_python_fixes.py)."""
+    read_in(settings.socket_read_bytes)
+    kafka_python_fixes.install()
+
+
 def new_producer(settings: RunSettings, member: str, **extra: Any) -> KafkaProducer:
     # Records are retried for reconnect_timeout (a broker restart loses nothing); a
     # send or init_transactions blocks BROKER_WAIT_SECONDS at most (buffer full,
     # metadata or coordinator missing), then the member rewinds and backs off.
     retry_ms = int(settings.reconnect_timeout * 1000)
     wait_ms = int(BROKER_WAIT_SECONDS * 1000)
-    read_in(settings.socket_read_bytes)
+    _library_setup(settings)
     return KafkaProducer(
         request_timeout_ms=min(wait_ms, max(1000, retry_ms // 2)),
         delivery_timeout_ms=max(retry_ms, wait_ms + 100),
@@ -66,8 +74,7 @@ def new_producer(settings: RunSettings, member: str, **extra: Any) -> KafkaProdu
 def new_group_consumer(settings: RunSettings, member: str, assignor: Any) -> KafkaConsumer:
     """The input consumer: offsets committed by the commit protocol only."""
     s = settings
-    read_in(s.socket_read_bytes)
-    kafka_python_fixes.install()
+    _library_setup(s)
     return KafkaConsumer(
         group_id=s.application_id,
         client_id=f"wirestream-{member}",
@@ -91,8 +98,7 @@ def new_restore_consumer(settings: RunSettings, member: str) -> KafkaConsumer:
     responses (nothing changed for it in the session), so kafka-python never learns its
     high watermark and a restore that is already complete waits forever. Seen on Apache
     Kafka 4.1 with kafka-python 3.0.12; full fetches of a few partitions cost nothing."""
-    read_in(settings.socket_read_bytes)
-    kafka_python_fixes.install()
+    _library_setup(settings)
     return KafkaConsumer(
         group_id=None,
         client_id=f"wirestream-{member}-restore",
