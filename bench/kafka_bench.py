@@ -6,7 +6,9 @@
 Rows: `wirestream replay --partitions N` (the embedded path, the reference), `wirestream
 probe` (bundles; and the per-packet layout for comparison), one `run` member, two members
 on N partitions, the restore of a store holding 100k flows, and the members' peak RSS with
-a backlog of 1x and 3x the capture (it must not grow with the backlog).
+a backlog of 1x and 3x the capture (it must not grow with the backlog), and what
+kafka-python alone spends reading the packets topic, as shipped and with the member's
+changes to it (bench/bare_consumer.py).
 
 The capture: ../shared/tools/make_perf_capture.sh (real nginx + wrk, needs root), given
 with --capture, or the one bench/replay_bench.py left in $TMPDIR/wsbench (`make bench` runs
@@ -148,6 +150,20 @@ def consume(bootstrap: str, topic: str, members: int, work: Path, *extra: str) -
     return out
 
 
+def bare_reads(bootstrap: str, topic: str, rounds: int = 5) -> dict[str, float]:
+    """Median CPU seconds of a bare consumer reading `topic` (bench/bare_consumer.py) in each
+    mode, alternating round by round: what the member's read size and fewer copies save."""
+    modes = ("shipped", "reads", "copies")
+    cpu: dict[str, list[float]] = {m: [] for m in modes}
+    script = str(ROOT / "bench" / "bare_consumer.py")
+    for i in range(rounds):
+        for mode in modes[i % 3 :] + modes[: i % 3]:
+            out = subprocess.run([sys.executable, script, bootstrap, topic, mode], cwd=ROOT,
+                                 check=True, capture_output=True, text=True).stdout  # fmt: skip
+            cpu[mode].append(json.loads(out)["cpu"])
+    return {m: sorted(v)[len(v) // 2] for m, v in cpu.items()}
+
+
 def restore_case(bootstrap: str, flows: int, partitions: int, work: Path) -> dict:
     """A store with `flows` open flows: full restore into an empty state dir, then a
     restart with the local state intact (changelog tail only)."""
@@ -207,7 +223,8 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=150_000, help="synthetic capture size")
     ap.add_argument("--flows", type=int, default=100_000, help="flows in the restore case")
     ap.add_argument("--compression", default="none", help="probe --compression")
-    ap.add_argument("--skip", default="", help="comma list of: packet-layout,restore,backlog")
+    ap.add_argument("--skip", default="",
+                    help="comma list of: packet-layout,restore,backlog,client")  # fmt: skip
     opts = ap.parse_args()
     skip = set(filter(None, opts.skip.split(",")))
     n = opts.partitions
@@ -270,6 +287,13 @@ def main() -> None:
         row("two members (together)", packets / slow, two,
             f"{[m['records'] for m in two]} records, slower member {slow:.2f} s")  # fmt: skip
         other.append(("two members / one member (wall)", f"{one[0]['seconds'] / slow:.2f}"))
+        if "client" not in skip:
+            bare = bare_reads(bootstrap, topic)
+            other.append((
+                "kafka-python alone reading the packets topic (CPU s, median of 5): as "
+                "shipped / 256 KiB reads / and fewer copies (the member's)",
+                " / ".join(f"{bare[m]:.3f}" for m in ("shipped", "reads", "copies")),
+            ))  # fmt: skip
         rss = [("1x", one[0]["rss"])]
         if "backlog" not in skip:
             big = brokers.unique("backlog") + ".packets"

@@ -12,7 +12,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from wirestream.streams import kafka_python_fixes
+from wirestream.streams import kafka_copies, kafka_python_fixes
 from wirestream.streams.kafka_reads import read_in
 from wirestream.streams.kafka_retry import RECONNECT_BACKOFF_MAX_MS
 from wirestream.streams.kafka_settings import MAX_REQUEST_BYTES, RunSettings
@@ -44,9 +44,10 @@ def common_options(settings: RunSettings) -> dict[str, Any]:
 
 def _library_setup(settings: RunSettings) -> None:
     """What every client of the member needs from kafka-python, process-wide and
-    idempotent: the read size (streams/kafka_reads.py) and the fixes of its bugs
-    (streams/kafka_python_fixes.py)."""
+    idempotent: the read size (streams/kafka_reads.py), fewer copies of fetched bytes
+    (streams/kafka_copies.py) and the fixes of its bugs (streams/kafka_python_fixes.py)."""
     read_in(settings.socket_read_bytes)
+    kafka_copies.install()
     kafka_python_fixes.install()
 
 
@@ -63,7 +64,7 @@ def new_producer(settings: RunSettings, member: str, **extra: Any) -> KafkaProdu
         max_block_ms=wait_ms,
         client_id=f"wirestream-{member}",
         acks="all",
-        linger_ms=5,
+        linger_ms=settings.linger_ms,
         batch_size=256 << 10,
         max_request_size=MAX_REQUEST_BYTES,
         **common_options(settings),

@@ -52,3 +52,7 @@ def install() -> None:
 def uninstall() -> None:
     """For tests: kafka-python's own method back."""
     Fetcher.fetched_records = _ORIGINAL
+
+
+def installed() -> bool:
+    return Fetcher.fetched_records is _fetched_records

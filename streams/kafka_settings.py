@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from wirestream.streams.argtypes import positive_int, positive_seconds
+from wirestream.streams.argtypes import non_negative_int, positive_int, positive_seconds
 from wirestream.streams.options import option
 
 AT_LEAST_ONCE = "at_least_once"
@@ -152,6 +152,12 @@ class RunSettings(GroupSettings, ReconnectSettings, BrokerSettings):
         help="give up restoring a store after this long without progress",
     )
     max_poll_records: int = option(2_000, parse=positive_int, help="records per poll")
+    linger_ms: int = option(
+        100,
+        parse=non_negative_int,
+        help="producer linger.ms of the output, changelog and substream records (Kafka "
+        "Streams' default for its producers; a commit flushes whatever waits)",
+    )
     socket_read_bytes: int = option(
         256 << 10,
         parse=positive_int,
@@ -191,7 +197,7 @@ class ProbeSettings(ReconnectSettings, BrokerSettings):
     )
     pace: bool = option(False, help="produce at capture pace instead of as fast as possible")
     linger_ms: int = option(
-        10, parse=int, help="producer linger.ms: wait this long to fill batches"
+        10, parse=non_negative_int, help="producer linger.ms: wait this long to fill batches"
     )
     batch_size: int = option(256 << 10, parse=positive_int, help="producer batch.size in bytes")
     # Packets topic layout (docs/wire-formats.md): "bundle" (many packet records per Kafka
@@ -210,7 +216,7 @@ class ProbeSettings(ReconnectSettings, BrokerSettings):
     )
     bundle_linger_ms: int = option(
         100,
-        parse=int,
+        parse=non_negative_int,
         help="with --layout bundle: a bundle is sent at the latest this long after its first "
         "packet (live capture latency)",
     )
