@@ -11,8 +11,21 @@ no more input from it, goes idle and exits with its records unread. The fix empt
 exhausted in-line slot before each call, which every other use of the slot already treats
 as empty (`if not ...`). tests/test_kafka_paused_records.py shows the stall without it.
 
-Only on the version the fix was written against: on another one nothing is changed and a
-warning says so.
+An orphaned join (no KIP, Java has it right): a join's JoinGroup/SyncGroup round trip runs
+as a task that later polls re-await when a short poll gave up on it
+(kafka/coordinator/base.py, `join_group_async`), but they only re-enter while
+`need_rejoin()` is true. The leader's own assignment inside that task makes the consumer
+coordinator's reason to rejoin (assignment snapshot != metadata snapshot) false, so the
+finished task is never awaited: the assignment callback never runs, heartbeats stay off,
+the group keeps the member in a generation it never completes, and `poll()` spins without
+partitions until the session expires. Java's loop condition is `rejoinNeededOrPending()`:
+rejoin needed, or a join pending; the fix makes `need_rejoin()` the same. Seen on about one
+member start in ten (the watchdog of streams/kafka/joins.py then nudged it after 10 s of a
+busy loop); a consumer polling with a zero timeout hits it on every start
+(tests/test_kafka_join_stall.py).
+
+Only on the version the fixes were written against: on another one nothing is changed and
+a warning says so.
 """
 
 from __future__ import annotations
@@ -24,10 +37,12 @@ from typing import Any
 import kafka
 import structlog
 from kafka.consumer.fetcher import Fetcher
+from kafka.coordinator.base import BaseCoordinator
 
 KAFKA_PYTHON = "3.0.12"
 log = structlog.get_logger("wirestream.kafka")
 _ORIGINAL: Callable[..., Any] = Fetcher.fetched_records
+_ORIGINAL_NEED_REJOIN: Callable[[Any], bool] = BaseCoordinator.need_rejoin
 
 
 @functools.wraps(_ORIGINAL)
@@ -38,20 +53,28 @@ def _fetched_records(self: Any, *args: Any, **kwargs: Any) -> Any:
     return _ORIGINAL(self, *args, **kwargs)
 
 
+def _need_rejoin(self: Any) -> bool:
+    # Java's AbstractCoordinator.rejoinNeededOrPending(): a join in flight, or finished and
+    # not yet awaited, is still to be completed by the next poll.
+    return self.rejoin_needed or self._join_task is not None
+
+
 def install() -> None:
     """Idempotent; called by every client factory (streams/kafka_clients.py)."""
-    if Fetcher.fetched_records is _fetched_records:
+    if installed():
         return
     if kafka.__version__ != KAFKA_PYTHON:
         log.warning("kafka_python_fixes_skipped", kafka_python=kafka.__version__,
                     written_for=KAFKA_PYTHON)  # fmt: skip
         return
     Fetcher.fetched_records = _fetched_records
+    BaseCoordinator.need_rejoin = _need_rejoin
 
 
 def uninstall() -> None:
-    """For tests: kafka-python's own method back."""
+    """For tests: kafka-python's own methods back."""
     Fetcher.fetched_records = _ORIGINAL
+    BaseCoordinator.need_rejoin = _ORIGINAL_NEED_REJOIN
 
 
 def installed() -> bool:

@@ -1,11 +1,12 @@
 """A guard against a consumer-group join that kafka-python never completes.
 
-Seen with kafka-python 3.0.12 on Apache Kafka 4.1, on a loaded machine, about one join in
-ten when two members start together: the SyncGroup answer arrives, kafka-python takes the
-group as stable, but the join's completion (the assignment callback, re-enabling the
-heartbeats) never runs. The member then polls forever without partitions while the
-coordinator expires its session and gives everything to the others (the tests saw
-"partitions never split between the members").
+Seen with kafka-python 3.0.12 on Apache Kafka 4.1, about one member start in ten: the
+SyncGroup answer arrives, but the join's completion (the assignment callback, re-enabling
+the heartbeats) never runs. The member then polls without partitions while the coordinator
+expires its session and gives everything to the others (the tests saw "partitions never
+split between the members"). The cause found since, an orphaned join task, is fixed in
+streams/kafka_python_fixes.py (80 member starts without a stall after the fix); the
+watchdog stays as the guard for any other way a join can be left incomplete.
 
 Every join starts with a revocation callback (possibly of nothing) and ends with an
 assignment callback (possibly of nothing). When the second has not come `patience`
