@@ -1,4 +1,4 @@
-"""Kafka-mode benchmark on Apache Kafka (not a test): one capture, one run, as ratios to replay.
+"""Kafka-mode benchmark on Apache Kafka (not a test): one capture, as ratios to replay.
 
     .venv/bin/python bench/kafka_bench.py [--capture perf.pcap]   # starts its own Apache Kafka
     .venv/bin/python bench/kafka_bench.py --bootstrap-servers HOST:PORT
@@ -19,6 +19,9 @@ and group joining are not counted. Per-core rates are packets per CPU-second of 
 process over the same span (CpuSampler), and over the whole process (wait4: start-up,
 joining, the idle wait before exit included): on cores other jobs share, wall time
 measures the neighbours too. The broker runs on the same cores and is not counted.
+Every path runs --rounds times (default 3), alternating round by round (round i starts
+with path i); each ratio is taken within its round, and the table gives the medians and
+the range of the per-CPU ratio.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -223,6 +227,8 @@ def main() -> None:
     ap.add_argument("--packets", type=int, default=150_000, help="synthetic capture size")
     ap.add_argument("--flows", type=int, default=100_000, help="flows in the restore case")
     ap.add_argument("--compression", default="none", help="probe --compression")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of every path, alternating; the table gives medians")  # fmt: skip
     ap.add_argument("--skip", default="",
                     help="comma list of: packet-layout,restore,backlog,client")  # fmt: skip
     opts = ap.parse_args()
@@ -249,44 +255,55 @@ def main() -> None:
         print(f"capture: {pcap.name} ({kind}), {pcap.stat().st_size >> 20} MiB; "
               f"{n} partitions; compression {opts.compression}", file=sys.stderr)  # fmt: skip
 
-        r = replay(pcap, n)
-        base = r["packets_per_s"]
-        packets = r["packets"]
-        base_cpu = packets / r["span_cpu"]
-        base_total = packets / r["cpu"]
+        topic = brokers.unique("bench") + ".packets"  # what the members read, every round
+        probe(bootstrap, topic, [pcap], n, "--compression", opts.compression)
+        paths = {
+            f"`replay --partitions {n}`": lambda: [replay(pcap, n)],
+            "`probe` (bundles)": lambda: [probe(bootstrap, brokers.unique("benchb") + ".packets",
+                                                [pcap], n, "--compression", opts.compression)],
+            "`probe --layout packet`": lambda: [probe(
+                bootstrap, brokers.unique("benchp") + ".packets", [pcap], n,
+                "--layout", "packet", "--compression", opts.compression)],
+            "one `run` member": lambda: consume(bootstrap, topic, 1, work),
+            "one member, 4 KiB socket reads": lambda: consume(
+                bootstrap, topic, 1, work, "--socket-read-bytes", "4096"),
+            "two members (together)": lambda: consume(bootstrap, topic, 2, work),
+        }  # fmt: skip
+        if "packet-layout" in skip:
+            del paths["`probe --layout packet`"]
+        names = list(paths)
+        runs: dict[str, list[list[dict]]] = {name: [] for name in names}
+        for i in range(opts.rounds):  # round i starts with path i: neighbours' load hits all
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                runs[name].append(paths[name]())
+            print(f"round {i + 1} of {opts.rounds} done", file=sys.stderr, flush=True)
+        packets = runs[names[0]][0][0]["packets"]
 
-        def row(name: str, rate: float, m: dict | list[dict], detail: str) -> None:
-            ms = m if isinstance(m, list) else [m]
-            per_cpu = packets / sum(x["span_cpu"] for x in ms)
-            total = packets / sum(x["cpu"] for x in ms)
-            rows.append((name, f"{rate:,.0f}", f"{rate / base:.2f}", f"{per_cpu:,.0f}",
-                         f"{per_cpu / base_cpu:.2f}", f"{total / base_total:.2f}"))  # fmt: skip
-            print(f"{name}: {rate:,.0f} packets/s ({rate / base:.2f}x replay), "
-                  f"{per_cpu:,.0f} packets/CPU-s ({per_cpu / base_cpu:.2f}x; whole process "
-                  f"{total / base_total:.2f}x) {detail}", file=sys.stderr, flush=True)  # fmt: skip
+        def rates(ms: list[dict]) -> tuple[float, float, float]:
+            """(wall packets/s, packets per span CPU-second, per whole-process CPU-second)"""
+            wall = ms[0]["packets_per_s"] if "packets_per_s" in ms[0] else (
+                packets / max(m["seconds"] for m in ms))  # fmt: skip
+            return (wall, packets / sum(m["span_cpu"] for m in ms),
+                    packets / sum(m["cpu"] for m in ms))  # fmt: skip
 
-        row(f"`replay --partitions {n}`", base, r, f"{packets} packets in {r['seconds']} s")
-        topic = brokers.unique("bench") + ".packets"
-        p = probe(bootstrap, topic, [pcap], n, "--compression", opts.compression)
-        mbps = p["record_bytes"] / p["seconds"] / 1e6
-        row("`probe` (bundles)", p["packets_per_s"], p,
-            f"{p['records']} records, {mbps:.0f} MB/s")  # fmt: skip
-        if "packet-layout" not in skip:
-            pp = probe(bootstrap, brokers.unique("benchp") + ".packets", [pcap], n,
-                       "--layout", "packet", "--compression", opts.compression)  # fmt: skip
-            row("`probe --layout packet`", pp["packets_per_s"], pp,
-                f"{pp['records']} records")  # fmt: skip
-        one = consume(bootstrap, topic, 1, work)
-        row("one `run` member", packets / one[0]["seconds"], one[0],
-            f"{one[0]['seconds']:.2f} s")  # fmt: skip
-        lib = consume(bootstrap, topic, 1, work, "--socket-read-bytes", "4096")
-        row("one member, 4 KiB socket reads", packets / lib[0]["seconds"], lib[0],
-            f"{lib[0]['seconds']:.2f} s (kafka-python's own read size)")  # fmt: skip
-        two = consume(bootstrap, topic, 2, work)
-        slow = max(m["seconds"] for m in two)
-        row("two members (together)", packets / slow, two,
-            f"{[m['records'] for m in two]} records, slower member {slow:.2f} s")  # fmt: skip
-        other.append(("two members / one member (wall)", f"{one[0]['seconds'] / slow:.2f}"))
+        base = [rates(ms) for ms in runs[names[0]]]
+        for name in names:
+            own = [rates(ms) for ms in runs[name]]
+            ratios = [tuple(a / b for a, b in zip(o, r, strict=True))
+                      for o, r in zip(own, base, strict=True)]  # fmt: skip
+            med = [statistics.median(v) for v in zip(*own, strict=True)]
+            rmed = [statistics.median(v) for v in zip(*ratios, strict=True)]
+            cpu_range = f"{min(r[1] for r in ratios):.2f} to {max(r[1] for r in ratios):.2f}"
+            rows.append((name, f"{med[0]:,.0f}", f"{rmed[0]:.2f}", f"{med[1]:,.0f}",
+                         f"{rmed[1]:.2f}", cpu_range, f"{rmed[2]:.2f}"))  # fmt: skip
+            print(f"{name}: per round, wall vs replay "
+                  f"{[round(r[0], 2) for r in ratios]}, per CPU-second vs replay "
+                  f"{[round(r[1], 2) for r in ratios]}", file=sys.stderr, flush=True)  # fmt: skip
+        one_s = statistics.median(ms[0]["seconds"] for ms in runs["one `run` member"])
+        two_s = statistics.median(
+            max(m["seconds"] for m in ms) for ms in runs["two members (together)"]
+        )
+        other.append(("two members / one member (wall, medians)", f"{one_s / two_s:.2f}"))
         if "client" not in skip:
             bare = bare_reads(bootstrap, topic)
             other.append((
@@ -294,6 +311,7 @@ def main() -> None:
                 "shipped / 256 KiB reads / and fewer copies (the member's)",
                 " / ".join(f"{bare[m]:.3f}" for m in ("shipped", "reads", "copies")),
             ))  # fmt: skip
+        one = runs["one `run` member"][0]
         rss = [("1x", one[0]["rss"])]
         if "backlog" not in skip:
             big = brokers.unique("backlog") + ".packets"
@@ -314,10 +332,10 @@ def main() -> None:
                     f"{case['read']:.2f} s, {case['flows']:,} flows rebuilt in "
                     f"{case['rebuild']:.2f} s)",
                 ))  # fmt: skip
-    print(f"| Apache Kafka, {n} partitions, {packets:,} packets | packets/s (wall) | vs replay "
-          "| packets per CPU-second | vs replay | whole process CPU vs replay |",
-          flush=True)  # fmt: skip
-    print("|---|--:|--:|--:|--:|--:|")
+    print(f"| Apache Kafka, {n} partitions, {packets:,} packets, medians of {opts.rounds} "
+          "rounds | packets/s (wall) | vs replay | packets per CPU-second | vs replay | range "
+          "| whole process CPU vs replay |", flush=True)  # fmt: skip
+    print("|---|--:|--:|--:|--:|--:|--:|")
     for rw in rows:
         print("| " + " | ".join(rw) + " |")
     print("\n| measurement | result |\n|---|---|")
