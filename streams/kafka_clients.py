@@ -85,6 +85,8 @@ def new_group_consumer(settings: RunSettings, member: str, assignor: Any) -> Kaf
         session_timeout_ms=s.session_timeout_ms,
         heartbeat_interval_ms=s.heartbeat_interval_ms,
         max_poll_records=s.max_poll_records,
+        max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+        fetch_max_bytes=s.fetch_max_bytes,
         partition_assignment_strategy=[assignor],
         check_crcs=CHECK_CRCS,
         **common_options(s),

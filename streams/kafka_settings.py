@@ -152,6 +152,18 @@ class RunSettings(GroupSettings, ReconnectSettings, BrokerSettings):
         help="give up restoring a store after this long without progress",
     )
     max_poll_records: int = option(2_000, parse=positive_int, help="records per poll")
+    max_partition_fetch_bytes: int = option(
+        4 << 20,
+        parse=positive_int,
+        help="input bytes fetched per partition per request (Kafka's 1 MiB is four 256 KiB "
+        "bundles: more round trips, more waiting; memory grows with it, docs/kafka-mode.md)",
+    )
+    fetch_max_bytes: int = option(
+        16 << 20,
+        parse=positive_int,
+        help="input bytes per fetch response, all partitions together (bounds the fetch "
+        "buffers however many partitions the member has)",
+    )
     linger_ms: int = option(
         100,
         parse=non_negative_int,

@@ -4,10 +4,17 @@ fewer copies, bug fixes) before it connects."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from kafka.coordinator.assignors.range import RangePartitionAssignor
 
 from wirestream.streams import kafka_copies, kafka_python_fixes, kafka_reads
-from wirestream.streams.kafka_clients import new_producer, new_restore_consumer
+from wirestream.streams.kafka_clients import (
+    new_group_consumer,
+    new_producer,
+    new_restore_consumer,
+)
 from wirestream.streams.kafka_settings import RunSettings
 
 try:
@@ -18,7 +25,7 @@ except ImportError:
 pytestmark = pytest.mark.kafka
 
 
-def test_producers_linger_as_set_and_the_library_is_set_up(broker: brokers.Broker) -> None:
+def test_clients_take_their_settings_and_the_library_is_set_up(broker: brokers.Broker) -> None:
     kafka_copies.uninstall()
     kafka_python_fixes.uninstall()
     kafka_reads.read_in(kafka_reads.LIBRARY_READ)
@@ -35,4 +42,11 @@ def test_producers_linger_as_set_and_the_library_is_set_up(broker: brokers.Broke
     consumer = new_restore_consumer(settings, "test")
     consumer.close()
     assert kafka_copies.installed()
+    fetches = replace(settings, max_partition_fetch_bytes=3 << 20, fetch_max_bytes=5 << 20)
+    group = new_group_consumer(fetches, "test", RangePartitionAssignor)
+    try:
+        assert group.config["max_partition_fetch_bytes"] == 3 << 20
+        assert group.config["fetch_max_bytes"] == 5 << 20
+    finally:
+        group.close()
     kafka_reads.read_in(RunSettings(bootstrap_servers="x", application_id="y").socket_read_bytes)
