@@ -24,13 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import kafka
-import structlog
 from kafka.protocol.frame import KafkaBytes
 from kafka.record.default_records import DefaultRecordBatch
 
+from wirestream.streams.kafka_patch import LibraryPatch
+
 KAFKA_PYTHON = "3.0.12"  # the version whose methods are copied below
-log = structlog.get_logger("wirestream.kafka")
 _ORIGINAL_READ: Callable[..., bytes] = KafkaBytes.read
 _ORIGINAL_INIT: Callable[..., None] = DefaultRecordBatch.__init__
 
@@ -57,23 +56,11 @@ def _init(self: Any, buffer: Any) -> None:
     self._decompressed = False
 
 
-def install() -> None:
-    """Idempotent; called by every client factory (streams/kafka_clients.py)."""
-    if installed():
-        return
-    if kafka.__version__ != KAFKA_PYTHON:
-        log.warning("kafka_copies_unchanged", kafka_python=kafka.__version__,
-                    written_for=KAFKA_PYTHON)  # fmt: skip
-        return
-    KafkaBytes.read = _read
-    DefaultRecordBatch.__init__ = _init
-
-
-def uninstall() -> None:
-    """kafka-python's own methods back (tests and benchmarks compare both)."""
-    KafkaBytes.read = _ORIGINAL_READ
-    DefaultRecordBatch.__init__ = _ORIGINAL_INIT
-
-
-def installed() -> bool:
-    return KafkaBytes.read is _read
+PATCH = LibraryPatch(
+    "kafka_copies",
+    KAFKA_PYTHON,
+    [(KafkaBytes, "read", _read), (DefaultRecordBatch, "__init__", _init)],
+)
+install = PATCH.install
+uninstall = PATCH.uninstall  # kafka-python's own methods back (tests and benchmarks compare)
+installed = PATCH.installed

@@ -34,15 +34,13 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-import kafka
-import structlog
 from kafka.consumer.fetcher import Fetcher
 from kafka.coordinator.base import BaseCoordinator
 
+from wirestream.streams.kafka_patch import LibraryPatch
+
 KAFKA_PYTHON = "3.0.12"
-log = structlog.get_logger("wirestream.kafka")
 _ORIGINAL: Callable[..., Any] = Fetcher.fetched_records
-_ORIGINAL_NEED_REJOIN: Callable[[Any], bool] = BaseCoordinator.need_rejoin
 
 
 @functools.wraps(_ORIGINAL)
@@ -59,23 +57,14 @@ def _need_rejoin(self: Any) -> bool:
     return self.rejoin_needed or self._join_task is not None
 
 
-def install() -> None:
-    """Idempotent; called by every client factory (streams/kafka_clients.py)."""
-    if installed():
-        return
-    if kafka.__version__ != KAFKA_PYTHON:
-        log.warning("kafka_python_fixes_skipped", kafka_python=kafka.__version__,
-                    written_for=KAFKA_PYTHON)  # fmt: skip
-        return
-    Fetcher.fetched_records = _fetched_records
-    BaseCoordinator.need_rejoin = _need_rejoin
-
-
-def uninstall() -> None:
-    """For tests: kafka-python's own methods back."""
-    Fetcher.fetched_records = _ORIGINAL
-    BaseCoordinator.need_rejoin = _ORIGINAL_NEED_REJOIN
-
-
-def installed() -> bool:
-    return Fetcher.fetched_records is _fetched_records
+PATCH = LibraryPatch(
+    "kafka_python_fixes",
+    KAFKA_PYTHON,
+    [
+        (Fetcher, "fetched_records", _fetched_records),
+        (BaseCoordinator, "need_rejoin", _need_rejoin),
+    ],
+)
+install = PATCH.install
+uninstall = PATCH.uninstall  # for tests: kafka-python's own methods back
+installed = PATCH.installed
