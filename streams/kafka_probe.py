@@ -34,6 +34,7 @@ from wirestream.probe.flowkey import kafka_partition
 from wirestream.probe.record import RECORD_VERSION
 from wirestream.probe.source import PacketSource
 from wirestream.streams.exitcodes import ExitCode
+from wirestream.streams.kafka_inflight import InFlight
 from wirestream.streams.kafka_live import LiveCapture, LiveCaptureError
 from wirestream.streams.kafka_retry import (
     RECONNECT_BACKOFF_MAX_MS,
@@ -92,6 +93,8 @@ class Probe:
         self.packets_acked = 0
         self.pending = 0
         self._partitions_cache: dict[bytes, int] = {}
+        # Kafka's buffer.memory, which kafka-python 3.0.12 lacks (streams/kafka_inflight.py).
+        self.inflight = InFlight(settings.buffer_bytes, settings.reconnect_timeout, self._stopping)
 
     def request_stop(self, *_: Any) -> None:
         self._stop = True
@@ -99,8 +102,13 @@ class Probe:
     def _stopping(self) -> bool:
         return self._stop
 
-    def _acked(self, _metadata: Any) -> None:
+    def _acked(self, size: int, _metadata: Any) -> None:
         self.acked += 1
+        self.inflight.release(size)
+
+    def _packet_failed(self, size: int, exc: BaseException) -> None:
+        self.inflight.release(size)
+        self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
         self.failed += 1
@@ -161,19 +169,22 @@ class Probe:
         send = producer.send
         topic = self.settings.topic
         n = self.partitions
-        failed = self._failed
+        failed = self._packet_failed
         acked = self._acked
+        acquire = self.inflight.acquire
         count = 0
         size = 0
         try:
             for kp in self.source.keyed(frames):
                 value = kp.record()
                 key = kp.key
+                length = len(value)
+                acquire(length)
                 future = send(topic, value=value, key=key, partition=kafka_partition(key, n))
-                future.add_callback(acked)
-                future.add_errback(failed)
+                future.add_callback(acked, length)
+                future.add_errback(failed, length)
                 count += 1
-                size += len(value)
+                size += length
                 if self._send_error is not None or (stoppable and self._stop):
                     break
         finally:  # also when `send` raised: the counts say how much was handed over
@@ -227,21 +238,25 @@ class Probe:
     def _ship(self, ready: Ready) -> None:
         producer = self.producer
         assert producer is not None
+        size = len(ready.value)
+        self.inflight.acquire(size)
         future = producer.send(
             self.settings.topic, value=ready.value, key=ready.key, partition=ready.partition
         )
         count = ready.count
-        future.add_callback(self._bundle_acked, count)
-        future.add_errback(self._bundle_failed, count)
+        future.add_callback(self._bundle_acked, count, size)
+        future.add_errback(self._bundle_failed, size)
         self.records += 1
-        self.record_bytes += len(ready.value)
+        self.record_bytes += size
         self.packets += count
 
-    def _bundle_acked(self, count: int, _metadata: Any) -> None:
+    def _bundle_acked(self, count: int, size: int, _metadata: Any) -> None:
         self.acked += 1
         self.packets_acked += count
+        self.inflight.release(size)
 
-    def _bundle_failed(self, count: int, exc: BaseException) -> None:
+    def _bundle_failed(self, size: int, exc: BaseException) -> None:
+        self.inflight.release(size)
         self._failed(exc)
 
     def _flush_bundles(self) -> None:
@@ -405,5 +420,7 @@ class Probe:
             if seconds
             else 0,
             capture_errors=len(self.errors),
+            peak_unacknowledged_bytes=self.inflight.peak,
+            buffer_waits=self.inflight.waits,
             peak_rss_mib=peak_rss_mib(),
         )

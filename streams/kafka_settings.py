@@ -212,6 +212,13 @@ class ProbeSettings(ReconnectSettings, BrokerSettings):
         10, parse=non_negative_int, help="producer linger.ms: wait this long to fill batches"
     )
     batch_size: int = option(256 << 10, parse=positive_int, help="producer batch.size in bytes")
+    buffer_bytes: int = option(
+        64 << 20,
+        parse=positive_int,
+        help="bytes handed to the producer and not yet acknowledged, at most (Kafka's "
+        "buffer.memory, which kafka-python lacks): reading waits when the brokers fall "
+        "behind, for --reconnect-timeout at most",
+    )
     # Packets topic layout (docs/wire-formats.md): "bundle" (many packet records per Kafka
     # record, per partition) or "packet" (one record per packet, the seed's layout).
     layout: str = option(
