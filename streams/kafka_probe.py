@@ -106,7 +106,8 @@ class Probe:
         self.acked += 1
         self.inflight.release(size)
 
-    def _packet_failed(self, size: int, exc: BaseException) -> None:
+    def _send_failed(self, size: int, exc: BaseException) -> None:
+        """Errback of a record of either layout: its bytes leave the buffer."""
         self.inflight.release(size)
         self._failed(exc)
 
@@ -169,7 +170,7 @@ class Probe:
         send = producer.send
         topic = self.settings.topic
         n = self.partitions
-        failed = self._packet_failed
+        failed = self._send_failed
         acked = self._acked
         acquire = self.inflight.acquire
         count = 0
@@ -245,7 +246,7 @@ class Probe:
         )
         count = ready.count
         future.add_callback(self._bundle_acked, count, size)
-        future.add_errback(self._bundle_failed, size)
+        future.add_errback(self._send_failed, size)
         self.records += 1
         self.record_bytes += size
         self.packets += count
@@ -254,10 +255,6 @@ class Probe:
         self.acked += 1
         self.packets_acked += count
         self.inflight.release(size)
-
-    def _bundle_failed(self, size: int, exc: BaseException) -> None:
-        self.inflight.release(size)
-        self._failed(exc)
 
     def _flush_bundles(self) -> None:
         if self.settings.layout == "bundle" and self.producer is not None:
