@@ -319,6 +319,18 @@ def keyed_workload(n: int, keys: int, seed: int) -> tuple[list[tuple[bytes, byte
     return records, ids
 
 
+def filled_input(
+    bootstrap: str, partitions: int, n: int, keys: int, seed: int
+) -> tuple[str, str, str, list[tuple[bytes, bytes]], list[str]]:
+    """A fresh input topic holding `keyed_workload(n, keys, seed)`: (input topic, output
+    topic, group id, the records, their ids)."""
+    src, dst, group = brokers.unique("http"), brokers.unique("http-enriched"), brokers.unique("g")
+    brokers.create_topic(bootstrap, src, partitions)
+    inputs, ids = keyed_workload(n, keys, seed)
+    produce(bootstrap, src, inputs)
+    return src, dst, group, inputs, ids
+
+
 def check_order(values: list[dict[str, Any]], inputs: list[tuple[bytes, bytes]]) -> None:
     """Per key, the outputs follow input order (duplicates allowed, never a step back
     within one run's output except by a restart replay)."""
@@ -334,10 +346,7 @@ def check_order(values: list[dict[str, Any]], inputs: list[tuple[bytes, bytes]])
 @pytest.mark.kafka
 def test_enrich_between_topics(broker: brokers.Broker, service: AssetService) -> None:
     bootstrap = broker.bootstrap
-    src, dst, group = brokers.unique("http"), brokers.unique("http-enriched"), brokers.unique("g")
-    brokers.create_topic(bootstrap, src, 3)
-    inputs, ids = keyed_workload(600, 40, seed=1)
-    produce(bootstrap, src, inputs)
+    src, dst, group, inputs, ids = filled_input(bootstrap, 3, 600, 40, seed=1)
     done = subprocess.run(
         enrich_cmd(bootstrap, src, dst, group, service.url(), "--exit-when-idle", "2",
                    "--timeout", "1", "--backoff", "0.01"),
@@ -365,10 +374,7 @@ def test_a_backlog_that_drains_slower_than_the_idle_time_is_read_to_its_end(
     are done, which takes longer than --exit-when-idle. Paused is not idle: the member
     resumes and reads the rest before it may exit."""
     bootstrap = broker.bootstrap
-    src, dst, group = brokers.unique("http"), brokers.unique("http-enriched"), brokers.unique("g")
-    brokers.create_topic(bootstrap, src, 2)
-    inputs, ids = keyed_workload(1500, 300, seed=7)
-    produce(bootstrap, src, inputs)
+    src, dst, group, inputs, ids = filled_input(bootstrap, 2, 1500, 300, seed=7)
     with AssetService(delay=0.02) as svc:
         done = subprocess.run(
             enrich_cmd(bootstrap, src, dst, group, svc.url(), "--exit-when-idle", "1",
@@ -387,10 +393,7 @@ def test_killed_member_loses_nothing(broker: brokers.Broker, tmp_path: Path) -> 
     """SIGKILL with lookups in flight: committed offsets never pass a record that is not
     in the output; a second member finishes the rest."""
     bootstrap = broker.bootstrap
-    src, dst, group = brokers.unique("http"), brokers.unique("http-enriched"), brokers.unique("g")
-    brokers.create_topic(bootstrap, src, 2)
-    inputs, ids = keyed_workload(800, 30, seed=2)
-    produce(bootstrap, src, inputs)
+    src, dst, group, inputs, ids = filled_input(bootstrap, 2, 800, 30, seed=2)
     with AssetService(delay=0.05) as svc:
         log = open(tmp_path / "first.log", "wb")  # noqa: SIM115
         first = subprocess.Popen(
@@ -454,10 +457,7 @@ def test_rebalance_hands_partitions_over(broker: brokers.Broker, tmp_path: Path)
     """A second member joins mid-stream: the first commits what it produced for the
     partitions it gives up, and drops their in-flight results; nothing is lost."""
     bootstrap = broker.bootstrap
-    src, dst, group = brokers.unique("http"), brokers.unique("http-enriched"), brokers.unique("g")
-    brokers.create_topic(bootstrap, src, 4)
-    inputs, ids = keyed_workload(1200, 40, seed=4)
-    produce(bootstrap, src, inputs)
+    src, dst, group, inputs, ids = filled_input(bootstrap, 4, 1200, 40, seed=4)
     # Answers past the 700th wait until B has its partitions: B joins mid-stream however
     # long joining takes on a busy machine.
     with AssetService(delay=0.05, hold_after=700) as svc:
