@@ -36,9 +36,11 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -46,6 +48,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 import brokers  # noqa: E402  (tests/brokers.py: broker start-up and member helpers)
 
 JOIN_TIMEOUT = 180.0
+T = TypeVar("T")
 
 from devkafka import broker as kafka  # noqa: E402
 
@@ -154,6 +157,13 @@ def consume(bootstrap: str, topic: str, members: int, work: Path, *extra: str) -
     return out
 
 
+def rotated(items: Sequence[T], i: int) -> list[T]:
+    """`items` starting at item i: round i starts with a different path, so a burst of load
+    elsewhere hits them alike."""
+    k = i % len(items)
+    return [*items[k:], *items[:k]]
+
+
 def bare_reads(bootstrap: str, topic: str, rounds: int = 5) -> dict[str, float]:
     """Median CPU seconds of a bare consumer reading `topic` (bench/bare_consumer.py) in each
     mode, alternating round by round: what the member's read size and fewer copies save."""
@@ -161,11 +171,11 @@ def bare_reads(bootstrap: str, topic: str, rounds: int = 5) -> dict[str, float]:
     cpu: dict[str, list[float]] = {m: [] for m in modes}
     script = str(ROOT / "bench" / "bare_consumer.py")
     for i in range(rounds):
-        for mode in modes[i % 3 :] + modes[: i % 3]:
+        for mode in rotated(modes, i):
             out = subprocess.run([sys.executable, script, bootstrap, topic, mode], cwd=ROOT,
                                  check=True, capture_output=True, text=True).stdout  # fmt: skip
             cpu[mode].append(json.loads(out)["cpu"])
-    return {m: sorted(v)[len(v) // 2] for m, v in cpu.items()}
+    return {m: statistics.median(v) for m, v in cpu.items()}
 
 
 def restore_case(bootstrap: str, flows: int, partitions: int, work: Path) -> dict:
@@ -273,8 +283,8 @@ def main() -> None:
             del paths["`probe --layout packet`"]
         names = list(paths)
         runs: dict[str, list[list[dict]]] = {name: [] for name in names}
-        for i in range(opts.rounds):  # round i starts with path i: neighbours' load hits all
-            for name in names[i % len(names) :] + names[: i % len(names)]:
+        for i in range(opts.rounds):
+            for name in rotated(names, i):
                 runs[name].append(paths[name]())
             print(f"round {i + 1} of {opts.rounds} done", file=sys.stderr, flush=True)
         packets = runs[names[0]][0][0]["packets"]
